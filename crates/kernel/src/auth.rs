@@ -1,0 +1,244 @@
+//! Who is acting, what they may do, and which rows they may see.
+//!
+//! Authorization has two layers (see `docs/authorization.md`): a service checks a
+//! [`Permission`] before every action (deny by default), and its repository applies a scope
+//! inside every query, so rows outside it never leave the database.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::error::DomainError;
+use crate::id::{ApiKeyId, UserId};
+
+/// A permission name of the form `resource:action`, e.g. `release_notes:write`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Permission(Cow<'static, str>);
+
+/// The text given is not of the form `resource:action`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a permission of the form resource:action (lowercase letters, digits, _)")]
+pub struct InvalidPermission(pub String);
+
+impl Permission {
+    /// A permission known at compile time. Domains declare theirs as constants.
+    ///
+    /// The format is checked by [`Permission::parse`] in each domain's tests; a malformed
+    /// constant is a programming error, caught there.
+    pub const fn from_static(name: &'static str) -> Self {
+        Self(Cow::Borrowed(name))
+    }
+
+    /// Parses a permission read from storage or input.
+    pub fn parse(name: &str) -> Result<Self, InvalidPermission> {
+        let valid_part = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 64
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        match name.split_once(':') {
+            Some((resource, action)) if valid_part(resource) && valid_part(action) => {
+                Ok(Self(Cow::Owned(name.to_owned())))
+            }
+            _ => Err(InvalidPermission(name.to_owned())),
+        }
+    }
+
+    /// The full name, `resource:action`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The permissions an actor holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PermissionSet(BTreeSet<Permission>);
+
+impl PermissionSet {
+    /// No permissions.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Whether `permission` is held.
+    pub fn contains(&self, permission: &Permission) -> bool {
+        self.0.contains(permission)
+    }
+
+    /// Adds a permission.
+    pub fn insert(&mut self, permission: Permission) {
+        self.0.insert(permission);
+    }
+
+    /// The permissions held in both sets (an API key's scopes narrow its owner's permissions).
+    pub fn intersection(&self, other: &Self) -> Self {
+        Self(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    /// Iterates in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Permission> {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<Permission> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = Permission>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// Who is performing an action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// No credentials were presented.
+    Anonymous,
+    /// A signed-in user.
+    User {
+        /// The user.
+        id: UserId,
+        /// Effective permissions from the user's roles.
+        permissions: PermissionSet,
+    },
+    /// A request authenticated with an API key, acting for the key's owner.
+    ApiKey {
+        /// The key.
+        id: ApiKeyId,
+        /// The user who owns the key.
+        owner: UserId,
+        /// The owner's permissions narrowed by the key's scopes.
+        permissions: PermissionSet,
+    },
+    /// Keel itself (seeding, scheduled jobs). Holds every permission; never built from a request.
+    System,
+}
+
+impl Actor {
+    /// The user on whose behalf the action runs, if any.
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Self::User { id, .. } => Some(*id),
+            Self::ApiKey { owner, .. } => Some(*owner),
+            Self::Anonymous | Self::System => None,
+        }
+    }
+
+    /// Whether the actor holds `permission`.
+    pub fn can(&self, permission: &Permission) -> bool {
+        match self {
+            Self::System => true,
+            Self::Anonymous => false,
+            Self::User { permissions, .. } | Self::ApiKey { permissions, .. } => {
+                permissions.contains(permission)
+            }
+        }
+    }
+
+    /// Layer one of authorization: fails unless the actor holds `permission`.
+    ///
+    /// An anonymous actor gets [`DomainError::Unauthenticated`] (HTTP 401: signing in may
+    /// help); a known one gets [`DomainError::Forbidden`] (HTTP 403).
+    pub fn require(&self, permission: &Permission) -> Result<(), DomainError> {
+        if self.can(permission) {
+            Ok(())
+        } else if matches!(self, Self::Anonymous) {
+            Err(DomainError::Unauthenticated)
+        } else {
+            Err(DomainError::Forbidden {
+                permission: permission.to_string(),
+            })
+        }
+    }
+
+    /// The owner scope for a resource: everything with `see_all`, else the actor's own rows.
+    ///
+    /// Anonymous callers own nothing and get [`DomainError::Unauthenticated`].
+    pub fn owner_scope(&self, see_all: &Permission) -> Result<Scope, DomainError> {
+        if self.can(see_all) {
+            return Ok(Scope::All);
+        }
+        self.user_id()
+            .map(Scope::OwnedBy)
+            .ok_or(DomainError::Unauthenticated)
+    }
+}
+
+/// The system actor, for use cases Keel runs on its own behalf (`Service::for_system`).
+pub static SYSTEM: Actor = Actor::System;
+
+/// Which rows of an owned resource a query may touch; repositories apply it in every query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every row.
+    All,
+    /// Only rows owned by this user.
+    OwnedBy(UserId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRITE: Permission = Permission::from_static("release_notes:write");
+
+    fn member(permissions: &[Permission]) -> Actor {
+        Actor::User {
+            id: UserId::new(),
+            permissions: permissions.iter().cloned().collect(),
+        }
+    }
+
+    #[test]
+    fn permission_names_are_checked() {
+        assert!(Permission::parse("release_notes:write").is_ok());
+        for bad in ["", "x", "a:", ":b", "A:b", "a:b:c", "a b:c", "a:ü"] {
+            assert!(Permission::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+        assert_eq!(Permission::parse(WRITE.as_str()).unwrap(), WRITE);
+    }
+
+    #[test]
+    fn deny_by_default_with_the_right_status() {
+        assert!(matches!(
+            Actor::Anonymous.require(&WRITE),
+            Err(DomainError::Unauthenticated)
+        ));
+        assert!(matches!(
+            member(&[]).require(&WRITE),
+            Err(DomainError::Forbidden { permission }) if permission == "release_notes:write"
+        ));
+        assert!(member(&[WRITE]).require(&WRITE).is_ok());
+        assert!(Actor::System.require(&WRITE).is_ok());
+    }
+
+    #[test]
+    fn owner_scope_narrows_to_own_rows_without_the_see_all_permission() {
+        let actor = member(&[]);
+        let id = actor.user_id().unwrap();
+        assert_eq!(actor.owner_scope(&WRITE).unwrap(), Scope::OwnedBy(id));
+        assert_eq!(member(&[WRITE]).owner_scope(&WRITE).unwrap(), Scope::All);
+        assert!(Actor::Anonymous.owner_scope(&WRITE).is_err());
+    }
+
+    #[test]
+    fn api_key_permissions_are_the_intersection() {
+        let owner: PermissionSet = [WRITE, Permission::from_static("users:read")]
+            .into_iter()
+            .collect();
+        let scopes: PermissionSet = [WRITE].into_iter().collect();
+        let narrowed = owner.intersection(&scopes);
+        assert!(narrowed.contains(&WRITE));
+        assert!(!narrowed.contains(&Permission::from_static("users:read")));
+    }
+}

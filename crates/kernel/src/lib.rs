@@ -1,0 +1,28 @@
+//! Keel's kernel: the framework-free vocabulary every domain crate speaks.
+//!
+//! Nothing here knows about HTTP, SQL or an async runtime. The dependency rule (checked by the
+//! `architecture` test in `tests/`) keeps it that way: adapters depend on the kernel, never the
+//! reverse.
+
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod health;
+pub mod id;
+pub mod query;
+pub mod repo;
+pub mod validation;
+
+pub use auth::{Actor, Permission, PermissionSet, Scope};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{DomainError, FieldError};
+pub use id::UserId;
+pub use query::{ListQuery, ListSpec, Page};
+pub use repo::{RepoError, Transaction, UnitOfWork};
+
+/// Re-exports used by `define_id!` so domain crates need no direct serde/uuid import for it.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use uuid;
+}
