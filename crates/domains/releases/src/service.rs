@@ -1,0 +1,416 @@
+//! Release-note use cases.
+
+use std::sync::Arc;
+
+use keel_kernel::auth::SYSTEM;
+use keel_kernel::validation::FieldErrors;
+use keel_kernel::{Actor, Clock, ListQuery, Page, RepoError, UnitOfWork};
+
+use crate::error::ReleaseError;
+use crate::model::{
+    NewReleaseNote, ReleaseNote, ReleaseNoteId, ReleaseNotePatch, ReleaseStatus, check_body,
+    check_title, check_version,
+};
+use crate::policy::{Visibility, WRITE};
+use crate::repository::ReleaseNoteRepository;
+
+/// The release-notes service's dependencies; cheap to clone and shared by every request.
+#[derive(Debug, Clone)]
+pub struct ReleaseNotes {
+    repository: Arc<dyn ReleaseNoteRepository>,
+    unit_of_work: Arc<dyn UnitOfWork>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ReleaseNotes {
+    /// Wires the service to its ports.
+    pub fn new(
+        repository: Arc<dyn ReleaseNoteRepository>,
+        unit_of_work: Arc<dyn UnitOfWork>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            repository,
+            unit_of_work,
+            clock,
+        }
+    }
+
+    /// The use cases as `actor` may run them.
+    pub fn for_actor<'a>(&'a self, actor: &'a Actor) -> ReleaseNoteService<'a> {
+        ReleaseNoteService { deps: self, actor }
+    }
+
+    /// The use cases run by Keel itself (seeding, jobs): every permission, every row.
+    pub fn for_system(&self) -> ReleaseNoteService<'_> {
+        ReleaseNoteService {
+            deps: self,
+            actor: &SYSTEM,
+        }
+    }
+}
+
+/// Release-note use cases bound to one actor. Every method checks the actor's permission
+/// first (deny by default) and reads only what the actor's [`Visibility`] allows.
+#[derive(Debug)]
+pub struct ReleaseNoteService<'a> {
+    deps: &'a ReleaseNotes,
+    actor: &'a Actor,
+}
+
+impl ReleaseNoteService<'_> {
+    fn visibility(&self) -> Visibility {
+        Visibility::for_actor(self.actor)
+    }
+
+    /// One page of the notes the actor may see (published ones for everyone, drafts too for
+    /// writers).
+    pub async fn list(&self, query: ListQuery) -> Result<Page<ReleaseNote>, ReleaseError> {
+        Ok(self.deps.repository.list(self.visibility(), &query).await?)
+    }
+
+    /// The most recently published note.
+    pub async fn latest(&self) -> Result<ReleaseNote, ReleaseError> {
+        self.deps
+            .repository
+            .latest_published()
+            .await?
+            .ok_or(ReleaseError::NotFound)
+    }
+
+    /// One note, if the actor may see it.
+    pub async fn get(&self, id: ReleaseNoteId) -> Result<ReleaseNote, ReleaseError> {
+        self.deps
+            .repository
+            .find(self.visibility(), id)
+            .await?
+            .ok_or(ReleaseError::NotFound)
+    }
+
+    /// Drafts a new note.
+    pub async fn create(&self, input: NewReleaseNote) -> Result<ReleaseNote, ReleaseError> {
+        self.actor.require(&WRITE)?;
+        let mut errors = FieldErrors::new();
+        let version = check_version(&input.version, &mut errors);
+        let title = check_title(&input.title, &mut errors);
+        let body = check_body(&input.body, &mut errors);
+        errors.into_result()?;
+
+        let now = self.deps.clock.now();
+        let note = ReleaseNote {
+            id: ReleaseNoteId::new(),
+            version,
+            title,
+            body,
+            change_type: input.change_type,
+            status: ReleaseStatus::Draft,
+            published_at: None,
+            created_by: self.actor.user_id(),
+            created_at: now,
+            updated_at: now,
+        };
+
+        let mut tx = self.deps.unit_of_work.begin().await?;
+        self.deps
+            .repository
+            .insert(tx.as_mut(), &note)
+            .await
+            .map_err(|e| version_taken(e, &note))?;
+        tx.commit().await?;
+        Ok(note)
+    }
+
+    /// Changes some fields and/or publishes or unpublishes.
+    pub async fn update(
+        &self,
+        id: ReleaseNoteId,
+        patch: ReleaseNotePatch,
+    ) -> Result<ReleaseNote, ReleaseError> {
+        self.actor.require(&WRITE)?;
+        let mut tx = self.deps.unit_of_work.begin().await?;
+        let mut note = self
+            .deps
+            .repository
+            .find_for_update(tx.as_mut(), id)
+            .await?
+            .ok_or(ReleaseError::NotFound)?;
+        if patch.is_empty() {
+            return Ok(note);
+        }
+
+        let mut errors = FieldErrors::new();
+        if let Some(raw) = &patch.version {
+            note.version = check_version(raw, &mut errors);
+        }
+        if let Some(raw) = &patch.title {
+            note.title = check_title(raw, &mut errors);
+        }
+        if let Some(raw) = &patch.body {
+            note.body = check_body(raw, &mut errors);
+        }
+        errors.into_result()?;
+        if let Some(change_type) = patch.change_type {
+            note.change_type = change_type;
+        }
+        let now = self.deps.clock.now();
+        match patch.published {
+            Some(true) => note.publish(now),
+            Some(false) => note.unpublish(),
+            None => {}
+        }
+        note.updated_at = now;
+
+        self.deps
+            .repository
+            .update(tx.as_mut(), &note)
+            .await
+            .map_err(|e| version_taken(e, &note))?;
+        tx.commit().await?;
+        Ok(note)
+    }
+
+    /// Publishes a note (a no-op when it already is).
+    pub async fn publish(&self, id: ReleaseNoteId) -> Result<ReleaseNote, ReleaseError> {
+        self.update(
+            id,
+            ReleaseNotePatch {
+                published: Some(true),
+                ..ReleaseNotePatch::default()
+            },
+        )
+        .await
+    }
+
+    /// Deletes a note for good.
+    pub async fn delete(&self, id: ReleaseNoteId) -> Result<(), ReleaseError> {
+        self.actor.require(&WRITE)?;
+        let mut tx = self.deps.unit_of_work.begin().await?;
+        if !self.deps.repository.delete(tx.as_mut(), id).await? {
+            return Err(ReleaseError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A unique violation while writing a note can only be its version (ids are generated).
+fn version_taken(error: RepoError, note: &ReleaseNote) -> ReleaseError {
+    match error {
+        RepoError::UniqueViolation { .. } => ReleaseError::VersionTaken(note.version.to_string()),
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, Duration, Utc};
+    use futures_executor::block_on;
+    use keel_kernel::repo::InMemoryUnitOfWork;
+    use keel_kernel::{DomainError, ManualClock, PermissionSet, UserId};
+
+    use super::*;
+    use crate::LIST_SPEC;
+    use crate::model::ChangeType;
+    use crate::testing::InMemoryReleaseNotes;
+
+    fn start() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    struct Fixture {
+        service: ReleaseNotes,
+        clock: Arc<ManualClock>,
+        writer: Actor,
+        reader: Actor,
+    }
+
+    fn fixture() -> Fixture {
+        let clock = Arc::new(ManualClock::new(start()));
+        let service = ReleaseNotes::new(
+            Arc::new(InMemoryReleaseNotes::default()),
+            Arc::new(InMemoryUnitOfWork),
+            clock.clone(),
+        );
+        Fixture {
+            service,
+            clock,
+            writer: Actor::User {
+                id: UserId::new(),
+                permissions: [WRITE].into_iter().collect(),
+            },
+            reader: Actor::User {
+                id: UserId::new(),
+                permissions: PermissionSet::empty(),
+            },
+        }
+    }
+
+    fn input(version: &str) -> NewReleaseNote {
+        NewReleaseNote {
+            version: version.to_owned(),
+            title: format!("Release {version}"),
+            body: "## Added\n- things".to_owned(),
+            change_type: ChangeType::Feature,
+        }
+    }
+
+    fn domain(err: ReleaseError) -> DomainError {
+        err.into()
+    }
+
+    #[test]
+    fn writers_draft_and_publish_and_readers_see_only_published() {
+        let f = fixture();
+        let writer = f.service.for_actor(&f.writer);
+        let draft = block_on(writer.create(input("1.0.0"))).unwrap();
+        assert_eq!(draft.status, ReleaseStatus::Draft);
+        assert_eq!(draft.created_by, f.writer.user_id());
+
+        let reader = f.service.for_actor(&f.reader);
+        assert!(matches!(
+            block_on(reader.get(draft.id)),
+            Err(ReleaseError::NotFound)
+        ));
+        assert_eq!(
+            block_on(reader.list(ListQuery::first_page(&LIST_SPEC)))
+                .unwrap()
+                .total,
+            0
+        );
+
+        f.clock.advance(Duration::hours(1));
+        let published = block_on(writer.publish(draft.id)).unwrap();
+        assert_eq!(published.published_at, Some(start() + Duration::hours(1)));
+        assert_eq!(block_on(reader.get(draft.id)).unwrap(), published);
+        assert_eq!(block_on(reader.latest()).unwrap().id, draft.id);
+    }
+
+    #[test]
+    fn publishing_twice_keeps_the_first_date() {
+        let f = fixture();
+        let writer = f.service.for_actor(&f.writer);
+        let note = block_on(writer.create(input("1.0.0"))).unwrap();
+        let first = block_on(writer.publish(note.id)).unwrap();
+        f.clock.advance(Duration::days(1));
+        let second = block_on(writer.publish(note.id)).unwrap();
+        assert_eq!(first.published_at, second.published_at);
+    }
+
+    #[test]
+    fn every_write_needs_the_write_permission() {
+        let f = fixture();
+        let note = block_on(f.service.for_system().create(input("1.0.0"))).unwrap();
+        let reader = f.service.for_actor(&f.reader);
+        assert!(matches!(
+            domain(block_on(reader.create(input("2.0.0"))).unwrap_err()),
+            DomainError::Forbidden { .. }
+        ));
+        assert!(matches!(
+            domain(block_on(reader.publish(note.id)).unwrap_err()),
+            DomainError::Forbidden { .. }
+        ));
+        assert!(matches!(
+            domain(block_on(f.service.for_actor(&Actor::Anonymous).delete(note.id)).unwrap_err()),
+            DomainError::Unauthenticated
+        ));
+        // Nothing changed.
+        assert_eq!(
+            block_on(f.service.for_system().get(note.id))
+                .unwrap()
+                .status,
+            ReleaseStatus::Draft
+        );
+    }
+
+    #[test]
+    fn invalid_input_names_every_field_and_stores_nothing() {
+        let f = fixture();
+        let writer = f.service.for_actor(&f.writer);
+        let err = block_on(writer.create(NewReleaseNote {
+            version: "latest".into(),
+            title: " ".into(),
+            body: "x".repeat(100_001),
+            change_type: ChangeType::Bugfix,
+        }))
+        .unwrap_err();
+        let DomainError::Validation(errors) = domain(err) else {
+            panic!("expected a validation error")
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["version", "title", "body"]);
+        assert_eq!(
+            block_on(writer.list(ListQuery::first_page(&LIST_SPEC)))
+                .unwrap()
+                .total,
+            0
+        );
+    }
+
+    #[test]
+    fn a_version_can_have_only_one_note() {
+        let f = fixture();
+        let writer = f.service.for_actor(&f.writer);
+        block_on(writer.create(input("1.0.0"))).unwrap();
+        let err = block_on(writer.create(input("v1.0.0"))).unwrap_err();
+        assert!(matches!(&err, ReleaseError::VersionTaken(v) if v == "1.0.0"));
+        let other = block_on(writer.create(input("1.1.0"))).unwrap();
+        let err = block_on(writer.update(
+            other.id,
+            ReleaseNotePatch {
+                version: Some("1.0.0".into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap_err();
+        assert!(matches!(err, ReleaseError::VersionTaken(_)));
+        assert_eq!(
+            block_on(writer.get(other.id)).unwrap().version.as_str(),
+            "1.1.0"
+        );
+    }
+
+    #[test]
+    fn patches_change_only_what_they_name() {
+        let f = fixture();
+        let writer = f.service.for_actor(&f.writer);
+        let note = block_on(writer.create(input("1.0.0"))).unwrap();
+        f.clock.advance(Duration::minutes(5));
+        let patched = block_on(writer.update(
+            note.id,
+            ReleaseNotePatch {
+                title: Some("  Better title ".into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        assert_eq!(patched.title, "Better title");
+        assert_eq!(patched.body, note.body);
+        assert_eq!(patched.version, note.version);
+        assert_eq!(patched.updated_at, start() + Duration::minutes(5));
+        let unpublished = block_on(writer.update(
+            note.id,
+            ReleaseNotePatch {
+                published: Some(false),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        assert_eq!(unpublished.status, ReleaseStatus::Draft);
+    }
+
+    #[test]
+    fn deleting_twice_is_not_found() {
+        let f = fixture();
+        let writer = f.service.for_actor(&f.writer);
+        let note = block_on(writer.create(input("1.0.0"))).unwrap();
+        block_on(writer.delete(note.id)).unwrap();
+        assert!(matches!(
+            block_on(writer.delete(note.id)),
+            Err(ReleaseError::NotFound)
+        ));
+    }
+}
