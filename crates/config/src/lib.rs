@@ -1,0 +1,307 @@
+//! Keel's configuration: typed, layered, validated before anything starts.
+//!
+//! Layers, later wins: built-in defaults (`defaults.toml`, every key documented there) →
+//! `config/default.toml` → `config/{APP_ENV}.toml` → `APP__SECTION__KEY` environment
+//! variables (and the aliases `DATABASE_URL`, `RUST_LOG`) → `APP__SECTION__KEY_FILE` secret
+//! files. Unknown keys and bad values stop startup with a message naming the key and where its
+//! value came from. Secrets never appear in `Debug` output, logs or `config check`.
+
+mod error;
+mod sources;
+mod validate;
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use error::{ConfigError, Problem};
+pub use sources::Sources;
+
+/// The value `auth.jwt_secret` has unless configured; refused in production.
+pub const DEVELOPMENT_JWT_SECRET: &str = "keel-local-development-secret-not-for-production";
+
+/// Shortest `auth.jwt_secret` accepted in production, in bytes (HS256 wants ≥ 256 bits).
+pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+
+/// Which kind of deployment this is; chosen by `APP_ENV`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// A developer's machine (the default).
+    #[default]
+    Local,
+    /// Automated tests.
+    Test,
+    /// A real deployment: stricter checks, JSON logs, no automatic migrations.
+    Production,
+}
+
+impl Environment {
+    /// The `APP_ENV` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Test => "test",
+            Self::Production => "production",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "local" => Some(Self::Local),
+            "test" => Some(Self::Test),
+            "production" => Some(Self::Production),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Set from `APP_ENV`, not from files.
+    #[serde(skip_deserializing, default)]
+    pub environment: Environment,
+    /// Service identity.
+    pub app: AppSettings,
+    /// The api's HTTP server.
+    pub server: ServerSettings,
+    /// The worker's own health and metrics listener.
+    pub worker: WorkerSettings,
+    /// The database.
+    pub database: DatabaseSettings,
+    /// Authentication secrets.
+    pub auth: AuthSettings,
+    /// Readiness checks.
+    pub health: HealthSettings,
+    /// Logs.
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[app]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    /// Service name used in logs.
+    pub name: String,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// HTTP worker threads; one per CPU when unset.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Longest a handler may run before the caller gets 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest SIGTERM waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Idle keep-alive connection lifetime.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Time a client has to send its request headers.
+    #[serde(with = "humantime_serde")]
+    pub client_request_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Cross-origin requests.
+    pub cors: CorsSettings,
+}
+
+/// `[server.cors]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins allowed to call the API from a browser; `*` allows any.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_origins: Vec<String>,
+    /// Whether browsers may send cookies and `Authorization` cross-origin.
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Address of the worker's health and metrics listener.
+    pub host: String,
+    /// Its port; 0 picks a free one.
+    pub port: u16,
+    /// Longest SIGTERM waits for running work.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path?mode=rwc` or `postgres://user:password@host/db`. May hold a password.
+    #[serde(serialize_with = "redact_url_password")]
+    pub url: SecretString,
+    /// Apply pending migrations at startup (guarded against concurrent replicas).
+    pub auto_migrate: bool,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// Longest to wait for a new connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest a request waits for a pooled connection before failing with 503.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Idle connections are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a SQLite writer waits for the write lock.
+    #[serde(with = "humantime_serde")]
+    pub sqlite_busy_timeout: Duration,
+    /// SQLite is refused in production unless this is set.
+    pub allow_sqlite_in_production: bool,
+}
+
+impl DatabaseSettings {
+    /// Whether the URL points at SQLite.
+    pub fn is_sqlite(&self) -> bool {
+        self.url.expose_secret().starts_with("sqlite:")
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HMAC key for access tokens.
+    #[serde(serialize_with = "redact")]
+    pub jwt_secret: SecretString,
+}
+
+/// `[health]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Each readiness check fails after this long.
+    #[serde(with = "humantime_serde")]
+    pub check_timeout: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal in `local`, JSON otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, coloured on a terminal.
+    Pretty,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Which events to keep, in `tracing` EnvFilter syntax.
+    pub log_level: String,
+}
+
+impl Settings {
+    /// Loads from the process environment and `./config` (or `$APP_CONFIG_DIR`).
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(&Sources::from_process()?)
+    }
+
+    /// Loads from explicit sources; tests use this to avoid touching the process environment.
+    pub fn load_from(sources: &Sources) -> Result<Self, ConfigError> {
+        let environment = sources.environment()?;
+        let figment = sources.figment(environment)?;
+        let mut settings: Settings = figment
+            .extract_lossy()
+            .map_err(|e| ConfigError::from_figment(&figment, e))?;
+        settings.environment = environment;
+        validate::validate(&settings).map_err(|problems| ConfigError::Invalid {
+            problems: problems
+                .into_iter()
+                .map(|p| p.with_origin_from(&figment))
+                .collect(),
+        })?;
+        Ok(settings)
+    }
+
+    /// The effective configuration as TOML, secrets redacted (`api config check`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# configuration could not be rendered: {e}\n"))
+    }
+}
+
+/// Placeholder shown instead of a secret.
+pub const REDACTED: &str = "[redacted]";
+
+fn redact<S: Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(REDACTED)
+}
+
+/// Shows a database URL with its password replaced, so operators can still check host and name.
+pub fn redacted_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            // Replacing the password only fails for URLs that cannot have one.
+            let _ = url.set_password(Some("redacted"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => REDACTED.to_owned(),
+    }
+}
+
+fn redact_url_password<S: Serializer>(
+    url: &SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redacted_url(url.expose_secret()))
+}
+
+/// Accepts a list, or (from environment variables) a comma-separated string.
+fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(list) => list,
+    })
+}
+
+#[cfg(test)]
+mod tests;

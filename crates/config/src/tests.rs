@@ -1,0 +1,273 @@
+use std::io::Write;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+const STRONG_SECRET: &str = "f3a9c1e7b2d84a6f9e0c5b7a1d3f8e2c4b6a9d0e";
+
+fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(&Sources::from_vars(vars.iter().copied()))
+}
+
+fn problem_keys(err: &ConfigError) -> Vec<&str> {
+    err.problems().iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn no_configuration_at_all_gives_the_local_defaults() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(settings.environment, Environment::Local);
+    assert_eq!(settings.server.host, "127.0.0.1");
+    assert_eq!(settings.server.port, 8080);
+    assert_eq!(settings.worker.port, 8081);
+    assert_eq!(
+        settings.database.url.expose_secret(),
+        "sqlite://./data/keel.db?mode=rwc"
+    );
+    assert!(settings.database.auto_migrate);
+    assert_eq!(settings.server.request_timeout, Duration::from_secs(30));
+    assert!(settings.server.cors.allowed_origins.is_empty());
+}
+
+#[test]
+fn environment_variables_override_and_are_parsed_where_the_key_needs_it() {
+    let settings = load(&[
+        ("APP__SERVER__PORT", "9000"),
+        ("APP__DATABASE__AUTO_MIGRATE", "false"),
+        ("APP__SERVER__REQUEST_TIMEOUT", "2m"),
+        ("APP__AUTH__JWT_SECRET", "12345"),
+        (
+            "APP__SERVER__CORS__ALLOWED_ORIGINS",
+            "https://a.example.com, http://localhost:3000",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(settings.server.port, 9000);
+    assert!(!settings.database.auto_migrate);
+    assert_eq!(settings.server.request_timeout, Duration::from_secs(120));
+    // A numeric secret stays text.
+    assert_eq!(settings.auth.jwt_secret.expose_secret(), "12345");
+    assert_eq!(
+        settings.server.cors.allowed_origins,
+        ["https://a.example.com", "http://localhost:3000"]
+    );
+}
+
+#[test]
+fn a_bad_value_names_its_key_and_its_variable() {
+    let err = load(&[("APP__SERVER__PORT", "eighty")]).unwrap_err();
+    let problem = &err.problems()[0];
+    assert_eq!(problem.key, "server.port");
+    assert_eq!(
+        problem.origin.as_deref(),
+        Some("set by environment variable APP__SERVER__PORT")
+    );
+    assert!(err.to_string().contains("server.port"), "{err}");
+
+    let err = load(&[("APP__SERVER__SHUTDOWN_TIMEOUT", "soon")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["server.shutdown_timeout"]);
+}
+
+#[test]
+fn unknown_keys_stop_startup() {
+    let err = load(&[("APP__SERVER__PORTT", "1")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["server.portt"]);
+    assert_eq!(
+        err.problems()[0].origin.as_deref(),
+        Some("set by environment variable APP__SERVER__PORTT")
+    );
+    assert!(err.problems()[0].message.contains("port"));
+
+    let err = load(&[("APP__NOPE__X", "1")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["nope"]);
+
+    let err = load(&[("APP____PORT", "1")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["APP____PORT"]);
+}
+
+#[test]
+fn app_env_must_be_known() {
+    let err = load(&[("APP_ENV", "staging")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["APP_ENV"]);
+    assert_eq!(
+        load(&[("APP_ENV", "test")]).unwrap().environment,
+        Environment::Test
+    );
+}
+
+#[test]
+fn production_refuses_development_secrets_and_sqlite() {
+    let err = load(&[("APP_ENV", "production")]).unwrap_err();
+    let keys = problem_keys(&err);
+    assert!(keys.contains(&"auth.jwt_secret"), "{err}");
+    assert!(keys.contains(&"database.url"), "{err}");
+
+    let err = load(&[
+        ("APP_ENV", "production"),
+        ("APP__AUTH__JWT_SECRET", "short"),
+        ("DATABASE_URL", "postgres://keel@db/keel"),
+    ])
+    .unwrap_err();
+    assert_eq!(problem_keys(&err), ["auth.jwt_secret", "auth.jwt_secret"]);
+
+    let settings = load(&[
+        ("APP_ENV", "production"),
+        ("APP__AUTH__JWT_SECRET", STRONG_SECRET),
+        ("DATABASE_URL", "postgres://keel:pw@db/keel"),
+    ])
+    .unwrap();
+    assert_eq!(settings.server.host, "0.0.0.0");
+    assert!(!settings.database.auto_migrate);
+    assert_eq!(settings.telemetry.log_format, LogFormat::Json);
+
+    let settings = load(&[
+        ("APP_ENV", "production"),
+        ("APP__AUTH__JWT_SECRET", STRONG_SECRET),
+        ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
+    ])
+    .unwrap();
+    assert!(settings.database.is_sqlite());
+}
+
+#[test]
+fn wildcard_cors_with_credentials_is_refused_and_origins_are_checked() {
+    let err = load(&[
+        ("APP__SERVER__CORS__ALLOWED_ORIGINS", "*"),
+        ("APP__SERVER__CORS__ALLOW_CREDENTIALS", "true"),
+    ])
+    .unwrap_err();
+    assert_eq!(problem_keys(&err), ["server.cors.allow_credentials"]);
+
+    let err = load(&[(
+        "APP__SERVER__CORS__ALLOWED_ORIGINS",
+        "https://ok.example.com,https://bad.example.com/path,ftp://x.example.com",
+    )])
+    .unwrap_err();
+    assert_eq!(
+        problem_keys(&err),
+        ["server.cors.allowed_origins", "server.cors.allowed_origins"]
+    );
+}
+
+#[test]
+fn secret_files_are_read_and_win_over_plain_variables() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "{STRONG_SECRET}").unwrap();
+    let path = file.path().to_str().unwrap();
+    let settings = load(&[
+        ("APP__AUTH__JWT_SECRET", "plain"),
+        ("APP__AUTH__JWT_SECRET_FILE", path),
+    ])
+    .unwrap();
+    assert_eq!(settings.auth.jwt_secret.expose_secret(), STRONG_SECRET);
+
+    let err = load(&[("APP__AUTH__JWT_SECRET_FILE", "/nonexistent/secret")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["APP__AUTH__JWT_SECRET_FILE"]);
+}
+
+#[test]
+fn database_url_alias_yields_to_the_app_variable() {
+    let settings = load(&[("DATABASE_URL", "postgres://alias@db/keel")]).unwrap();
+    assert_eq!(
+        settings.database.url.expose_secret(),
+        "postgres://alias@db/keel"
+    );
+    let settings = load(&[
+        ("DATABASE_URL", "postgres://alias@db/keel"),
+        ("APP__DATABASE__URL", "postgres://explicit@db/keel"),
+    ])
+    .unwrap();
+    assert_eq!(
+        settings.database.url.expose_secret(),
+        "postgres://explicit@db/keel"
+    );
+    let err = load(&[("DATABASE_URL", "mysql://x@db/keel")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["database.url"]);
+    assert_eq!(
+        err.problems()[0].origin.as_deref(),
+        Some("set by environment variable DATABASE_URL")
+    );
+    assert!(!err.to_string().contains("mysql://x@db"));
+}
+
+#[test]
+fn files_layer_in_order_and_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("default.toml"),
+        "[server]\nport = 7000\n[app]\nname = \"shop\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("test.toml"), "[server]\nport = 7001\n").unwrap();
+    let sources = |vars: &[(&str, &str)]| Sources {
+        vars: vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        config_dir: dir.path().to_owned(),
+    };
+    let local = Settings::load_from(&sources(&[])).unwrap();
+    assert_eq!((local.server.port, local.app.name.as_str()), (7000, "shop"));
+    let test = Settings::load_from(&sources(&[("APP_ENV", "test")])).unwrap();
+    assert_eq!(test.server.port, 7001);
+    let env_wins = Settings::load_from(&sources(&[
+        ("APP_ENV", "test"),
+        ("APP__SERVER__PORT", "7002"),
+    ]))
+    .unwrap();
+    assert_eq!(env_wins.server.port, 7002);
+
+    std::fs::write(dir.path().join("test.toml"), "[server]\nport = \"x\"\n").unwrap();
+    let err = Settings::load_from(&sources(&[("APP_ENV", "test")])).unwrap_err();
+    let origin = err.problems()[0].origin.clone().unwrap();
+    assert!(origin.ends_with("test.toml"), "{origin}");
+}
+
+#[test]
+fn secrets_never_show_in_debug_or_config_check() {
+    let settings = load(&[
+        ("APP__AUTH__JWT_SECRET", STRONG_SECRET),
+        ("DATABASE_URL", "postgres://keel:hunter2@db:5432/keel"),
+    ])
+    .unwrap();
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains(STRONG_SECRET));
+    assert!(!debug.contains("hunter2"));
+    let rendered = settings.to_redacted_toml();
+    assert!(!rendered.contains(STRONG_SECRET), "{rendered}");
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    assert!(
+        rendered.contains("url = \"postgres://keel:redacted@db:5432/keel\""),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("jwt_secret = \"[redacted]\""),
+        "{rendered}"
+    );
+    assert!(rendered.contains("port = 8080"), "{rendered}");
+}
+
+#[test]
+fn the_documented_defaults_file_is_complete() {
+    // Every key in defaults.toml must deserialize without the help of serde defaults, so the
+    // file stays the single reference of every key.
+    let settings = load(&[]).unwrap();
+    let rendered = settings.to_redacted_toml();
+    for section in [
+        "[app]",
+        "[server]",
+        "[server.cors]",
+        "[worker]",
+        "[database]",
+        "[auth]",
+        "[health]",
+        "[telemetry]",
+    ] {
+        assert!(
+            rendered.contains(section),
+            "{section} missing from {rendered}"
+        );
+    }
+}
