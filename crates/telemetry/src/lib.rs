@@ -1,0 +1,184 @@
+//! Logs and metrics for the Keel binaries.
+//!
+//! Logs are `tracing` events: JSON lines in production (one object per line, the request id of
+//! the current request on every line), pretty output on a developer's terminal. Metrics go to a
+//! process-wide Prometheus recorder whose text rendering `/metrics` serves.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use keel_config::{Environment, LogFormat, Settings};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub use metrics_exporter_prometheus::PrometheusHandle as MetricsHandle;
+
+/// Metric names from the public contract (`../shared/contract.md`); dashboards depend on them.
+pub mod names {
+    /// Counter of finished HTTP requests, labelled `method`, `route` (template), `status`.
+    pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+    /// Histogram of HTTP request latency in seconds, labelled `method`, `route`.
+    pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
+    /// Gauge of database pool connections, labelled `state` (`idle`, `in_use`, `max`).
+    pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+}
+
+/// Latency buckets (seconds) from 1 ms to 10 s: fine where an API spends its time.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `telemetry.log_level` is not valid EnvFilter syntax.
+    #[error("telemetry.log_level: `{value}` is not a valid filter: {reason}")]
+    InvalidLogLevel {
+        /// The rejected value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// The Prometheus recorder could not be built.
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(String),
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Servers: standard output, as container platforms expect.
+    Stdout,
+    /// Command-line tools: standard error, so their output on stdout stays clean.
+    Stderr,
+}
+
+/// Installs the global `tracing` subscriber. Calling it again (tests) keeps the first one.
+pub fn init_logging(settings: &Settings, target: LogTarget) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_new(&settings.telemetry.log_level).map_err(|e| {
+        TelemetryError::InvalidLogLevel {
+            value: settings.telemetry.log_level.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let is_terminal = match target {
+        LogTarget::Stdout => std::io::stdout().is_terminal(),
+        LogTarget::Stderr => std::io::stderr().is_terminal(),
+    };
+    let writer = match target {
+        LogTarget::Stdout => BoxMakeWriter::new(std::io::stdout),
+        LogTarget::Stderr => BoxMakeWriter::new(std::io::stderr),
+    };
+    let pretty = match settings.telemetry.log_format {
+        LogFormat::Pretty => true,
+        LogFormat::Json => false,
+        LogFormat::Auto => settings.environment == Environment::Local && is_terminal,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if pretty {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(is_terminal),
+            )
+            .try_init()
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(writer),
+            )
+            .try_init()
+    };
+    // Already initialised (several apps in one test process): the first subscriber stays.
+    drop(result);
+    Ok(())
+}
+
+/// Installs the process-wide Prometheus recorder once and returns a handle to it.
+///
+/// Every app in the process (tests start many) shares the recorder; the handle renders the
+/// text exposition format for `/metrics`. Call [`PrometheusHandle::run_upkeep`] periodically.
+pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(names::HTTP_REQUEST_DURATION_SECONDS.to_owned()),
+                    LATENCY_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Suffix("_duration_seconds".to_owned()),
+                        LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|e| e.to_string())?;
+            describe_metrics();
+            Ok(handle)
+        })
+        .clone()
+        .map_err(TelemetryError::Metrics)
+}
+
+fn describe_metrics() {
+    metrics::describe_counter!(
+        names::HTTP_REQUESTS_TOTAL,
+        "HTTP requests finished, by method, route template and status"
+    );
+    metrics::describe_histogram!(
+        names::HTTP_REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "HTTP request latency, by method and route template"
+    );
+    metrics::describe_gauge!(
+        names::DB_POOL_CONNECTIONS,
+        "Database pool connections, by state (idle, in_use, max)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorder_is_shared_and_renders_contract_names() {
+        let first = install_metrics().unwrap();
+        let second = install_metrics().unwrap();
+        metrics::counter!(names::HTTP_REQUESTS_TOTAL, "method" => "GET", "route" => "/x", "status" => "200")
+            .increment(1);
+        metrics::histogram!(names::HTTP_REQUEST_DURATION_SECONDS, "method" => "GET", "route" => "/x")
+            .record(0.003);
+        let text = second.render();
+        assert!(
+            text.contains(r#"http_requests_total{method="GET",route="/x",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"http_request_duration_seconds_bucket{method="GET",route="/x",le="0.005"} 1"#
+            ),
+            "{text}"
+        );
+        assert_eq!(first.render().len(), text.len());
+    }
+
+    #[test]
+    fn a_bad_filter_names_the_key() {
+        let mut settings =
+            Settings::load_from(&keel_config::Sources::from_vars::<&str, &str>([])).unwrap();
+        settings.telemetry.log_level = "keel=[".to_owned();
+        let err = init_logging(&settings, LogTarget::Stderr).unwrap_err();
+        assert!(err.to_string().starts_with("telemetry.log_level"), "{err}");
+    }
+}

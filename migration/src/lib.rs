@@ -1,0 +1,22 @@
+//! Keel's schema migrations, applied in order by `api migrate` (or at startup when
+//! `database.auto_migrate` is on). Each migration is a module named
+//! `mYYYYMMDD_NNNNNN_description` with `up` and `down`; `down` must undo `up` exactly.
+//!
+//! Table names: apalis (the job queue) owns `Jobs` and `Workers` in SQLite's main schema, so no
+//! domain table may be called `jobs` or `workers`.
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_release_notes;
+
+/// Every migration, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_release_notes::Migration)]
+    }
+}
