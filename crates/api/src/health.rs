@@ -1,0 +1,148 @@
+//! Liveness, readiness and the detailed health report, plus the Prometheus scrape endpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, web};
+use futures_util::future::join_all;
+use keel_kernel::health::HealthCheck;
+use keel_telemetry::MetricsHandle;
+use serde::Serialize;
+
+use crate::error::Problem;
+
+/// The readiness checks of one process, run concurrently, each with a deadline.
+#[derive(Debug, Clone)]
+pub struct HealthRegistry {
+    checks: Vec<Arc<dyn HealthCheck>>,
+    timeout: Duration,
+    started: Instant,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The check's name, e.g. `database`.
+    pub name: &'static str,
+    /// `ok` or `fail`.
+    pub status: &'static str,
+    /// How long the check took, in milliseconds.
+    pub latency_ms: f64,
+    /// Why it failed, in general terms (details are logged, not shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl HealthRegistry {
+    /// A registry with no checks yet; each check fails after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            checks: Vec::new(),
+            timeout,
+            started: Instant::now(),
+        }
+    }
+
+    /// Adds a check.
+    #[must_use]
+    pub fn with(mut self, check: Arc<dyn HealthCheck>) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// Runs every check concurrently.
+    pub async fn run(&self) -> Vec<CheckReport> {
+        join_all(self.checks.iter().map(|check| self.run_one(check.as_ref()))).await
+    }
+
+    async fn run_one(&self, check: &dyn HealthCheck) -> CheckReport {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, check.check()).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(cause)) => {
+                tracing::warn!(check = check.name(), error = %cause, "health check failed");
+                Some("unreachable".to_owned())
+            }
+            Err(_) => {
+                tracing::warn!(check = check.name(), timeout = ?self.timeout, "health check timed out");
+                Some(format!("timed out after {:?}", self.timeout))
+            }
+        };
+        CheckReport {
+            name: check.name(),
+            status: if error.is_none() { "ok" } else { "fail" },
+            latency_ms: (latency_ms * 1000.0).round() / 1000.0,
+            error,
+        }
+    }
+}
+
+/// Registers `/health/live`, `/health/ready`, `/health` and `/metrics`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // `web::resource` (not `cfg.route`) so other methods get 405 rather than 404.
+    cfg.service(web::resource("/health/live").route(web::get().to(live)))
+        .service(web::resource("/health/ready").route(web::get().to(ready)))
+        .service(web::resource("/health").route(web::get().to(report)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)));
+}
+
+/// The process is running; restart it if this fails.
+async fn live() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Every dependency answers: send traffic. 503 problem naming the failed checks otherwise.
+async fn ready(registry: web::Data<HealthRegistry>) -> HttpResponse {
+    let reports = registry.run().await;
+    let failed: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{} ({e})", r.name)))
+        .collect();
+    if failed.is_empty() {
+        return HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .json(serde_json::json!({ "status": "ok", "checks": reports }));
+    }
+    let mut response = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        format!("not ready: {}", failed.join(", ")),
+    )
+    .with_extension("checks", serde_json::to_value(&reports).unwrap_or_default())
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// Every check with its latency, the version and the uptime. Always 200: it is a report;
+/// `/health/ready` is the signal.
+async fn report(registry: web::Data<HealthRegistry>) -> HttpResponse {
+    let reports = registry.run().await;
+    let healthy = reports.iter().all(|r| r.error.is_none());
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(serde_json::json!({
+            "status": if healthy { "ok" } else { "fail" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": registry.started.elapsed().as_secs(),
+            "checks": reports,
+        }))
+}
+
+/// Prometheus text exposition.
+async fn metrics(handle: web::Data<MetricsHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        ))
+        .body(handle.render())
+}

@@ -1,0 +1,277 @@
+//! Middleware: the request observer (request id, timeout, panic guard, error normalisation,
+//! access log, metrics), security headers and CORS.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use actix_cors::Cors;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::{DefaultHeaders, Next};
+use actix_web::{HttpMessage, HttpResponse, ResponseError};
+use futures_util::FutureExt;
+use keel_config::CorsSettings;
+use keel_telemetry::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
+use tracing::Instrument;
+
+use crate::context::{self, RequestContext, RequestId};
+use crate::error::{ApiError, PROBLEM_JSON, status_problem};
+
+/// The request and response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Route label for requests no route matched (keeps metric cardinality bounded).
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// `server.request_timeout`, registered as app data.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeout(pub Duration);
+
+/// Wraps every request: assigns the request id, runs the handler under a deadline and a panic
+/// guard, turns any non-problem error body into a problem document, and records the access
+/// log line and the HTTP metrics with the route template (never the raw path).
+///
+/// It must never hold a clone of the `HttpRequest` while the inner service runs: actix
+/// mutates the request during routing through `Rc::get_mut`, which a second reference breaks.
+/// Responses for panics and timeouts are therefore rendered here and returned as errors that
+/// carry their finished response.
+pub async fn observe<B>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error>
+where
+    B: MessageBody + 'static,
+{
+    let started = Instant::now();
+    let request_id = RequestId::from_header(
+        req.headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    req.extensions_mut().insert(request_id.clone());
+    let timeout = req
+        .app_data::<RequestTimeout>()
+        .map_or(Duration::from_secs(30), |t| t.0);
+    let method = metric_method(req.method());
+    // Resolved from the app's resource map before routing, so it is known even when the
+    // handler panics or times out.
+    let route = req.match_pattern();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.path(),
+    );
+    let context = RequestContext {
+        request_id: request_id.clone(),
+        path: req.path().to_owned(),
+    };
+    let unmatched = route.is_none();
+
+    let outcome = context::scope(
+        context,
+        async move {
+            let outcome = AssertUnwindSafe(tokio::time::timeout(timeout, next.call(req)))
+                .catch_unwind()
+                .await;
+            match outcome {
+                Ok(Ok(Ok(response))) => {
+                    let (request, response) = response.map_into_boxed_body().into_parts();
+                    Ok(ServiceResponse::new(
+                        request,
+                        normalize(response, unmatched),
+                    ))
+                }
+                Ok(Ok(Err(error))) => Err(normalize(error.error_response(), unmatched)),
+                Ok(Err(_elapsed)) => {
+                    tracing::warn!(?timeout, "request timed out");
+                    Err(ApiError::Timeout.error_response())
+                }
+                Err(panic) => {
+                    tracing::error!(panic = %panic_message(panic.as_ref()), "handler panicked");
+                    Err(ApiError::Panic.error_response())
+                }
+            }
+        }
+        .instrument(span.clone()),
+    )
+    .await;
+
+    let request_id_value = HeaderValue::from_str(request_id.as_str()).ok();
+    let status = match &outcome {
+        Ok(response) => response.status(),
+        Err(response) => response.status(),
+    };
+    let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let latency = started.elapsed();
+    metrics::counter!(
+        HTTP_REQUESTS_TOTAL,
+        "method" => method,
+        "route" => route.clone(),
+        "status" => status.as_u16().to_string(),
+    )
+    .increment(1);
+    metrics::histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        "method" => method,
+        "route" => route.clone(),
+    )
+    .record(latency.as_secs_f64());
+    {
+        let _entered = span.enter();
+        let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), %route, latency_ms, "request finished");
+        } else {
+            tracing::info!(status = status.as_u16(), %route, latency_ms, "request finished");
+        }
+    }
+
+    match outcome {
+        Ok(mut response) => {
+            if let Some(value) = request_id_value {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+            }
+            Ok(response)
+        }
+        Err(mut response) => {
+            let headers = response.headers_mut();
+            if let Some(value) = request_id_value {
+                headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+            }
+            for (name, value) in SECURITY_HEADERS {
+                headers.insert(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            // The dispatcher renders this error as exactly the response prepared above.
+            Err(InternalError::from_response("request failed", response).into())
+        }
+    }
+}
+
+/// Replaces a framework error body (plain text, empty) with a problem document.
+fn normalize(response: HttpResponse, unmatched: bool) -> HttpResponse {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+        return response;
+    }
+    let mut replacement = if unmatched && status == StatusCode::NOT_FOUND {
+        ApiError::RouteNotFound.error_response()
+    } else {
+        status_problem(status).into_response()
+    };
+    // `Allow` (405) tells the caller what would have worked.
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        replacement
+            .headers_mut()
+            .insert(header::ALLOW, allow.clone());
+    }
+    replacement
+}
+
+fn is_problem(response: &HttpResponse) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON))
+}
+
+/// Standard methods keep their name; anything else is `OTHER` (bounded label values).
+fn metric_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+/// Headers that harden every response (JSON is never rendered, framed or cached).
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cache-control", "no-store"),
+];
+
+/// [`SECURITY_HEADERS`] as middleware; a handler can still set its own value.
+pub fn security_headers(strict_transport_security: bool) -> DefaultHeaders {
+    let headers = SECURITY_HEADERS
+        .iter()
+        .fold(DefaultHeaders::new(), |headers, header| {
+            headers.add(*header)
+        });
+    if strict_transport_security {
+        headers.add((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ))
+    } else {
+        headers
+    }
+}
+
+/// CORS from `server.cors`; only installed when at least one origin is configured.
+pub fn cors(settings: &CorsSettings) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::ACCEPT,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static(REQUEST_ID_HEADER),
+            HeaderName::from_static("x-api-key"),
+        ])
+        .expose_headers([
+            HeaderName::from_static(REQUEST_ID_HEADER),
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+        ])
+        .max_age(usize::try_from(settings.max_age.as_secs()).ok());
+    if settings.allowed_origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin();
+        if !settings.allow_credentials {
+            cors = cors.send_wildcard();
+        }
+    } else {
+        for origin in &settings.allowed_origins {
+            cors = cors.allowed_origin(origin);
+        }
+    }
+    if settings.allow_credentials {
+        cors = cors.supports_credentials();
+    }
+    cors
+}

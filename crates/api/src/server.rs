@@ -1,0 +1,102 @@
+//! The HTTP servers: the api itself, and the small operations server the worker runs.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{Compress, Condition, from_fn};
+use actix_web::{App, HttpServer, web};
+use keel_config::{Environment, Settings};
+use keel_releases::ReleaseNotes;
+use keel_telemetry::MetricsHandle;
+
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+use crate::health::{self, HealthRegistry};
+use crate::middleware::{RequestTimeout, cors, observe, security_headers};
+use crate::{API_PREFIX, domains};
+
+/// The domain services the API exposes.
+#[derive(Debug, Clone)]
+pub struct ApiServices {
+    /// Release notes.
+    pub release_notes: ReleaseNotes,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+async fn route_not_found() -> Result<web::Json<()>, ApiError> {
+    Err(ApiError::RouteNotFound)
+}
+
+/// Builds the API server on `listener`. It does not handle signals: the caller stops it
+/// gracefully (stop accepting, drain in-flight requests up to `server.shutdown_timeout`).
+pub fn api_server(
+    listener: TcpListener,
+    settings: &Settings,
+    services: ApiServices,
+    health: HealthRegistry,
+    metrics: MetricsHandle,
+) -> std::io::Result<Server> {
+    let server = settings.server.clone();
+    let production = settings.environment == Environment::Production;
+    let release_notes = web::Data::new(services.release_notes);
+    let health = web::Data::new(health);
+    let metrics = web::Data::new(metrics);
+    let cors_settings = server.cors.clone();
+    let cors_enabled = !cors_settings.allowed_origins.is_empty();
+    let body_limit = server.body_limit;
+    let request_timeout = server.request_timeout;
+
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(release_notes.clone())
+            .app_data(health.clone())
+            .app_data(metrics.clone())
+            .app_data(BodyLimit(body_limit))
+            .app_data(web::PayloadConfig::new(body_limit))
+            .app_data(RequestTimeout(request_timeout))
+            .wrap(Condition::new(cors_enabled, cors(&cors_settings)))
+            .wrap(from_fn(observe))
+            .wrap(security_headers(production))
+            .wrap(Compress::default())
+            .configure(health::configure)
+            .service(web::scope(API_PREFIX).configure(domains::configure))
+            .default_service(web::to(route_not_found))
+    })
+    .listen(listener)?
+    .workers(server.workers.unwrap_or_else(default_workers))
+    .shutdown_timeout(server.shutdown_timeout.as_secs())
+    .keep_alive(server.keep_alive)
+    .client_request_timeout(server.client_request_timeout)
+    .disable_signals()
+    .run())
+}
+
+/// Builds the worker's operations server (`/health/*`, `/metrics`) on `listener`.
+pub fn ops_server(
+    listener: TcpListener,
+    shutdown_timeout: Duration,
+    health: HealthRegistry,
+    metrics: MetricsHandle,
+) -> std::io::Result<Server> {
+    let health = web::Data::new(health);
+    let metrics = web::Data::new(metrics);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(health.clone())
+            .app_data(metrics.clone())
+            .app_data(RequestTimeout(Duration::from_secs(10)))
+            .wrap(from_fn(observe))
+            .wrap(security_headers(false))
+            .configure(health::configure)
+            .default_service(web::to(route_not_found))
+    })
+    .listen(listener)?
+    .workers(1)
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .disable_signals()
+    .run())
+}
