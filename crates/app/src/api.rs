@@ -1,0 +1,122 @@
+//! The `api` process: HTTP server plus housekeeping tasks.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+/// Stops a running server (`stop(true)` drains in-flight requests first).
+pub use actix_web::dev::ServerHandle;
+use anyhow::Context as _;
+use keel_api::{ApiServices, HealthRegistry, api_server};
+use keel_config::Settings;
+use keel_infrastructure::{DatabaseConnection, DatabaseHealth, connect, migrate};
+use keel_telemetry::MetricsHandle;
+use keel_worker::Supervisor;
+use tokio_util::sync::CancellationToken;
+
+use crate::background::housekeeping;
+use crate::services::Services;
+
+/// A built, not yet running, api process.
+pub struct ApiApplication {
+    server: Server,
+    port: u16,
+    db: DatabaseConnection,
+    metrics: MetricsHandle,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for ApiApplication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiApplication")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiApplication {
+    /// Migrates (when `database.auto_migrate`), connects, binds the listener and builds the
+    /// server. Fails fast, with a message naming the cause, on anything wrong.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = keel_telemetry::install_metrics()?;
+        if settings.database.auto_migrate {
+            let applied = migrate::apply_pending(&settings.database)
+                .await
+                .context("applying migrations at startup")?;
+            for name in &applied {
+                tracing::info!(migration = %name, "migration applied");
+            }
+        }
+        let db = connect(&settings.database, "keel-api")
+            .await
+            .context("connecting to the database")?;
+        let services = Services::new(&db);
+        let health = HealthRegistry::new(settings.health.check_timeout)
+            .with(Arc::new(DatabaseHealth::new(db.clone())));
+
+        let address = (settings.server.host.as_str(), settings.server.port);
+        let listener = TcpListener::bind(address).with_context(|| {
+            format!(
+                "binding {}:{} (server.host, server.port)",
+                settings.server.host, settings.server.port
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+        let server = api_server(
+            listener,
+            &settings,
+            ApiServices {
+                release_notes: services.release_notes,
+            },
+            health,
+            metrics.clone(),
+        )?;
+        Ok(Self {
+            server,
+            port,
+            db,
+            metrics,
+            settings,
+        })
+    }
+
+    /// The bound port (useful when `server.port` is 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the server: `stop(true)` drains in-flight requests first.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped through its handle, then stops the background
+    /// tasks and closes the pool.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(
+            port = self.port,
+            environment = %self.settings.environment,
+            "api listening"
+        );
+        let shutdown = CancellationToken::new();
+        let background = housekeeping(
+            Supervisor::new(self.settings.server.shutdown_timeout),
+            self.db.clone(),
+            self.metrics.clone(),
+            self.settings.database.max_connections,
+        )
+        .run(shutdown.clone());
+        let background = tokio::spawn(background);
+
+        let served = self.server.await;
+        tracing::info!("http server stopped; in-flight requests drained");
+        shutdown.cancel();
+        if let Ok(Err(error)) = background.await {
+            tracing::warn!(%error, "background tasks did not stop cleanly");
+        }
+        if let Err(error) = self.db.close().await {
+            tracing::warn!(%error, "closing the database pool failed");
+        }
+        served.context("http server failed")
+    }
+}

@@ -1,0 +1,42 @@
+//! Background tasks every Keel process runs: metrics upkeep and pool gauges.
+
+use std::time::Duration;
+
+use keel_infrastructure::{DatabaseConnection, PoolStats};
+use keel_telemetry::MetricsHandle;
+use keel_telemetry::names::DB_POOL_CONNECTIONS;
+use keel_worker::Supervisor;
+
+/// How often pool gauges are sampled and histograms drained.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Adds the housekeeping tasks to a supervisor.
+pub fn housekeeping(
+    supervisor: Supervisor,
+    db: DatabaseConnection,
+    metrics: MetricsHandle,
+    max_connections: u32,
+) -> Supervisor {
+    supervisor
+        .periodic("metrics-upkeep", SAMPLE_EVERY, move || {
+            let metrics = metrics.clone();
+            async move {
+                metrics.run_upkeep();
+                Ok(())
+            }
+        })
+        .periodic("db-pool-gauges", SAMPLE_EVERY, move || {
+            let db = db.clone();
+            async move {
+                if let Some(stats) = PoolStats::sample(&db) {
+                    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "idle")
+                        .set(f64::from(stats.idle));
+                    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "in_use")
+                        .set(f64::from(stats.in_use));
+                    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "max")
+                        .set(f64::from(max_connections));
+                }
+                Ok(())
+            }
+        })
+}

@@ -1,0 +1,265 @@
+//! The command lines of the `api` and `worker` binaries.
+// Printing results is what a command line is for.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use keel_config::Settings;
+use keel_infrastructure::{connect, migrate};
+use keel_telemetry::LogTarget;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiApplication;
+use crate::seed;
+use crate::services::Services;
+use crate::signals::shutdown_signal;
+use crate::worker::WorkerApplication;
+
+/// Exit status for configuration errors (distinct from runtime failures).
+const EXIT_CONFIG: u8 = 2;
+
+/// `api`: Keel's HTTP API and its administrative commands.
+#[derive(Debug, Parser)]
+#[command(name = "api", version, about = "Keel's HTTP API (serves by default)")]
+pub struct ApiCli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<ApiCommand>,
+}
+
+/// `api` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Serve HTTP until SIGTERM or SIGINT.
+    Serve,
+    /// Apply, revert or inspect database migrations (`up` when no action is given).
+    Migrate {
+        /// The migration action.
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Create example data; running it again changes nothing.
+    Seed,
+    /// Inspect the configuration.
+    Config {
+        /// The configuration action.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `api migrate` actions.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the most recent migrations.
+    Down {
+        /// How many to revert.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+    /// Drop every table and migrate from scratch (destroys all data).
+    Fresh {
+        /// Required outside `local` and `test`.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `api config` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}
+
+/// `worker`: Keel's background worker.
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Keel's background worker (runs by default)"
+)]
+pub struct WorkerCli {
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<WorkerCommand>,
+}
+
+/// `worker` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Run background work until SIGTERM or SIGINT.
+    Run,
+}
+
+/// Loads configuration and starts logging; on failure prints why and returns the exit code.
+fn prepare(target: LogTarget) -> Result<Settings, ExitCode> {
+    let settings = Settings::load().map_err(|error| {
+        eprintln!("{error}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    keel_telemetry::init_logging(&settings, target).map_err(|error| {
+        eprintln!("invalid configuration:\n  - {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    install_panic_hook();
+    Ok(settings)
+}
+
+/// Panics are logged as events (with the request id of the request that panicked, when
+/// there is one) instead of raw text on stderr.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::capture();
+        tracing::error!(panic = %info, %backtrace, "panic");
+    }));
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "stopped with an error");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the `api` binary.
+pub async fn run_api(cli: ApiCli) -> ExitCode {
+    let command = cli.command.unwrap_or(ApiCommand::Serve);
+    let target = match command {
+        ApiCommand::Serve => LogTarget::Stdout,
+        _ => LogTarget::Stderr,
+    };
+    let settings = match prepare(target) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    finish(match command {
+        ApiCommand::Serve => serve(settings).await,
+        ApiCommand::Migrate { action } => {
+            run_migrate(&settings, action.unwrap_or(MigrateAction::Up)).await
+        }
+        ApiCommand::Seed => run_seed(&settings).await,
+        ApiCommand::Config {
+            action: ConfigAction::Check,
+        } => {
+            print!("{}", settings.to_redacted_toml());
+            println!(
+                "# configuration is valid (APP_ENV={})",
+                settings.environment
+            );
+            Ok(())
+        }
+    })
+}
+
+/// Runs the `worker` binary.
+pub async fn run_worker(cli: WorkerCli) -> ExitCode {
+    let WorkerCommand::Run = cli.command.unwrap_or(WorkerCommand::Run);
+    let settings = match prepare(LogTarget::Stdout) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    finish(work(settings).await)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = ApiApplication::build(settings).await?;
+    let handle = app.handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("draining in-flight requests");
+        handle.stop(true).await;
+    });
+    app.run_until_stopped().await
+}
+
+async fn work(settings: Settings) -> anyhow::Result<()> {
+    let app = WorkerApplication::build(settings).await?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    app.run(shutdown).await
+}
+
+async fn run_migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
+    let database = &settings.database;
+    match action {
+        MigrateAction::Up => {
+            let applied = migrate::apply_pending(database).await?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for name in applied {
+                println!("applied  {name}");
+            }
+        }
+        MigrateAction::Down { steps } => {
+            let reverted = migrate::rollback(database, steps).await?;
+            if reverted.is_empty() {
+                println!("nothing to revert");
+            }
+            for name in reverted {
+                println!("reverted {name}");
+            }
+        }
+        MigrateAction::Status => {
+            for migration in migrate::status(database).await? {
+                let state = if migration.applied {
+                    "applied"
+                } else {
+                    "pending"
+                };
+                println!("{state:<8} {}", migration.name);
+            }
+        }
+        MigrateAction::Fresh { force } => {
+            let disposable = matches!(
+                settings.environment,
+                keel_config::Environment::Local | keel_config::Environment::Test
+            );
+            anyhow::ensure!(
+                disposable || force,
+                "`migrate fresh` destroys every table; pass --force to run it in {}",
+                settings.environment
+            );
+            let applied = migrate::fresh(database).await?;
+            println!(
+                "dropped every table and applied {} migration(s)",
+                applied.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_seed(settings: &Settings) -> anyhow::Result<()> {
+    if settings.database.auto_migrate {
+        migrate::apply_pending(&settings.database).await?;
+    }
+    let db = connect(&settings.database, "keel-seed").await?;
+    let report = seed::run(&Services::new(&db))
+        .await
+        .map_err(keel_kernel::DomainError::from)
+        .context("seeding")?;
+    db.close().await.ok();
+    for version in &report.created {
+        println!("created  release note {version}");
+    }
+    for version in &report.skipped {
+        println!("exists   release note {version}");
+    }
+    Ok(())
+}
