@@ -1,0 +1,15 @@
+//! Keel's end-to-end suite: one test binary, one module per area.
+//!
+//! Every test starts the real application (the same code as the `api` binary) on a random port
+//! with its own fresh database, and talks to it over HTTP. The database is SQLite unless
+//! `TEST_DATABASE_URL` names a PostgreSQL server, in which case each test creates (and drops)
+//! its own database there.
+
+mod architecture;
+mod errors;
+mod health;
+mod http_basics;
+mod migrations;
+mod release_notes;
+mod storage;
+mod support;

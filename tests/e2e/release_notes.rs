@@ -1,0 +1,206 @@
+//! The public release-notes feed and the list contract, over HTTP.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::support::{TestApp, assert_problem, error_fields, spawn_app};
+
+const NOTES: &str = "/api/v1/release-notes";
+
+fn versions(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["version"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn publish_many(app: &TestApp, count: usize) {
+    for i in 0..count {
+        app.release_note(&format!("1.{i}.0"), &format!("Release {i:02}"), true)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn the_feed_shows_published_notes_newest_first() {
+    let app = spawn_app().await;
+    app.release_note("1.0.0", "First", true).await;
+    app.release_note("1.1.0", "Second", true).await;
+    let draft = app.release_note("2.0.0-rc.1", "Secret draft", false).await;
+    app.release_note("1.2.0", "Third", true).await;
+
+    let page = app.get_json(NOTES, 200).await;
+    assert_eq!(versions(&page), ["1.2.0", "1.1.0", "1.0.0"]);
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["limit"], 20);
+    assert_eq!(page["offset"], 0);
+    assert!(page["next_cursor"].is_null());
+
+    let item = &page["items"][0];
+    for field in [
+        "id",
+        "version",
+        "title",
+        "body",
+        "change_type",
+        "status",
+        "published_at",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(item.get(field).is_some(), "missing `{field}` in {item}");
+    }
+    assert_eq!(item["status"], "published");
+    assert!(item["published_at"].as_str().unwrap().ends_with('Z'));
+
+    assert_problem(
+        app.get(&format!("{NOTES}/{}", draft.id)).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let latest = app.get_json(&format!("{NOTES}/latest"), 200).await;
+    assert_eq!(latest["version"], "1.2.0");
+    let one = app
+        .get_json(&format!("{NOTES}/{}", latest["id"].as_str().unwrap()), 200)
+        .await;
+    assert_eq!(one, latest);
+}
+
+#[tokio::test]
+async fn latest_is_not_found_until_something_is_published() {
+    let app = spawn_app().await;
+    app.release_note("0.9.0", "Draft only", false).await;
+    assert_problem(app.get(&format!("{NOTES}/latest")).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn twenty_five_notes_page_by_offset_and_by_cursor() {
+    let app = spawn_app().await;
+    publish_many(&app, 25).await;
+
+    let mut by_offset = Vec::new();
+    for (offset, expected) in [(0, 10), (10, 10), (20, 5)] {
+        let page = app
+            .get_json(&format!("{NOTES}?limit=10&offset={offset}"), 200)
+            .await;
+        assert_eq!(page["total"], 25);
+        assert_eq!(page["offset"], offset);
+        assert_eq!(page["items"].as_array().unwrap().len(), expected);
+        by_offset.extend(versions(&page));
+    }
+    assert_eq!(by_offset.iter().collect::<HashSet<_>>().len(), 25);
+
+    let mut by_cursor = Vec::new();
+    let mut path = format!("{NOTES}?limit=10");
+    let mut pages = 0;
+    loop {
+        let page = app.get_json(&path, 200).await;
+        pages += 1;
+        assert_eq!(page["total"], 25);
+        by_cursor.extend(versions(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("{NOTES}?limit=10&cursor={cursor}"),
+            None => break,
+        }
+        assert!(pages < 10, "the cursor must terminate");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        by_cursor, by_offset,
+        "cursor and offset pages agree, no repeats"
+    );
+}
+
+#[tokio::test]
+async fn sorting_filtering_and_search() {
+    let app = spawn_app().await;
+    app.release_note("1.0.0", "Bravo search", true).await;
+    app.release_note("1.1.0", "Alpha", true).await;
+    app.release_note("1.2.0", "Charlie", true).await;
+
+    let page = app.get_json(&format!("{NOTES}?sort=title"), 200).await;
+    assert_eq!(versions(&page), ["1.1.0", "1.0.0", "1.2.0"]);
+    let page = app.get_json(&format!("{NOTES}?sort=-title"), 200).await;
+    assert_eq!(versions(&page), ["1.2.0", "1.0.0", "1.1.0"]);
+
+    let page = app.get_json(&format!("{NOTES}?version=1.1.0"), 200).await;
+    assert_eq!(versions(&page), ["1.1.0"]);
+    let page = app
+        .get_json(&format!("{NOTES}?version__in=1.0.0,1.2.0&sort=title"), 200)
+        .await;
+    assert_eq!(versions(&page), ["1.0.0", "1.2.0"]);
+    let page = app
+        .get_json(&format!("{NOTES}?change_type=bugfix"), 200)
+        .await;
+    assert_eq!(page["total"], 0);
+    let page = app.get_json(&format!("{NOTES}?q=SEARCH"), 200).await;
+    assert_eq!(versions(&page), ["1.0.0"], "search is case-insensitive");
+
+    let second = app
+        .get_json(&format!("{NOTES}?sort=published_at"), 200)
+        .await["items"][1]["published_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = app
+        .get_json(
+            &format!("{NOTES}?published_at__gte={second}&sort=published_at"),
+            200,
+        )
+        .await;
+    assert_eq!(versions(&page), ["1.1.0", "1.2.0"]);
+    let page = app
+        .get_json(&format!("{NOTES}?published_at__lte={second}"), 200)
+        .await;
+    assert_eq!(versions(&page), ["1.1.0", "1.0.0"]);
+}
+
+#[tokio::test]
+async fn the_query_language_rejects_what_it_does_not_know() {
+    let app = spawn_app().await;
+    let cases: &[(&str, &[&str])] = &[
+        ("owner_id=1", &["owner_id"]),
+        ("limit=1000", &["limit"]),
+        ("limit=0", &["limit"]),
+        ("sort=body", &["sort"]),
+        ("title=x", &["title"]),
+        ("status=archived", &["status"]),
+        ("published_at__gte=yesterday", &["published_at__gte"]),
+        ("limit=5&limit=6", &["limit"]),
+        ("cursor=garbage", &["cursor"]),
+        ("offset=5&cursor=abc", &["cursor"]),
+        ("foo=1&bar=2", &["foo", "bar"]),
+    ];
+    for (query, fields) in cases {
+        let problem = assert_problem(
+            app.get(&format!("{NOTES}?{query}")).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(error_fields(&problem), *fields, "?{query}");
+    }
+}
+
+#[tokio::test]
+async fn sql_looking_values_are_just_data() {
+    let app = spawn_app().await;
+    app.release_note("1.0.0", "Survivor", true).await;
+    for query in [
+        "version=1.0.0'%20OR%20'1'%3D'1",
+        "q=%25'%3B%20DROP%20TABLE%20release_notes%3B%20--",
+        "q=%25",
+        "q=_",
+        "version__in=1.0.0')%3B--,x",
+    ] {
+        let page = app.get_json(&format!("{NOTES}?{query}"), 200).await;
+        assert_eq!(page["total"], 0, "?{query} must match nothing");
+    }
+    let page = app.get_json(NOTES, 200).await;
+    assert_eq!(versions(&page), ["1.0.0"], "the table is intact");
+}

@@ -1,0 +1,193 @@
+//! The test harness: spawn the app, talk to it, reach its services directly for setup.
+
+use std::time::Duration;
+
+use keel_app::api::ServerHandle;
+use keel_app::{ApiApplication, Services};
+use keel_config::{Settings, Sources};
+use keel_infrastructure::testing::TestDatabase;
+use keel_infrastructure::{DatabaseConnection, connect};
+use keel_releases::{ChangeType, NewReleaseNote, ReleaseNote, ReleaseNoteService};
+use serde_json::Value;
+
+/// A running app with its own database.
+pub(crate) struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub(crate) base: String,
+    /// An HTTP client with a short timeout.
+    pub(crate) client: reqwest::Client,
+    /// The domain services on the same database, for arranging state.
+    pub(crate) services: Services,
+    /// A pool on the app's database.
+    pub(crate) pool: DatabaseConnection,
+    handle: ServerHandle,
+    /// Kept last so the database outlives everything using it.
+    pub(crate) database: TestDatabase,
+}
+
+/// Starts the app with test defaults.
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the app with extra configuration variables (`APP__…`).
+pub(crate) async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::create().await.expect("a test database");
+    let mut all: Vec<(String, String)> = [
+        ("APP_ENV", "test"),
+        ("APP__SERVER__PORT", "0"),
+        ("APP__SERVER__WORKERS", "1"),
+        ("APP__DATABASE__MAX_CONNECTIONS", "5"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    all.push(("APP__DATABASE__URL".to_owned(), database.url().to_owned()));
+    all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let settings = Settings::load_from(&Sources::from_vars(all)).expect("valid test settings");
+    // `TEST_LOG=1 cargo test ...` shows the app's logs (all tests share one subscriber).
+    if std::env::var_os("TEST_LOG").is_some() {
+        keel_telemetry::init_logging(&settings, keel_telemetry::LogTarget::Stderr)
+            .expect("test logging");
+    }
+
+    let app = ApiApplication::build(settings.clone())
+        .await
+        .expect("the app starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+
+    let pool = connect(&settings.database, "keel-test")
+        .await
+        .expect("a test pool");
+    TestApp {
+        base,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("an HTTP client"),
+        services: Services::new(&pool),
+        pool,
+        handle,
+        database,
+    }
+}
+
+impl TestApp {
+    /// The absolute URL of `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path`.
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the request completes")
+    }
+
+    /// `GET path`, expecting `status`, returning the JSON body.
+    pub(crate) async fn get_json(&self, path: &str, status: u16) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status().as_u16(), status, "GET {path}");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// `POST path` with a raw body and content type.
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the request completes")
+    }
+
+    /// Release-note use cases as Keel itself (every permission).
+    pub(crate) fn release_notes(&self) -> ReleaseNoteService<'_> {
+        self.services.release_notes.for_system()
+    }
+
+    /// Creates a release note, published or not.
+    pub(crate) async fn release_note(
+        &self,
+        version: &str,
+        title: &str,
+        publish: bool,
+    ) -> ReleaseNote {
+        let notes = self.release_notes();
+        let note = notes
+            .create(NewReleaseNote {
+                version: version.to_owned(),
+                title: title.to_owned(),
+                body: format!("Notes for {version}"),
+                change_type: ChangeType::Feature,
+            })
+            .await
+            .expect("the note is created");
+        if publish {
+            notes.publish(note.id).await.expect("the note is published")
+        } else {
+            note
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.handle.stop(false));
+        }
+    }
+}
+
+/// Asserts `response` is a problem document with `status` and `code`; returns its body.
+pub(crate) async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("every response has X-Request-Id");
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    for member in ["type", "title", "detail", "instance"] {
+        assert!(
+            body.get(member).is_some(),
+            "problem lacks `{member}`: {body}"
+        );
+    }
+    body
+}
+
+/// The `field` of every entry in a problem's `errors`.
+pub(crate) fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
