@@ -4,8 +4,11 @@
 //! with its own fresh database, and talks to it over HTTP. The database is SQLite unless
 //! `TEST_DATABASE_URL` names a PostgreSQL server, in which case each test creates (and drops)
 //! its own database there.
+// Test code reports failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod architecture;
+mod deploy;
 mod errors;
 mod health;
 mod http_basics;

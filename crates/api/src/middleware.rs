@@ -275,3 +275,153 @@ pub fn cors(settings: &CorsSettings) -> Cors {
     }
     cors
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use actix_web::middleware::from_fn;
+    use actix_web::{App, test, web};
+    use async_trait::async_trait;
+    use keel_kernel::error::BoxError;
+    use keel_kernel::health::HealthCheck;
+
+    use super::*;
+    use crate::health::{self, HealthRegistry};
+
+    async fn problem_of(error: actix_web::Error) -> (StatusCode, HeaderValue, serde_json::Value) {
+        let response = error.error_response();
+        let status = response.status();
+        let request_id = response.headers().get(REQUEST_ID_HEADER).unwrap().clone();
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        (status, request_id, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn a_panicking_handler_gets_a_500_problem_with_its_request_id_and_no_internals() {
+        let app = test::init_service(App::new().wrap(from_fn(observe)).route(
+            "/boom",
+            web::get().to(|| async {
+                if true {
+                    panic!("secret database password in a panic message");
+                }
+                "unreachable"
+            }),
+        ))
+        .await;
+        let request = test::TestRequest::get()
+            .uri("/boom")
+            .insert_header((REQUEST_ID_HEADER, "req-panic-1"))
+            .to_request();
+        let error = test::try_call_service(&app, request).await.unwrap_err();
+        let (status, request_id, body) = problem_of(error).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(request_id, "req-panic-1");
+        assert_eq!(body["request_id"], "req-panic-1");
+        assert_eq!(body["code"], "internal_error");
+        assert_eq!(body["instance"], "/boom");
+        assert!(!body.to_string().contains("secret"), "{body}");
+
+        // The worker survives: the next request is served.
+        let again = test::TestRequest::get().uri("/boom").to_request();
+        assert!(test::try_call_service(&app, again).await.is_err());
+    }
+
+    #[actix_web::test]
+    async fn a_handler_past_the_deadline_gets_a_503_problem() {
+        let app = test::init_service(
+            App::new()
+                .app_data(RequestTimeout(Duration::from_millis(50)))
+                .wrap(from_fn(observe))
+                .route(
+                    "/slow",
+                    web::get().to(|| async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        "too late"
+                    }),
+                ),
+        )
+        .await;
+        let request = test::TestRequest::get().uri("/slow").to_request();
+        let error = test::try_call_service(&app, request).await.unwrap_err();
+        let (status, _, body) = problem_of(error).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["code"], "request_timeout");
+    }
+
+    #[derive(Debug)]
+    struct Failing;
+
+    #[async_trait]
+    impl HealthCheck for Failing {
+        fn name(&self) -> &'static str {
+            "cache"
+        }
+        async fn check(&self) -> Result<(), BoxError> {
+            Err("connection refused to 10.0.0.7:6379".into())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Hanging;
+
+    #[async_trait]
+    impl HealthCheck for Hanging {
+        fn name(&self) -> &'static str {
+            "queue"
+        }
+        async fn check(&self) -> Result<(), BoxError> {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        }
+    }
+
+    #[actix_web::test]
+    async fn readiness_is_a_503_problem_naming_each_failed_check() {
+        let registry = HealthRegistry::new(Duration::from_millis(50))
+            .with(Arc::new(Failing))
+            .with(Arc::new(Hanging));
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(registry))
+                .app_data(web::Data::new(keel_telemetry::install_metrics().unwrap()))
+                .wrap(from_fn(observe))
+                .configure(health::configure),
+        )
+        .await;
+        let response = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/health/ready").to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            PROBLEM_JSON
+        );
+        let body: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(body["code"], "not_ready");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("cache (unreachable)"), "{detail}");
+        assert!(detail.contains("queue (timed out"), "{detail}");
+        assert!(
+            !body.to_string().contains("10.0.0.7"),
+            "causes are logged, not shown"
+        );
+
+        let report: serde_json::Value = test::call_and_read_body_json(
+            &app,
+            test::TestRequest::get().uri("/health").to_request(),
+        )
+        .await;
+        assert_eq!(report["status"], "fail");
+        let live = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/health/live").to_request(),
+        )
+        .await;
+        assert_eq!(live.status(), StatusCode::OK);
+    }
+}

@@ -152,10 +152,6 @@ fn insert(dict: &mut Dict, key: &str, value: String) {
     }
 }
 
-fn provide(dict: Dict) -> Result<Map<Profile, Dict>, figment::Error> {
-    Ok(Profile::Default.collect(dict))
-}
-
 /// `APP__SECTION__KEY=value` variables. Values stay text; numbers and booleans are read from
 /// text where the key needs one, so a numeric password is still a string.
 struct AppVars(Dict);
@@ -192,7 +188,7 @@ impl Provider for AppVars {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        provide(self.0.clone())
+        Ok(Profile::Default.collect(self.0.clone()))
     }
 }
 
@@ -223,7 +219,7 @@ impl Provider for AliasVars {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        provide(self.0.clone())
+        Ok(Profile::Default.collect(self.0.clone()))
     }
 }
 
@@ -284,6 +280,6 @@ impl Provider for SecretFiles {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        provide(self.0.clone())
+        Ok(Profile::Default.collect(self.0.clone()))
     }
 }

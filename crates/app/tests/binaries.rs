@@ -1,0 +1,321 @@
+//! The real `api` and `worker` binaries, as a user runs them: no configuration, signals,
+//! command-line subcommands, exit codes.
+// Test code reports failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_infrastructure::testing::TestDatabase;
+use serde_json::Value;
+
+const API: &str = env!("CARGO_BIN_EXE_api");
+const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+
+/// A child process killed if the test ends without stopping it.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A command with a clean environment: only what the test sets, as on a fresh machine.
+fn command(binary: &str, dir: &Path, vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary);
+    command.current_dir(dir).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command
+}
+
+fn start(binary: &str, dir: &Path, log_name: &str, vars: &[(&str, &str)]) -> Process {
+    let log = dir.join(log_name);
+    let file = std::fs::File::create(&log).unwrap();
+    let child = command(binary, dir, vars)
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("the binary starts");
+    Process { child, log }
+}
+
+fn log_lines(process: &Process) -> Vec<Value> {
+    std::fs::read_to_string(&process.log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Waits for a JSON log line with `message`, returning it.
+fn wait_for_log(process: &mut Process, message: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(line) = log_lines(process)
+            .into_iter()
+            .find(|l| l["message"] == message)
+        {
+            return line;
+        }
+        if let Some(status) = process.child.try_wait().unwrap() {
+            panic!(
+                "exited with {status} before logging {message:?}:\n{}",
+                std::fs::read_to_string(&process.log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "no {message:?} log line in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn terminate(process: &mut Process) -> ExitStatus {
+    let pid = process.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run(binary: &str, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    command(binary, dir, vars).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn get(url: &str, request_id: Option<&str>) -> (u16, String, Value) {
+    let client = reqwest::Client::new();
+    let mut request = client.get(url);
+    if let Some(id) = request_id {
+        request = request.header("x-request-id", id);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        content_type,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+/// Serves the walking skeleton and stops cleanly on SIGTERM.
+async fn serve_and_stop(dir: &Path, vars: &[(&str, &str)]) {
+    let mut api = start(API, dir, "api.log", vars);
+    let listening = wait_for_log(&mut api, "api listening");
+    let base = format!("http://127.0.0.1:{}", listening["port"]);
+
+    let (status, _, body) = get(&format!("{base}/health/ready"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = get(&format!("{base}/api/v1/release-notes"), Some("bin-trace-7")).await;
+    assert_eq!(status, 200);
+    assert!(body["items"].is_array(), "{body}");
+    for (path, status) in [
+        ("/api/v1/release-notes/not-an-id".to_owned(), 422),
+        (format!("/api/v1/release-notes/{}", uuid_like()), 404),
+        ("/no/such/route".to_owned(), 404),
+    ] {
+        let (got, content_type, body) = get(&format!("{base}{path}"), None).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(content_type, "application/problem+json", "{path}");
+    }
+    let (_, _, metrics) = get(&format!("{base}/metrics"), None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains(r#"route="/api/v1/release-notes/{id}""#),
+        "{metrics}"
+    );
+
+    // The request id is on the request's log lines.
+    let traced = log_lines(&api)
+        .into_iter()
+        .find(|l| l["message"] == "request finished" && l["span"]["request_id"] == "bin-trace-7");
+    let traced = traced.expect("an access log line carrying the caller's request id");
+    assert_eq!(traced["route"], "/api/v1/release-notes");
+    assert_eq!(traced["status"], 200);
+
+    let status = terminate(&mut api);
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+}
+
+fn uuid_like() -> &'static str {
+    "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+}
+
+#[tokio::test]
+async fn api_runs_with_no_configuration_at_all_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only the port is chosen, so parallel tests never collide on 8080.
+    serve_and_stop(dir.path(), &[("APP__SERVER__PORT", "0")]).await;
+    let data = dir.path().join("data");
+    assert!(
+        data.join("keel.db").is_file(),
+        "SQLite file at ./data/keel.db"
+    );
+    // Header bytes 18 and 19 are 2 for a WAL-mode database (the -wal file itself is removed
+    // by the clean shutdown's checkpoint).
+    let header = std::fs::read(data.join("keel.db")).unwrap();
+    assert_eq!(&header[18..20], &[2, 2], "WAL mode");
+}
+
+#[tokio::test]
+async fn api_serves_the_same_on_the_test_database() {
+    // PostgreSQL when TEST_DATABASE_URL is set (CI runs both); SQLite in a temp dir otherwise.
+    let database = TestDatabase::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    serve_and_stop(
+        dir.path(),
+        &[("APP__SERVER__PORT", "0"), ("DATABASE_URL", database.url())],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn worker_runs_beside_the_api_on_the_same_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut api = start(API, dir.path(), "api.log", &[("APP__SERVER__PORT", "0")]);
+    wait_for_log(&mut api, "api listening");
+    let mut worker = start(
+        WORKER,
+        dir.path(),
+        "worker.log",
+        &[("APP__WORKER__PORT", "0")],
+    );
+    let running = wait_for_log(&mut worker, "worker running");
+    let base = format!("http://127.0.0.1:{}", running["ops_port"]);
+
+    let (status, _, body) = get(&format!("{base}/health/ready"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"][0]["name"], "database");
+    let (status, _, metrics) = get(&format!("{base}/metrics"), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.as_str().unwrap().contains("db_pool_connections"),
+        "{metrics}"
+    );
+
+    assert!(
+        terminate(&mut worker).success(),
+        "worker exits 0 on SIGTERM"
+    );
+    assert!(
+        log_lines(&worker)
+            .iter()
+            .any(|l| l["message"] == "worker stopped")
+    );
+    assert!(terminate(&mut api).success());
+}
+
+#[test]
+fn config_check_redacts_secrets_and_bad_configuration_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "an-actual-secret-value-that-must-not-print-0123456789";
+    let output = run(
+        API,
+        dir.path(),
+        &["config", "check"],
+        &[
+            ("APP__AUTH__JWT_SECRET", secret),
+            ("DATABASE_URL", "postgres://keel:hunter2@db.internal/keel"),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("jwt_secret = \"[redacted]\""), "{stdout}");
+    assert!(
+        stdout.contains("postgres://keel:redacted@db.internal/keel"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(secret) && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+
+    let output = run(
+        API,
+        dir.path(),
+        &["config", "check"],
+        &[("APP__SERVER__PORT", "eighty")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("server.port") && stderr.contains("APP__SERVER__PORT"),
+        "{stderr}"
+    );
+
+    let output = run(API, dir.path(), &[], &[("APP_ENV", "production")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("auth.jwt_secret") && stderr.contains("database.url"),
+        "{stderr}"
+    );
+
+    let output = run(WORKER, dir.path(), &[], &[("APP__WORKER__PORTT", "1")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("worker.portt"));
+}
+
+#[test]
+fn migrate_and_seed_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_auto = [("APP__DATABASE__AUTO_MIGRATE", "false")];
+
+    let output = run(API, dir.path(), &["migrate", "status"], &no_auto);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("pending  m20261123_000001_create_release_notes"));
+
+    let output = run(API, dir.path(), &["migrate"], &no_auto);
+    assert!(text(&output.stdout).contains("applied  m20261123_000001_create_release_notes"));
+    let output = run(API, dir.path(), &["migrate", "up"], &no_auto);
+    assert_eq!(text(&output.stdout), "database is up to date\n");
+
+    let output = run(API, dir.path(), &["seed"], &no_auto);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("created  release note 0.1.0"));
+    let output = run(API, dir.path(), &["seed"], &no_auto);
+    assert!(text(&output.stdout).contains("exists   release note 0.1.0"));
+
+    let output = run(API, dir.path(), &["migrate", "down"], &no_auto);
+    assert!(text(&output.stdout).contains("reverted m20261123_000001_create_release_notes"));
+
+    let output = run(
+        API,
+        dir.path(),
+        &["migrate", "fresh"],
+        &[
+            ("APP_ENV", "production"),
+            (
+                "APP__AUTH__JWT_SECRET",
+                "k3Jx9Qw2Lm8Zp4Rt6Vy1Nb5Hc7Gd0Fs2Ae",
+            ),
+            ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("--force"));
+}
