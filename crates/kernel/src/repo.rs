@@ -34,10 +34,12 @@ pub enum RepoError {
 impl From<RepoError> for DomainError {
     fn from(error: RepoError) -> Self {
         match error {
-            RepoError::UniqueViolation { constraint } => DomainError::Conflict {
+            // Index names are not field names: a domain that knows which field a constraint
+            // guards maps the violation itself (see releases' `VersionTaken`).
+            RepoError::UniqueViolation { .. } => DomainError::Conflict {
                 code: "conflict",
                 message: "the change conflicts with an existing record".to_owned(),
-                field: Some(constraint).filter(|c| !c.is_empty()),
+                field: None,
             },
             RepoError::Unavailable(cause) => DomainError::Unavailable(cause),
             other => DomainError::Internal(Box::new(other)),

@@ -72,6 +72,14 @@ mod tests {
     }
 
     #[test]
+    fn the_list_spec_is_consistent() {
+        use keel_kernel::ListQuery;
+        let query = ListQuery::parse(&LIST_SPEC, [("sort", LIST_SPEC.default_sort)]).unwrap();
+        assert_eq!(query, ListQuery::first_page(&LIST_SPEC));
+        assert_eq!(query.sort.len(), 2, "default sort plus the id tie-breaker");
+    }
+
+    #[test]
     fn only_writers_see_drafts() {
         assert!(Visibility::for_actor(&Actor::Anonymous).published_only());
         let reader = Actor::User {
