@@ -126,6 +126,9 @@ where
         let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), %route, latency_ms, "request finished");
+        } else if is_probe(&route) && status.is_success() {
+            // Orchestrators poll these every few seconds; successful polls are not news.
+            tracing::debug!(status = status.as_u16(), %route, latency_ms, "request finished");
         } else {
             tracing::info!(status = status.as_u16(), %route, latency_ms, "request finished");
         }
@@ -183,6 +186,11 @@ fn is_problem(response: &HttpResponse) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(PROBLEM_JSON))
+}
+
+/// Health and metrics scrapes.
+fn is_probe(route: &str) -> bool {
+    route.starts_with("/health") || route == "/metrics"
 }
 
 /// Standard methods keep their name; anything else is `OTHER` (bounded label values).
