@@ -1,21 +1,19 @@
 //! The `api` process: HTTP server plus housekeeping tasks.
 
-use std::net::TcpListener;
-use std::sync::Arc;
-
 use actix_web::dev::Server;
 /// Stops a running server (`stop(true)` drains in-flight requests first).
 pub use actix_web::dev::ServerHandle;
 use anyhow::Context as _;
-use keel_api::{ApiServices, HealthRegistry, api_server};
+use keel_api::{ApiServices, api_server};
 use keel_config::Settings;
-use keel_infrastructure::{DatabaseConnection, DatabaseHealth, connect, migrate};
+use keel_infrastructure::DatabaseConnection;
 use keel_telemetry::MetricsHandle;
 use keel_worker::Supervisor;
 use tokio_util::sync::CancellationToken;
 
 use crate::background::housekeeping;
 use crate::services::Services;
+use crate::startup::{bind, open_database, readiness};
 
 /// A built, not yet running, api process.
 pub struct ApiApplication {
@@ -39,29 +37,14 @@ impl ApiApplication {
     /// server. Fails fast, with a message naming the cause, on anything wrong.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = keel_telemetry::install_metrics()?;
-        if settings.database.auto_migrate {
-            let applied = migrate::apply_pending(&settings.database)
-                .await
-                .context("applying migrations at startup")?;
-            for name in &applied {
-                tracing::info!(migration = %name, "migration applied");
-            }
-        }
-        let db = connect(&settings.database, "keel-api")
-            .await
-            .context("connecting to the database")?;
+        let db = open_database(&settings, "keel-api").await?;
         let services = Services::new(&db);
-        let health = HealthRegistry::new(settings.health.check_timeout)
-            .with(Arc::new(DatabaseHealth::new(db.clone())));
-
-        let address = (settings.server.host.as_str(), settings.server.port);
-        let listener = TcpListener::bind(address).with_context(|| {
-            format!(
-                "binding {}:{} (server.host, server.port)",
-                settings.server.host, settings.server.port
-            )
-        })?;
-        let port = listener.local_addr()?.port();
+        let health = readiness(&settings, &db);
+        let (listener, port) = bind(
+            &settings.server.host,
+            settings.server.port,
+            "server.host, server.port",
+        )?;
         let server = api_server(
             listener,
             &settings,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use keel_config::Settings;
-use keel_infrastructure::{connect, migrate};
+use keel_infrastructure::migrate;
 use keel_telemetry::LogTarget;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,7 @@ use crate::api::ApiApplication;
 use crate::seed;
 use crate::services::Services;
 use crate::signals::shutdown_signal;
+use crate::startup::open_database;
 use crate::worker::WorkerApplication;
 
 /// Exit status for configuration errors (distinct from runtime failures).
@@ -246,10 +247,7 @@ async fn run_migrate(settings: &Settings, action: MigrateAction) -> anyhow::Resu
 }
 
 async fn run_seed(settings: &Settings) -> anyhow::Result<()> {
-    if settings.database.auto_migrate {
-        migrate::apply_pending(&settings.database).await?;
-    }
-    let db = connect(&settings.database, "keel-seed").await?;
+    let db = open_database(settings, "keel-seed").await?;
     let report = seed::run(&Services::new(&db))
         .await
         .map_err(keel_kernel::DomainError::from)

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod seed;
 pub mod services;
 pub mod signals;
+mod startup;
 pub mod worker;
 
 pub use api::ApiApplication;

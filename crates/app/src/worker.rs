@@ -1,16 +1,13 @@
 //! The `worker` process: supervised background tasks plus its own health and metrics server.
 
-use std::net::TcpListener;
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use keel_api::{HealthRegistry, ops_server};
+use keel_api::ops_server;
 use keel_config::Settings;
-use keel_infrastructure::{DatabaseHealth, connect, migrate};
 use keel_worker::Supervisor;
 use tokio_util::sync::CancellationToken;
 
 use crate::background::housekeeping;
+use crate::startup::{bind, open_database, readiness};
 
 /// A built, not yet running, worker process.
 pub struct WorkerApplication {
@@ -34,24 +31,13 @@ impl WorkerApplication {
     /// health and metrics, and registers the background tasks.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = keel_telemetry::install_metrics()?;
-        if settings.database.auto_migrate {
-            migrate::apply_pending(&settings.database)
-                .await
-                .context("applying migrations at startup")?;
-        }
-        let db = connect(&settings.database, "keel-worker")
-            .await
-            .context("connecting to the database")?;
-        let health = HealthRegistry::new(settings.health.check_timeout)
-            .with(Arc::new(DatabaseHealth::new(db.clone())));
-        let address = (settings.worker.host.as_str(), settings.worker.port);
-        let listener = TcpListener::bind(address).with_context(|| {
-            format!(
-                "binding {}:{} (worker.host, worker.port)",
-                settings.worker.host, settings.worker.port
-            )
-        })?;
-        let ops_port = listener.local_addr()?.port();
+        let db = open_database(&settings, "keel-worker").await?;
+        let health = readiness(&settings, &db);
+        let (listener, ops_port) = bind(
+            &settings.worker.host,
+            settings.worker.port,
+            "worker.host, worker.port",
+        )?;
         let ops = ops_server(
             listener,
             settings.worker.shutdown_timeout,

@@ -1,0 +1,42 @@
+//! Steps every Keel process takes before it serves: migrate, connect, check, bind.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keel_api::HealthRegistry;
+use keel_config::Settings;
+use keel_infrastructure::{DatabaseConnection, DatabaseHealth, connect, migrate};
+
+/// Applies pending migrations when `database.auto_migrate` is on (guarded against concurrent
+/// processes), then opens the connection pool named `application_name`.
+pub(crate) async fn open_database(
+    settings: &Settings,
+    application_name: &str,
+) -> anyhow::Result<DatabaseConnection> {
+    if settings.database.auto_migrate {
+        let applied = migrate::apply_pending(&settings.database)
+            .await
+            .context("applying migrations at startup")?;
+        for name in &applied {
+            tracing::info!(migration = %name, "migration applied");
+        }
+    }
+    connect(&settings.database, application_name)
+        .await
+        .context("connecting to the database")
+}
+
+/// The readiness checks of a process using `db`.
+pub(crate) fn readiness(settings: &Settings, db: &DatabaseConnection) -> HealthRegistry {
+    HealthRegistry::new(settings.health.check_timeout)
+        .with(Arc::new(DatabaseHealth::new(db.clone())))
+}
+
+/// Binds `host:port`; `keys` names the configuration keys in the error message.
+pub(crate) fn bind(host: &str, port: u16, keys: &str) -> anyhow::Result<(TcpListener, u16)> {
+    let listener = TcpListener::bind((host, port))
+        .with_context(|| format!("binding {host}:{port} ({keys})"))?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
+}
