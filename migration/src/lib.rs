@@ -9,6 +9,8 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_release_notes;
+mod m20261124_000001_create_identity;
+mod m20261124_000002_create_activity;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -17,6 +19,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_release_notes::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_release_notes::Migration),
+            Box::new(m20261124_000001_create_identity::Migration),
+            Box::new(m20261124_000002_create_activity::Migration),
+        ]
     }
 }

@@ -69,6 +69,11 @@ fn dockerfile_targets_run_the_right_binaries_as_non_root() {
             "APP__AUTH__JWT_SECRET",
             "Zx8Kq2Lw9Rt4Yp7Mn3Vb6Hc1Jd5Fg0Sa2Qe",
         ),
+        (
+            "APP__AUTH__PEPPERS__P1",
+            "Qm4Lx8Rw2Tz6Yb1Nc5Vd9Hf3Jg7Ks0Pa4E",
+        ),
+        ("APP__AUTH__ACTIVE_PEPPER", "p1"),
         ("DATABASE_URL", "postgres://keel@db/keel"),
     ]))
     .unwrap();

@@ -67,7 +67,9 @@ pub(crate) async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
             .timeout(Duration::from_secs(20))
             .build()
             .expect("an HTTP client"),
-        services: Services::new(&pool),
+        services: Services::build(&pool, &settings)
+            .await
+            .expect("test services"),
         pool,
         handle,
         database,

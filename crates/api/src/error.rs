@@ -220,6 +220,17 @@ fn domain_problem(error: &DomainError) -> Problem {
             error.code(),
             "authentication is required for this action",
         ),
+        DomainError::InvalidCredentials { message, .. } => {
+            Problem::new(StatusCode::UNAUTHORIZED, error.code(), *message)
+        }
+        DomainError::RateLimited { retry_after } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            error.code(),
+            format!(
+                "too many requests; retry in {} seconds",
+                retry_after.as_secs().max(1)
+            ),
+        ),
         DomainError::Forbidden { permission } => Problem::new(
             StatusCode::FORBIDDEN,
             error.code(),
@@ -275,10 +286,25 @@ impl ResponseError for ApiError {
         let mut response = problem.into_response();
         let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED.as_u16() {
+            // RFC 6750: a presented token that failed says so; a missing one gets the bare
+            // challenge.
+            let challenge = match self {
+                Self::Domain(DomainError::InvalidCredentials { code, .. })
+                    if *code != "invalid_credentials" =>
+                {
+                    r#"Bearer realm="keel", error="invalid_token""#
+                }
+                _ => r#"Bearer realm="keel""#,
+            };
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="keel""#),
+                HeaderValue::from_static(challenge),
             );
+        }
+        if let Self::Domain(DomainError::RateLimited { retry_after }) = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
+        {
+            headers.insert(header::RETRY_AFTER, value);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE.as_u16() {
             headers.insert(

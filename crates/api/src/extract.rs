@@ -1,16 +1,20 @@
 //! Extractors that check input before a handler runs, failing with precise problem documents.
 
 use std::future::{Ready, ready};
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
-use keel_kernel::{Actor, DomainError, FieldError, ListQuery, ListSpec};
+use keel_identity::{Identity, IdentityError};
+use keel_kernel::{Actor, DomainError, FieldError, ListQuery, ListSpec, Origin};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use validator::Validate;
 
+use crate::context::RequestId;
 use crate::error::ApiError;
 
 /// The largest request body, from `server.body_limit`; registered as app data.
@@ -175,18 +179,124 @@ impl<T: FromStr> FromRequest for IdPath<T> {
     }
 }
 
-/// Who is calling. Until the identity domain lands every caller is anonymous; handlers
-/// already pass the actor to services, so authentication plugs in here alone.
+/// Whether to take the client address from `Forwarded` / `X-Forwarded-For`
+/// (`server.trust_forwarded_headers`); registered as app data.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustForwardedHeaders(pub bool);
+
+/// The client's address: the peer, or the forwarded client when the proxy is trusted.
+pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    let trusted = req.app_data::<TrustForwardedHeaders>().is_some_and(|t| t.0);
+    if trusted
+        && let Some(ip) = req
+            .connection_info()
+            .realip_remote_addr()
+            .and_then(parse_ip)
+    {
+        return Some(ip);
+    }
+    req.peer_addr().map(|addr| addr.ip())
+}
+
+fn parse_ip(raw: &str) -> Option<IpAddr> {
+    raw.parse::<IpAddr>()
+        .ok()
+        .or_else(|| raw.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// Where the request came from, for the activity log.
+pub fn origin(req: &HttpRequest) -> Origin {
+    Origin {
+        ip: client_ip(req),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect()),
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.as_str().to_owned()),
+    }
+}
+
+/// The API-key header.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Who is calling, authenticated from `Authorization: Bearer <access token>` or
+/// `X-API-Key: keel_…`, and from where. No credentials means an anonymous caller (each use case
+/// decides whether that is enough); invalid credentials are refused with 401 before the
+/// handler runs.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Actor);
+pub struct Caller(pub keel_kernel::Caller);
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
-    fn from_request(_: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Ok(Self(Actor::Anonymous)))
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let origin = origin(req);
+        let identity = req.app_data::<web::Data<Identity>>().cloned();
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().map(str::to_owned));
+        let api_key = req
+            .headers()
+            .get(API_KEY_HEADER)
+            .map(|v| v.to_str().map(str::to_owned));
+        Box::pin(async move {
+            let invalid = || ApiError::Domain(IdentityError::InvalidToken.into());
+            let actor = match (authorization, api_key) {
+                (None, None) => Actor::Anonymous,
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::BadRequest(
+                        "send either Authorization or X-API-Key, not both".to_owned(),
+                    ));
+                }
+                (Some(value), None) => {
+                    let value = value.map_err(|_| invalid())?;
+                    let token = value
+                        .strip_prefix("Bearer ")
+                        .or_else(|| value.strip_prefix("bearer "))
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(invalid)?;
+                    let identity = identity.ok_or_else(invalid)?;
+                    identity
+                        .authenticate_bearer(token)
+                        .await
+                        .map_err(|e| ApiError::Domain(e.into()))?
+                }
+                (None, Some(value)) => {
+                    let key = value.map_err(|_| invalid())?;
+                    let identity = identity.ok_or_else(invalid)?;
+                    identity
+                        .authenticate_api_key(key.trim())
+                        .await
+                        .map_err(|e| ApiError::Domain(e.into()))?
+                }
+            };
+            Ok(Self(keel_kernel::Caller { actor, origin }))
+        })
     }
+}
+
+/// A typed path segment other than `{id}` (e.g. `{role_id}`); 422 naming it when malformed.
+pub fn path_param<T: FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiError> {
+    req.match_info()
+        .get(name)
+        .and_then(|raw| raw.parse().ok())
+        .ok_or_else(|| ApiError::invalid(name, "invalid_id", "must be a UUID"))
+}
+
+/// For PATCH bodies: tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+pub fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod ratelimit;
 pub mod server;
 
 pub use error::ApiError;

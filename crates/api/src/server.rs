@@ -4,23 +4,50 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::http::header;
 use actix_web::middleware::{Compress, Condition, from_fn};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use keel_activity::Activity;
 use keel_config::{Environment, Settings};
+use keel_identity::Identity;
 use keel_releases::ReleaseNotes;
 use keel_telemetry::MetricsHandle;
 
 use crate::error::ApiError;
-use crate::extract::BodyLimit;
+use crate::extract::{BodyLimit, TrustForwardedHeaders};
 use crate::health::{self, HealthRegistry};
 use crate::middleware::{RequestTimeout, cors, observe, security_headers};
+use crate::ratelimit::AuthRateLimit;
 use crate::{API_PREFIX, domains};
 
-/// The domain services the API exposes.
+/// The domain services and shared adapters the API exposes.
 #[derive(Debug, Clone)]
 pub struct ApiServices {
     /// Release notes.
     pub release_notes: ReleaseNotes,
+    /// Identity and access.
+    pub identity: Identity,
+    /// The activity log.
+    pub activity: Activity,
+    /// Per-IP limits on authentication endpoints.
+    pub auth_rate_limit: AuthRateLimit,
+    /// The JWKS document (`None` with HS256, which has no public keys).
+    pub jwks: Option<serde_json::Value>,
+}
+
+/// The JWKS document, as app data.
+#[derive(Debug, Clone)]
+struct Jwks(Option<serde_json::Value>);
+
+async fn jwks(document: web::Data<Jwks>) -> Result<HttpResponse, ApiError> {
+    match &document.0 {
+        Some(keys) => Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+            .json(keys)),
+        None => Err(ApiError::Domain(keel_kernel::DomainError::NotFound {
+            resource: "JSON Web Key Set (access tokens use HS256)",
+        })),
+    }
 }
 
 fn default_workers() -> usize {
@@ -43,6 +70,11 @@ pub fn api_server(
     let server = settings.server.clone();
     let production = settings.environment == Environment::Production;
     let release_notes = web::Data::new(services.release_notes);
+    let identity = web::Data::new(services.identity);
+    let activity = web::Data::new(services.activity);
+    let auth_rate_limit = web::Data::new(services.auth_rate_limit);
+    let jwks_document = web::Data::new(Jwks(services.jwks));
+    let trust_forwarded = TrustForwardedHeaders(server.trust_forwarded_headers);
     let health = web::Data::new(health);
     let metrics = web::Data::new(metrics);
     let cors_settings = server.cors.clone();
@@ -53,6 +85,11 @@ pub fn api_server(
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(release_notes.clone())
+            .app_data(identity.clone())
+            .app_data(activity.clone())
+            .app_data(auth_rate_limit.clone())
+            .app_data(jwks_document.clone())
+            .app_data(trust_forwarded)
             .app_data(health.clone())
             .app_data(metrics.clone())
             .app_data(BodyLimit(body_limit))
@@ -63,6 +100,7 @@ pub fn api_server(
             .wrap(security_headers(production))
             .wrap(Compress::default())
             .configure(health::configure)
+            .service(web::resource("/.well-known/jwks.json").route(web::get().to(jwks)))
             .service(web::scope(API_PREFIX).configure(domains::configure))
             .default_service(web::to(route_not_found))
     })

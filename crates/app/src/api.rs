@@ -3,10 +3,14 @@
 use actix_web::dev::Server;
 /// Stops a running server (`stop(true)` drains in-flight requests first).
 pub use actix_web::dev::ServerHandle;
+use std::sync::Arc;
+
 use anyhow::Context as _;
+use keel_api::ratelimit::AuthRateLimit;
 use keel_api::{ApiServices, api_server};
 use keel_config::Settings;
 use keel_infrastructure::DatabaseConnection;
+use keel_kernel::throttle::Quota;
 use keel_telemetry::MetricsHandle;
 use keel_worker::Supervisor;
 use tokio_util::sync::CancellationToken;
@@ -38,8 +42,12 @@ impl ApiApplication {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = keel_telemetry::install_metrics()?;
         let db = open_database(&settings, "keel-api").await?;
-        let services = Services::new(&db);
-        let health = readiness(&settings, &db);
+        let services = Services::build(&db, &settings).await?;
+        services.prepare(&settings).await?;
+        let mut health = readiness(&settings, &db);
+        if let Some(redis) = &services.redis {
+            health = health.with(Arc::new(redis.clone()));
+        }
         let (listener, port) = bind(
             &settings.server.host,
             settings.server.port,
@@ -50,6 +58,14 @@ impl ApiApplication {
             &settings,
             ApiServices {
                 release_notes: services.release_notes,
+                identity: services.identity,
+                activity: services.activity,
+                auth_rate_limit: AuthRateLimit {
+                    counters: services.counters,
+                    quota: Quota::per_minute(settings.rate_limit.auth_per_ip_per_minute),
+                    enabled: settings.rate_limit.enabled,
+                },
+                jwks: services.jwks,
             },
             health,
             metrics.clone(),

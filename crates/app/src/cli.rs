@@ -43,6 +43,15 @@ pub enum ApiCommand {
     },
     /// Create example data; running it again changes nothing.
     Seed,
+    /// Create an administrator (the first one, or another).
+    CreateAdmin {
+        /// The administrator's email address.
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input instead of a prompt.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Inspect the configuration.
     Config {
         /// The configuration action.
@@ -150,6 +159,10 @@ pub async fn run_api(cli: ApiCli) -> ExitCode {
             run_migrate(&settings, action.unwrap_or(MigrateAction::Up)).await
         }
         ApiCommand::Seed => run_seed(&settings).await,
+        ApiCommand::CreateAdmin {
+            email,
+            password_stdin,
+        } => create_admin(&settings, &email, password_stdin).await,
         ApiCommand::Config {
             action: ConfigAction::Check,
         } => {
@@ -246,9 +259,46 @@ async fn run_migrate(settings: &Settings, action: MigrateAction) -> anyhow::Resu
     Ok(())
 }
 
+async fn create_admin(
+    settings: &Settings,
+    email: &str,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        anyhow::ensure!(
+            std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            "no terminal to prompt on: pass --password-stdin and pipe the password"
+        );
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Password again: ")?;
+        anyhow::ensure!(first == second, "the passwords differ");
+        first
+    };
+    let db = open_database(settings, "keel-admin").await?;
+    let services = Services::build(&db, settings).await?;
+    services.prepare(settings).await?;
+    let admin = services
+        .identity
+        .for_system()
+        .create_admin(email, &password)
+        .await
+        .map_err(keel_kernel::DomainError::from)?;
+    db.close().await.ok();
+    println!("created administrator {} ({})", admin.email, admin.id);
+    Ok(())
+}
+
 async fn run_seed(settings: &Settings) -> anyhow::Result<()> {
     let db = open_database(settings, "keel-seed").await?;
-    let report = seed::run(&Services::new(&db))
+    let services = Services::build(&db, settings).await?;
+    services.prepare(settings).await?;
+    let report = seed::run(&services)
         .await
         .map_err(keel_kernel::DomainError::from)
         .context("seeding")?;

@@ -1,29 +1,146 @@
-//! Builds the domain services on the infrastructure adapters.
+//! Builds the domain services on the infrastructure adapters chosen by configuration.
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+use keel_activity::Activity;
+use keel_config::Settings;
+use keel_identity::password::PasswordPolicy;
+use keel_identity::{Identity, IdentityPorts, IdentitySettings};
+use keel_infrastructure::activity::SeaActivity;
+use keel_infrastructure::identity::SeaIdentityStore;
+use keel_infrastructure::mail::LettreMailer;
+use keel_infrastructure::security::{Argon2Hasher, HmacSecrets, JwtTokens};
+use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
 use keel_infrastructure::{DatabaseConnection, SeaReleaseNoteRepository, SeaUnitOfWork};
-use keel_kernel::SystemClock;
+use keel_kernel::throttle::{Cache, Counters};
+use keel_kernel::{PermissionDef, SystemClock};
 use keel_releases::ReleaseNotes;
+use secrecy::ExposeSecret;
 
-/// Every domain service, wired to the database.
+/// Every permission every domain defines: the catalogue RBAC is synced to.
+pub fn permission_catalog() -> Vec<PermissionDef> {
+    keel_identity::PERMISSIONS
+        .iter()
+        .chain(keel_activity::PERMISSIONS)
+        .chain(keel_releases::PERMISSIONS)
+        .cloned()
+        .collect()
+}
+
+/// Every domain service, wired to the database and the configured adapters.
 #[derive(Debug, Clone)]
 pub struct Services {
     /// Release notes.
     pub release_notes: ReleaseNotes,
+    /// Identity and access.
+    pub identity: Identity,
+    /// The activity log.
+    pub activity: Activity,
+    /// Rate-limit counters (memory, or Redis when configured).
+    pub counters: Arc<dyn Counters>,
+    /// The JWKS document when access tokens are signed asymmetrically.
+    pub jwks: Option<serde_json::Value>,
+    /// The Redis store, when configured (for the readiness check).
+    pub redis: Option<RedisStore>,
 }
 
 impl Services {
-    /// Wires the services to one connection pool.
-    pub fn new(db: &DatabaseConnection) -> Self {
+    /// Wires the services to one connection pool. Fails, naming the configuration key, when a
+    /// key, pepper, parameter or the Redis server is unusable.
+    pub async fn build(db: &DatabaseConnection, settings: &Settings) -> anyhow::Result<Self> {
         let unit_of_work = Arc::new(SeaUnitOfWork::new(db.clone()));
         let clock = Arc::new(SystemClock);
-        Self {
+        let activity_store = Arc::new(SeaActivity::new(db.clone()));
+        let store = Arc::new(SeaIdentityStore::new(db.clone()));
+
+        let redis = match &settings.redis.url {
+            Some(url) => Some(
+                RedisStore::connect(url.expose_secret(), &settings.redis.key_prefix)
+                    .await
+                    .context("connecting to Redis (redis.url)")?,
+            ),
+            None => None,
+        };
+        let (counters, cache): (Arc<dyn Counters>, Arc<dyn Cache>) = match &redis {
+            Some(redis) => (Arc::new(redis.clone()), Arc::new(redis.clone())),
+            None => (
+                Arc::new(MemoryCounters::default()),
+                Arc::new(MemoryCache::default()),
+            ),
+        };
+
+        let auth = &settings.auth;
+        let tokens = JwtTokens::new(auth)?;
+        let jwks = tokens.jwks().map(serde_json::to_value).transpose()?;
+        let ports = IdentityPorts {
+            users: store.clone(),
+            roles: store.clone(),
+            sessions: store.clone(),
+            one_time_tokens: store.clone(),
+            api_keys: store,
+            unit_of_work: unit_of_work.clone(),
+            activity: activity_store.clone(),
+            clock: clock.clone(),
+            hasher: Arc::new(Argon2Hasher::new(auth)?),
+            access_tokens: Arc::new(tokens),
+            secrets: Arc::new(HmacSecrets::new(auth)?),
+            counters: counters.clone(),
+            cache,
+            mailer: Arc::new(LettreMailer::new(&settings.mail)?),
+        };
+        let identity = Identity::new(
+            ports,
+            IdentitySettings {
+                password: PasswordPolicy {
+                    min_length: auth.password_min_length,
+                    max_length: auth.password_max_length,
+                },
+                refresh_idle_ttl: auth.refresh_token_idle_ttl,
+                refresh_max_ttl: auth.refresh_token_max_ttl,
+                session_cache_ttl: auth.session_cache_ttl,
+                reset_token_ttl: auth.reset_token_ttl,
+                verification_token_ttl: auth.verification_token_ttl,
+                require_email_verification: auth.require_email_verification,
+                login_backoff_after: auth.login_backoff_after,
+                public_url: settings.app.public_url.clone(),
+            },
+        );
+        Ok(Self {
             release_notes: ReleaseNotes::new(
                 Arc::new(SeaReleaseNoteRepository::new(db.clone())),
                 unit_of_work,
+                activity_store.clone(),
                 clock,
             ),
+            identity,
+            activity: Activity::new(activity_store),
+            counters,
+            jwks,
+            redis,
+        })
+    }
+
+    /// Keel's startup bookkeeping: the permission catalogue and system roles, then the
+    /// configured first administrator when none exists.
+    pub async fn prepare(&self, settings: &Settings) -> anyhow::Result<()> {
+        let system = self.identity.for_system();
+        system
+            .sync_rbac(&permission_catalog())
+            .await
+            .map_err(keel_kernel::DomainError::from)
+            .context("seeding roles and permissions")?;
+        if let (Some(email), Some(password)) = (
+            &settings.bootstrap.admin_email,
+            &settings.bootstrap.admin_password,
+        ) && let Some(admin) = system
+            .bootstrap_admin(email, password.expose_secret())
+            .await
+            .map_err(keel_kernel::DomainError::from)
+            .context("creating the bootstrap administrator (bootstrap.admin_email)")?
+        {
+            tracing::info!(user = %admin.id, email = %admin.email, "bootstrap administrator created");
         }
+        Ok(())
     }
 }

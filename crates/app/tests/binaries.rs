@@ -301,7 +301,7 @@ fn migrate_and_seed_commands() {
     assert!(text(&output.stdout).contains("exists   release note 0.1.0"));
 
     let output = run(API, dir.path(), &["migrate", "down"], &no_auto);
-    assert!(text(&output.stdout).contains("reverted m20261123_000001_create_release_notes"));
+    assert!(text(&output.stdout).contains("reverted m20261124_000002_create_activity"));
 
     let output = run(
         API,
@@ -313,6 +313,11 @@ fn migrate_and_seed_commands() {
                 "APP__AUTH__JWT_SECRET",
                 "k3Jx9Qw2Lm8Zp4Rt6Vy1Nb5Hc7Gd0Fs2Ae",
             ),
+            (
+                "APP__AUTH__PEPPERS__P1",
+                "9fQ2mL7xR4tW8yB1nC6vK3hJ5gD0sA2eZ",
+            ),
+            ("APP__AUTH__ACTIVE_PEPPER", "p1"),
             ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
         ],
     );

@@ -6,7 +6,13 @@ use figment::error::Kind;
 use figment::{Figment, Metadata, Profile, Source};
 
 /// Keys whose values must never be echoed in an error message.
-const SECRET_KEYS: &[&str] = &["database.url", "auth.jwt_secret"];
+const SECRET_KEYS: &[&str] = &[
+    "database.url",
+    "redis.url",
+    "auth.jwt_secret",
+    "auth.jwt_private_key",
+    "bootstrap.admin_password",
+];
 
 /// One configuration problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +98,7 @@ impl ConfigError {
                     }
                     Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
                         let key = path.join(".");
-                        if SECRET_KEYS.contains(&key.as_str()) {
+                        if SECRET_KEYS.contains(&key.as_str()) || key.starts_with("auth.peppers.") {
                             format!("expected {expected}")
                         } else {
                             format!("expected {expected}, found {found}")

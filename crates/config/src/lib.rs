@@ -10,6 +10,7 @@ mod error;
 mod sources;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ pub use sources::Sources;
 
 /// The value `auth.jwt_secret` has unless configured; refused in production.
 pub const DEVELOPMENT_JWT_SECRET: &str = "keel-local-development-secret-not-for-production";
+
+/// The development pepper (`auth.peppers.dev`); refused in production.
+pub const DEVELOPMENT_PEPPER: &str = "keel-local-development-pepper-not-for-production";
 
 /// Shortest `auth.jwt_secret` accepted in production, in bytes (HS256 wants ≥ 256 bits).
 pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
@@ -79,8 +83,16 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// The database.
     pub database: DatabaseSettings,
-    /// Authentication secrets.
+    /// Authentication.
     pub auth: AuthSettings,
+    /// Per-IP rate limits at the HTTP edge.
+    pub rate_limit: RateLimitSettings,
+    /// Optional Redis for shared rate limits and caches.
+    pub redis: RedisSettings,
+    /// The first administrator.
+    pub bootstrap: BootstrapSettings,
+    /// Outgoing mail.
+    pub mail: MailSettings,
     /// Readiness checks.
     pub health: HealthSettings,
     /// Logs.
@@ -93,6 +105,8 @@ pub struct Settings {
 pub struct AppSettings {
     /// Service name used in logs.
     pub name: String,
+    /// Base URL of links in mails.
+    pub public_url: String,
 }
 
 /// `[server]`
@@ -120,6 +134,8 @@ pub struct ServerSettings {
     pub client_request_timeout: Duration,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Take the client address from forwarding headers (behind a trusted proxy only).
+    pub trust_forwarded_headers: bool,
     /// Cross-origin requests.
     pub cors: CorsSettings,
 }
@@ -187,13 +203,153 @@ impl DatabaseSettings {
     }
 }
 
+/// How access tokens are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with `auth.jwt_secret`.
+    HS256,
+    /// Ed25519 with `auth.jwt_private_key`.
+    EdDSA,
+    /// RSA-SHA256 with `auth.jwt_private_key`.
+    RS256,
+}
+
+/// A public key still accepted after rotation, listed in the JWKS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKey {
+    /// Its `kid`.
+    pub key_id: String,
+    /// PEM public key.
+    pub public_key: String,
+}
+
 /// `[auth]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    /// HMAC key for access tokens.
+    /// Signing algorithm of access tokens.
+    pub jwt_algorithm: JwtAlgorithm,
+    /// HMAC key for HS256 access tokens.
     #[serde(serialize_with = "redact")]
     pub jwt_secret: SecretString,
+    /// PEM private key for EdDSA or RS256.
+    #[serde(
+        default,
+        serialize_with = "redact_optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub jwt_private_key: Option<SecretString>,
+    /// `kid` of the current signing key.
+    pub jwt_key_id: String,
+    /// Public keys still accepted (rotation).
+    pub jwt_retired_keys: Vec<RetiredKey>,
+    /// `iss` of issued tokens, required on verification.
+    pub issuer: String,
+    /// `aud` of issued tokens, required on verification.
+    pub audience: String,
+    /// Access-token lifetime.
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// Sliding session expiry.
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_idle_ttl: Duration,
+    /// Absolute session expiry.
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_max_ttl: Duration,
+    /// How long session and account state may be cached.
+    #[serde(with = "humantime_serde")]
+    pub session_cache_ttl: Duration,
+    /// Password-reset link lifetime.
+    #[serde(with = "humantime_serde")]
+    pub reset_token_ttl: Duration,
+    /// Email-verification link lifetime.
+    #[serde(with = "humantime_serde")]
+    pub verification_token_ttl: Duration,
+    /// New accounts must confirm their email.
+    pub require_email_verification: bool,
+    /// Consecutive failed logins before backoff.
+    pub login_backoff_after: u32,
+    /// Shortest password.
+    pub password_min_length: usize,
+    /// Longest password.
+    pub password_max_length: usize,
+    /// Argon2id memory cost, KiB.
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Concurrent hashing operations; 0 = one per CPU.
+    pub hashing_concurrency: usize,
+    /// The pepper new digests use.
+    pub active_pepper: String,
+    /// Every pepper still accepted, by id.
+    #[serde(serialize_with = "redact_map")]
+    pub peppers: BTreeMap<String, SecretString>,
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Whether per-IP limits apply.
+    pub enabled: bool,
+    /// Requests per minute per client IP on the sign-in and recovery endpoints.
+    pub auth_per_ip_per_minute: u32,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://` URL; unset means in-memory adapters (one process).
+    #[serde(
+        default,
+        serialize_with = "redact_optional_url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub url: Option<SecretString>,
+    /// Prefix of every key Keel writes.
+    pub key_prefix: String,
+}
+
+/// `[bootstrap]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSettings {
+    /// Email of the first administrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_email: Option<String>,
+    /// Their password.
+    #[serde(
+        default,
+        serialize_with = "redact_optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub admin_password: Option<SecretString>,
+}
+
+/// How mail leaves the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// One `.eml` file per message in `mail.dir`.
+    File,
+    /// A log line per message (bodies not logged).
+    Log,
+}
+
+/// `[mail]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    /// Transport.
+    pub transport: MailTransport,
+    /// Directory of the file transport.
+    pub dir: String,
+    /// Sender mailbox, e.g. `Keel <no-reply@example.com>`.
+    pub from: String,
 }
 
 /// `[health]`
@@ -241,6 +397,13 @@ impl Settings {
             .extract_lossy()
             .map_err(|e| ConfigError::from_figment(&figment, e))?;
         settings.environment = environment;
+        if environment == Environment::Production {
+            // The development pepper is public: never accept digests made with it in production.
+            settings
+                .auth
+                .peppers
+                .retain(|_, pepper| pepper.expose_secret() != DEVELOPMENT_PEPPER);
+        }
         validate::validate(&settings).map_err(|problems| ConfigError::Invalid {
             problems: problems
                 .into_iter()
@@ -275,6 +438,34 @@ pub fn redacted_url(raw: &str) -> String {
         Ok(url) => url.to_string(),
         Err(_) => REDACTED.to_owned(),
     }
+}
+
+fn redact_optional<S: Serializer>(
+    value: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_str(REDACTED),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn redact_optional_url<S: Serializer>(
+    value: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(url) => serializer.serialize_str(&redacted_url(url.expose_secret())),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn redact_map<S: Serializer>(
+    value: &BTreeMap<String, SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let redacted: BTreeMap<&str, &str> = value.keys().map(|k| (k.as_str(), REDACTED)).collect();
+    redacted.serialize(serializer)
 }
 
 fn redact_url_password<S: Serializer>(

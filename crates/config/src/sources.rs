@@ -31,6 +31,7 @@ const FILE_SUFFIX: &str = "_FILE";
 /// Conventional variable names accepted as aliases of configuration keys.
 const ALIASES: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
     ("RUST_LOG", "telemetry.log_level"),
 ];
 

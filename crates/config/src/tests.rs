@@ -6,6 +6,19 @@ use secrecy::ExposeSecret;
 use super::*;
 
 const STRONG_SECRET: &str = "f3a9c1e7b2d84a6f9e0c5b7a1d3f8e2c4b6a9d0e";
+const STRONG_PEPPER: &str = "7c1e9a3f5b2d8e4a6c0f9b1d3e5a7c9e2b4d6f8a";
+
+/// The production variables every valid production configuration needs besides its database.
+fn production(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut vars = vec![
+        ("APP_ENV", "production"),
+        ("APP__AUTH__JWT_SECRET", STRONG_SECRET),
+        ("APP__AUTH__PEPPERS__P1", STRONG_PEPPER),
+        ("APP__AUTH__ACTIVE_PEPPER", "p1"),
+    ];
+    vars.extend_from_slice(extra);
+    vars
+}
 
 fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     Settings::load_from(&Sources::from_vars(vars.iter().copied()))
@@ -104,29 +117,35 @@ fn production_refuses_development_secrets_and_sqlite() {
     assert!(keys.contains(&"auth.jwt_secret"), "{err}");
     assert!(keys.contains(&"database.url"), "{err}");
 
+    assert!(keys.contains(&"auth.active_pepper"), "{err}");
+
     let err = load(&[
         ("APP_ENV", "production"),
         ("APP__AUTH__JWT_SECRET", "short"),
+        ("APP__AUTH__PEPPERS__P1", STRONG_PEPPER),
+        ("APP__AUTH__ACTIVE_PEPPER", "p1"),
         ("DATABASE_URL", "postgres://keel@db/keel"),
     ])
     .unwrap_err();
     assert_eq!(problem_keys(&err), ["auth.jwt_secret", "auth.jwt_secret"]);
 
-    let settings = load(&[
-        ("APP_ENV", "production"),
-        ("APP__AUTH__JWT_SECRET", STRONG_SECRET),
-        ("DATABASE_URL", "postgres://keel:pw@db/keel"),
-    ])
+    let settings = load(&production(&[(
+        "DATABASE_URL",
+        "postgres://keel:pw@db/keel",
+    )]))
     .unwrap();
+    assert!(
+        !settings.auth.peppers.contains_key("dev"),
+        "the development pepper is dropped"
+    );
     assert_eq!(settings.server.host, "0.0.0.0");
     assert!(!settings.database.auto_migrate);
     assert_eq!(settings.telemetry.log_format, LogFormat::Json);
 
-    let settings = load(&[
-        ("APP_ENV", "production"),
-        ("APP__AUTH__JWT_SECRET", STRONG_SECRET),
-        ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
-    ])
+    let settings = load(&production(&[(
+        "APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION",
+        "true",
+    )]))
     .unwrap();
     assert!(settings.database.is_sqlite());
 }
@@ -262,6 +281,11 @@ fn the_documented_defaults_file_is_complete() {
         "[worker]",
         "[database]",
         "[auth]",
+        "[auth.peppers]",
+        "[rate_limit]",
+        "[redis]",
+        "[bootstrap]",
+        "[mail]",
         "[health]",
         "[telemetry]",
     ] {
@@ -270,4 +294,24 @@ fn the_documented_defaults_file_is_complete() {
             "{section} missing from {rendered}"
         );
     }
+}
+
+#[test]
+fn asymmetric_tokens_need_a_private_key_and_bootstrap_needs_both_halves() {
+    let err = load(&[("APP__AUTH__JWT_ALGORITHM", "EdDSA")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["auth.jwt_private_key"]);
+    let err = load(&[("APP__AUTH__JWT_ALGORITHM", "ES999")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["auth.jwt_algorithm"]);
+    let err = load(&[("APP__BOOTSTRAP__ADMIN_EMAIL", "root@example.com")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["bootstrap.admin_email"]);
+    let err = load(&[("REDIS_URL", "http://cache")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["redis.url"]);
+    let settings = load(&[("REDIS_URL", "redis://:pw@127.0.0.1:6379/0")]).unwrap();
+    assert!(
+        settings
+            .to_redacted_toml()
+            .contains("redis://:redacted@127.0.0.1:6379/0")
+    );
+    let err = load(&[("APP__AUTH__LOGIN_BACKOFF_AFTER", "50")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["auth.login_backoff_after"]);
 }

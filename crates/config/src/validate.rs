@@ -3,55 +3,68 @@
 use secrecy::ExposeSecret;
 
 use crate::error::Problem;
-use crate::{DEVELOPMENT_JWT_SECRET, Environment, MIN_PRODUCTION_SECRET_BYTES, Settings};
+use crate::{
+    DEVELOPMENT_JWT_SECRET, Environment, JwtAlgorithm, MIN_PRODUCTION_SECRET_BYTES, Settings,
+};
 
 /// Largest body limit accepted (1 GiB): anything bigger is a typo.
 const MAX_BODY_LIMIT: usize = 1 << 30;
 
-pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut check = |ok: bool, key: &str, message: &str| {
+/// Collects every problem, so one run reports them all.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, key: &str, message: &str) {
         if !ok {
-            problems.push(Problem::new(key, message));
+            self.0.push(Problem::new(key, message));
         }
-    };
+    }
+
+    fn push(&mut self, problem: Problem) {
+        self.0.push(problem);
+    }
+}
+
+pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
+    let mut problems = Problems::default();
     let production = settings.environment == Environment::Production;
 
-    check(
+    problems.check(
         !settings.app.name.trim().is_empty() && settings.app.name.len() <= 64,
         "app.name",
         "must be 1 to 64 characters",
     );
 
     let server = &settings.server;
-    check(
+    problems.check(
         !server.host.trim().is_empty(),
         "server.host",
         "must not be empty",
     );
-    check(
+    problems.check(
         server.workers.is_none_or(|w| (1..=1024).contains(&w)),
         "server.workers",
         "must be between 1 and 1024",
     );
-    check(
+    problems.check(
         !server.request_timeout.is_zero(),
         "server.request_timeout",
         "must be greater than zero",
     );
-    check(
+    problems.check(
         !server.client_request_timeout.is_zero(),
         "server.client_request_timeout",
         "must be greater than zero",
     );
-    check(
+    problems.check(
         (1024..=MAX_BODY_LIMIT).contains(&server.body_limit),
         "server.body_limit",
         "must be between 1024 bytes and 1 GiB",
     );
     let origins = &server.cors.allowed_origins;
     let wildcard = origins.iter().any(|o| o == "*");
-    check(
+    problems.check(
         !(wildcard && server.cors.allow_credentials),
         "server.cors.allow_credentials",
         "cannot be true while allowed_origins contains \"*\" (browsers reject it, and it would let any site act as the user); list the origins instead",
@@ -65,12 +78,7 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         }
     }
 
-    let mut check = |ok: bool, key: &str, message: &str| {
-        if !ok {
-            problems.push(Problem::new(key, message));
-        }
-    };
-    check(
+    problems.check(
         !settings.worker.host.trim().is_empty(),
         "worker.host",
         "must not be empty",
@@ -81,70 +89,186 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     let scheme_ok = url::Url::parse(url)
         .map(|u| matches!(u.scheme(), "sqlite" | "postgres" | "postgresql"))
         .unwrap_or(false);
-    check(
+    problems.check(
         scheme_ok,
         "database.url",
         "must be a URL starting with sqlite:// or postgres:// (the value is not shown because it may hold a password)",
     );
-    check(
+    problems.check(
         database.max_connections >= 1,
         "database.max_connections",
         "must be at least 1",
     );
-    check(
+    problems.check(
         database.min_connections <= database.max_connections,
         "database.min_connections",
         "must not exceed database.max_connections",
     );
-    check(
+    problems.check(
         !database.acquire_timeout.is_zero(),
         "database.acquire_timeout",
         "must be greater than zero",
     );
-    check(
+    problems.check(
         !database.connect_timeout.is_zero(),
         "database.connect_timeout",
         "must be greater than zero",
     );
-    check(
+    problems.check(
         !settings.health.check_timeout.is_zero(),
         "health.check_timeout",
         "must be greater than zero",
     );
-    check(
+    problems.check(
         !settings.telemetry.log_level.trim().is_empty(),
         "telemetry.log_level",
         "must not be empty",
     );
 
+    problems.check(
+        url::Url::parse(&settings.app.public_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
+        "app.public_url",
+        "must be an http(s) URL such as https://app.example.com",
+    );
+
+    let auth = &settings.auth;
+    let asymmetric = auth.jwt_algorithm != JwtAlgorithm::HS256;
+    problems.check(
+        !asymmetric || auth.jwt_private_key.is_some(),
+        "auth.jwt_private_key",
+        "is required for EdDSA and RS256 (a PEM private key; use APP__AUTH__JWT_PRIVATE_KEY_FILE)",
+    );
+    problems.check(
+        !auth.jwt_key_id.trim().is_empty(),
+        "auth.jwt_key_id",
+        "must not be empty",
+    );
+    problems.check(
+        !auth.issuer.trim().is_empty(),
+        "auth.issuer",
+        "must not be empty",
+    );
+    problems.check(
+        !auth.audience.trim().is_empty(),
+        "auth.audience",
+        "must not be empty",
+    );
+    for (key, value) in [
+        ("auth.access_token_ttl", auth.access_token_ttl),
+        ("auth.refresh_token_idle_ttl", auth.refresh_token_idle_ttl),
+        ("auth.refresh_token_max_ttl", auth.refresh_token_max_ttl),
+        ("auth.session_cache_ttl", auth.session_cache_ttl),
+        ("auth.reset_token_ttl", auth.reset_token_ttl),
+        ("auth.verification_token_ttl", auth.verification_token_ttl),
+    ] {
+        problems.check(!value.is_zero(), key, "must be greater than zero");
+    }
+    problems.check(
+        auth.refresh_token_idle_ttl <= auth.refresh_token_max_ttl,
+        "auth.refresh_token_idle_ttl",
+        "must not exceed auth.refresh_token_max_ttl",
+    );
+    problems.check(
+        (1..=10).contains(&auth.login_backoff_after),
+        "auth.login_backoff_after",
+        "must be between 1 and 10",
+    );
+    problems.check(
+        (8..=1024).contains(&auth.password_min_length)
+            && auth.password_min_length <= auth.password_max_length
+            && auth.password_max_length <= 1024,
+        "auth.password_min_length",
+        "must be at least 8, at most auth.password_max_length, which is at most 1024",
+    );
+    problems.check(
+        auth.peppers.contains_key(&auth.active_pepper),
+        "auth.active_pepper",
+        "must name one of auth.peppers (in production the development pepper is dropped: add one with APP__AUTH__PEPPERS__<ID>_FILE and name it here)",
+    );
+    for (id, pepper) in &auth.peppers {
+        if pepper.expose_secret().len() < 16 {
+            problems.push(Problem::new(
+                format!("auth.peppers.{id}"),
+                "must be at least 16 bytes (32+ recommended)",
+            ));
+        }
+    }
+    problems.check(
+        auth.peppers.keys().all(|id| {
+            !id.is_empty()
+                && id.len() <= 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        }),
+        "auth.peppers",
+        "ids must be 1 to 32 letters, digits, _ or -",
+    );
+    problems.check(
+        settings.rate_limit.auth_per_ip_per_minute >= 1,
+        "rate_limit.auth_per_ip_per_minute",
+        "must be at least 1",
+    );
+    if let Some(url) = &settings.redis.url {
+        problems.check(
+            url::Url::parse(url.expose_secret())
+                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss")),
+            "redis.url",
+            "must be a redis:// or rediss:// URL (the value is not shown because it may hold a password)",
+        );
+    }
+    let bootstrap = &settings.bootstrap;
+    problems.check(
+        bootstrap.admin_email.is_some() == bootstrap.admin_password.is_some(),
+        "bootstrap.admin_email",
+        "bootstrap.admin_email and bootstrap.admin_password must be set together",
+    );
+    problems.check(
+        !settings.mail.from.trim().is_empty(),
+        "mail.from",
+        "must not be empty",
+    );
+
     if production {
-        check(
+        problems.check(
             !database.is_sqlite() || database.allow_sqlite_in_production,
             "database.url",
             "SQLite is refused in production; use PostgreSQL, or set database.allow_sqlite_in_production = true for a single-node deployment",
         );
-        let secret = settings.auth.jwt_secret.expose_secret();
-        check(
-            secret != DEVELOPMENT_JWT_SECRET,
-            "auth.jwt_secret",
-            "is the development default; set APP__AUTH__JWT_SECRET or APP__AUTH__JWT_SECRET_FILE (e.g. `openssl rand -base64 48`)",
-        );
-        check(
-            secret.len() >= MIN_PRODUCTION_SECRET_BYTES,
-            "auth.jwt_secret",
-            "must be at least 32 bytes in production",
-        );
-        check(
-            distinct_bytes(secret) >= 8,
-            "auth.jwt_secret",
-            "is too repetitive to be a secret",
-        );
+        if !asymmetric {
+            let secret = auth.jwt_secret.expose_secret();
+            problems.check(
+                secret != DEVELOPMENT_JWT_SECRET,
+                "auth.jwt_secret",
+                "is the development default; set APP__AUTH__JWT_SECRET or APP__AUTH__JWT_SECRET_FILE (e.g. `openssl rand -base64 48`)",
+            );
+            problems.check(
+                secret.len() >= MIN_PRODUCTION_SECRET_BYTES,
+                "auth.jwt_secret",
+                "must be at least 32 bytes in production",
+            );
+            problems.check(
+                distinct_bytes(secret) >= 8,
+                "auth.jwt_secret",
+                "is too repetitive to be a secret",
+            );
+        }
+        for (id, pepper) in &auth.peppers {
+            let pepper = pepper.expose_secret();
+            if pepper.len() < MIN_PRODUCTION_SECRET_BYTES {
+                problems.push(Problem::new(
+                    format!("auth.peppers.{id}"),
+                    "must be at least 32 bytes in production",
+                ));
+            }
+        }
     }
 
-    if problems.is_empty() {
+    if problems.0.is_empty() {
         Ok(())
     } else {
-        Err(problems)
+        Err(problems.0)
     }
 }
 

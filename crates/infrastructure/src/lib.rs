@@ -4,11 +4,16 @@
 //! Domain crates define traits; this crate implements them. Nothing here decides a business
 //! rule: repositories store and load, and apply the scope the domain hands them.
 
+pub mod activity;
 pub mod database;
 pub mod error;
+pub mod identity;
 mod listing;
+pub mod mail;
 pub mod migrate;
 pub mod release_notes;
+pub mod security;
+pub mod stores;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod unit_of_work;

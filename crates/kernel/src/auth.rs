@@ -7,11 +7,12 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::error::DomainError;
-use crate::id::{ApiKeyId, UserId};
+use crate::id::{ApiKeyId, SessionId, UserId};
 
 /// A permission name of the form `resource:action`, e.g. `release_notes:write`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -58,6 +59,25 @@ impl Permission {
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A permission a domain defines, with what it allows (the catalogue `GET /permissions` lists).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermissionDef {
+    /// The permission.
+    pub permission: Permission,
+    /// What it allows, for administrators.
+    pub description: &'static str,
+}
+
+impl PermissionDef {
+    /// A definition.
+    pub const fn new(permission: Permission, description: &'static str) -> Self {
+        Self {
+            permission,
+            description,
+        }
     }
 }
 
@@ -108,6 +128,8 @@ pub enum Actor {
     User {
         /// The user.
         id: UserId,
+        /// The session the access token belongs to.
+        session: SessionId,
         /// Effective permissions from the user's roles.
         permissions: PermissionSet,
     },
@@ -125,6 +147,32 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// The session of a signed-in user (not of API keys, which have none).
+    pub fn session_id(&self) -> Option<SessionId> {
+        match self {
+            Self::User { session, .. } => Some(*session),
+            _ => None,
+        }
+    }
+
+    /// The permissions the actor holds (`None` for the system actor, which holds all).
+    pub fn permissions(&self) -> Option<&PermissionSet> {
+        match self {
+            Self::User { permissions, .. } | Self::ApiKey { permissions, .. } => Some(permissions),
+            Self::Anonymous | Self::System => None,
+        }
+    }
+
+    /// A short label for logs and the activity log: `user`, `api_key`, `system`, `anonymous`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Anonymous => "anonymous",
+            Self::User { .. } => "user",
+            Self::ApiKey { .. } => "api_key",
+            Self::System => "system",
+        }
+    }
+
     /// The user on whose behalf the action runs, if any.
     pub fn user_id(&self) -> Option<UserId> {
         match self {
@@ -174,8 +222,45 @@ impl Actor {
     }
 }
 
+/// Where a request came from; recorded with every activity entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's address (the peer, or the forwarded client when proxies are trusted).
+    pub ip: Option<IpAddr>,
+    /// The `User-Agent` header, truncated.
+    pub user_agent: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+}
+
+/// Who is acting and from where: what every service is built for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// Who.
+    pub actor: Actor,
+    /// From where.
+    pub origin: Origin,
+}
+
+impl Caller {
+    /// A caller with no request origin (tests, tools).
+    pub fn new(actor: Actor) -> Self {
+        Self {
+            actor,
+            origin: Origin::default(),
+        }
+    }
+}
+
 /// The system actor, for use cases Keel runs on its own behalf (`Service::for_system`).
-pub static SYSTEM: Actor = Actor::System;
+pub static SYSTEM: Caller = Caller {
+    actor: Actor::System,
+    origin: Origin {
+        ip: None,
+        user_agent: None,
+        request_id: None,
+    },
+};
 
 /// Which rows of an owned resource a query may touch; repositories apply it in every query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +280,7 @@ mod tests {
     fn member(permissions: &[Permission]) -> Actor {
         Actor::User {
             id: UserId::new(),
+            session: SessionId::new(),
             permissions: permissions.iter().cloned().collect(),
         }
     }

@@ -68,6 +68,21 @@ pub enum DomainError {
     /// The caller is anonymous and the action needs an identity.
     #[error("authentication required")]
     Unauthenticated,
+    /// Credentials were presented but are not valid (wrong password, bad or revoked token).
+    /// Every cause of one kind answers identically, so callers learn nothing from the answer.
+    #[error("{message}")]
+    InvalidCredentials {
+        /// Stable machine-readable code, e.g. `invalid_credentials`, `invalid_token`.
+        code: &'static str,
+        /// A sentence a person can act on.
+        message: &'static str,
+    },
+    /// Too many attempts; try again after `retry_after`.
+    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// How long until a retry may succeed.
+        retry_after: std::time::Duration,
+    },
     /// The caller is known but lacks a permission.
     #[error("missing permission `{permission}`")]
     Forbidden {
@@ -115,6 +130,8 @@ impl DomainError {
             Self::Conflict { code, .. } => code,
             Self::Validation(_) => "validation_failed",
             Self::Unauthenticated => "unauthenticated",
+            Self::InvalidCredentials { code, .. } => code,
+            Self::RateLimited { .. } => "rate_limited",
             Self::Forbidden { .. } => "forbidden",
             Self::PreconditionFailed => "precondition_failed",
             Self::Unavailable(_) => "service_unavailable",

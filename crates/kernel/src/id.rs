@@ -100,6 +100,11 @@ define_id!(
     ApiKeyId
 );
 
+define_id!(
+    /// Identifies a sign-in session (the `sid` claim of access tokens).
+    SessionId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,19 +4,23 @@
 //! `architecture` test in `tests/`) keeps it that way: adapters depend on the kernel, never the
 //! reverse.
 
+pub mod activity;
 pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod health;
 pub mod id;
+pub mod mail;
 pub mod query;
 pub mod repo;
+pub mod throttle;
 pub mod validation;
 
-pub use auth::{Actor, Permission, PermissionSet, Scope};
+pub use activity::{ActivityLog, NewActivity};
+pub use auth::{Actor, Caller, Origin, Permission, PermissionDef, PermissionSet, Scope};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DomainError, FieldError};
-pub use id::UserId;
+pub use id::{ApiKeyId, SessionId, UserId};
 pub use query::{ListQuery, ListSpec, Page};
 pub use repo::{RepoError, Transaction, UnitOfWork};
 

@@ -94,39 +94,39 @@ pub struct UpdateReleaseNote {
 }
 
 async fn list(
-    Caller(actor): Caller,
+    Caller(caller): Caller,
     params: ListParams,
     service: web::Data<ReleaseNotes>,
 ) -> Result<HttpResponse, ApiError> {
     let query = params.parse(&LIST_SPEC)?;
-    let page = service.for_actor(&actor).list(query).await?;
+    let page = service.for_caller(&caller).list(query).await?;
     Ok(HttpResponse::Ok().json(page.map(ReleaseNoteView::from)))
 }
 
 async fn latest(
-    Caller(actor): Caller,
+    Caller(caller): Caller,
     service: web::Data<ReleaseNotes>,
 ) -> Result<HttpResponse, ApiError> {
-    let note = service.for_actor(&actor).latest().await?;
+    let note = service.for_caller(&caller).latest().await?;
     Ok(HttpResponse::Ok().json(ReleaseNoteView::from(note)))
 }
 
 async fn get(
-    Caller(actor): Caller,
+    Caller(caller): Caller,
     IdPath(id): IdPath<ReleaseNoteId>,
     service: web::Data<ReleaseNotes>,
 ) -> Result<HttpResponse, ApiError> {
-    let note = service.for_actor(&actor).get(id).await?;
+    let note = service.for_caller(&caller).get(id).await?;
     Ok(HttpResponse::Ok().json(ReleaseNoteView::from(note)))
 }
 
 async fn create(
-    Caller(actor): Caller,
+    Caller(caller): Caller,
     service: web::Data<ReleaseNotes>,
     ValidatedJson(body): ValidatedJson<CreateReleaseNote>,
 ) -> Result<HttpResponse, ApiError> {
     let note = service
-        .for_actor(&actor)
+        .for_caller(&caller)
         .create(NewReleaseNote {
             version: body.version,
             title: body.title,
@@ -143,13 +143,13 @@ async fn create(
 }
 
 async fn update(
-    Caller(actor): Caller,
+    Caller(caller): Caller,
     IdPath(id): IdPath<ReleaseNoteId>,
     service: web::Data<ReleaseNotes>,
     ValidatedJson(body): ValidatedJson<UpdateReleaseNote>,
 ) -> Result<HttpResponse, ApiError> {
     let note = service
-        .for_actor(&actor)
+        .for_caller(&caller)
         .update(
             id,
             ReleaseNotePatch {
@@ -165,10 +165,10 @@ async fn update(
 }
 
 async fn delete(
-    Caller(actor): Caller,
+    Caller(caller): Caller,
     IdPath(id): IdPath<ReleaseNoteId>,
     service: web::Data<ReleaseNotes>,
 ) -> Result<HttpResponse, ApiError> {
-    service.for_actor(&actor).delete(id).await?;
+    service.for_caller(&caller).delete(id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -18,6 +18,6 @@ pub use model::{
     ChangeType, NewReleaseNote, ReleaseNote, ReleaseNoteId, ReleaseNotePatch, ReleaseStatus,
     Version,
 };
-pub use policy::{LIST_SPEC, Visibility, WRITE};
+pub use policy::{LIST_SPEC, PERMISSIONS, Visibility, WRITE};
 pub use repository::ReleaseNoteRepository;
 pub use service::{ReleaseNoteService, ReleaseNotes};

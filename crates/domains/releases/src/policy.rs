@@ -1,15 +1,18 @@
 //! Who may do what with release notes, and which ones each caller sees.
 
 use keel_kernel::query::{FieldKind, FieldSpec, ListSpec};
-use keel_kernel::{Actor, Permission};
+use keel_kernel::{Actor, Permission, PermissionDef};
 
 use crate::model::{ChangeType, ReleaseStatus};
 
 /// Create, edit, publish and delete release notes, and see drafts.
 pub const WRITE: Permission = Permission::from_static("release_notes:write");
 
-/// Every permission this domain defines (seeded into the roles table by the identity domain).
-pub const PERMISSIONS: &[Permission] = &[WRITE];
+/// Every permission this domain defines (seeded into the catalogue by the identity domain).
+pub const PERMISSIONS: &[PermissionDef] = &[PermissionDef::new(
+    WRITE,
+    "Create, edit, publish and delete release notes; see drafts",
+)];
 
 /// Which release notes a query may return. Only this crate can build one (from an actor), so a
 /// repository can never be asked for an unscoped read by accident.
@@ -62,12 +65,12 @@ pub const LIST_SPEC: ListSpec = ListSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keel_kernel::UserId;
+    use keel_kernel::{SessionId, UserId};
 
     #[test]
     fn permission_constants_are_well_formed() {
-        for permission in PERMISSIONS {
-            assert!(Permission::parse(permission.as_str()).is_ok());
+        for def in PERMISSIONS {
+            assert!(Permission::parse(def.permission.as_str()).is_ok());
         }
     }
 
@@ -84,11 +87,13 @@ mod tests {
         assert!(Visibility::for_actor(&Actor::Anonymous).published_only());
         let reader = Actor::User {
             id: UserId::new(),
+            session: SessionId::new(),
             permissions: Default::default(),
         };
         assert!(Visibility::for_actor(&reader).published_only());
         let writer = Actor::User {
             id: UserId::new(),
+            session: SessionId::new(),
             permissions: [WRITE].into_iter().collect(),
         };
         assert!(!Visibility::for_actor(&writer).published_only());

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use keel_kernel::auth::SYSTEM;
 use keel_kernel::validation::FieldErrors;
-use keel_kernel::{Actor, Clock, ListQuery, Page, RepoError, UnitOfWork};
+use keel_kernel::{
+    ActivityLog, Caller, Clock, ListQuery, NewActivity, Page, RepoError, UnitOfWork,
+};
+use serde_json::json;
 
 use crate::error::ReleaseError;
 use crate::model::{
@@ -19,6 +22,7 @@ use crate::repository::ReleaseNoteRepository;
 pub struct ReleaseNotes {
     repository: Arc<dyn ReleaseNoteRepository>,
     unit_of_work: Arc<dyn UnitOfWork>,
+    activity: Arc<dyn ActivityLog>,
     clock: Arc<dyn Clock>,
 }
 
@@ -27,40 +31,43 @@ impl ReleaseNotes {
     pub fn new(
         repository: Arc<dyn ReleaseNoteRepository>,
         unit_of_work: Arc<dyn UnitOfWork>,
+        activity: Arc<dyn ActivityLog>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             repository,
             unit_of_work,
+            activity,
             clock,
         }
     }
 
-    /// The use cases as `actor` may run them.
-    pub fn for_actor<'a>(&'a self, actor: &'a Actor) -> ReleaseNoteService<'a> {
-        ReleaseNoteService { deps: self, actor }
+    /// The use cases as `caller` may run them.
+    pub fn for_caller<'a>(&'a self, caller: &'a Caller) -> ReleaseNoteService<'a> {
+        ReleaseNoteService { deps: self, caller }
     }
 
     /// The use cases run by Keel itself (seeding, jobs): every permission, every row.
     pub fn for_system(&self) -> ReleaseNoteService<'_> {
         ReleaseNoteService {
             deps: self,
-            actor: &SYSTEM,
+            caller: &SYSTEM,
         }
     }
 }
 
-/// Release-note use cases bound to one actor. Every method checks the actor's permission
-/// first (deny by default) and reads only what the actor's [`Visibility`] allows.
+/// Release-note use cases bound to one caller. Every write checks the caller's permission
+/// first (deny by default); reads return only what the caller's [`Visibility`] allows. Every
+/// write is recorded in the activity log in its own transaction.
 #[derive(Debug)]
 pub struct ReleaseNoteService<'a> {
     deps: &'a ReleaseNotes,
-    actor: &'a Actor,
+    caller: &'a Caller,
 }
 
 impl ReleaseNoteService<'_> {
     fn visibility(&self) -> Visibility {
-        Visibility::for_actor(self.actor)
+        Visibility::for_actor(&self.caller.actor)
     }
 
     /// One page of the notes the actor may see (published ones for everyone, drafts too for
@@ -89,7 +96,7 @@ impl ReleaseNoteService<'_> {
 
     /// Drafts a new note.
     pub async fn create(&self, input: NewReleaseNote) -> Result<ReleaseNote, ReleaseError> {
-        self.actor.require(&WRITE)?;
+        self.caller.actor.require(&WRITE)?;
         let mut errors = FieldErrors::new();
         let version = check_version(&input.version, &mut errors);
         let title = check_title(&input.title, &mut errors);
@@ -105,7 +112,7 @@ impl ReleaseNoteService<'_> {
             change_type: input.change_type,
             status: ReleaseStatus::Draft,
             published_at: None,
-            created_by: self.actor.user_id(),
+            created_by: self.caller.actor.user_id(),
             created_at: now,
             updated_at: now,
         };
@@ -116,6 +123,13 @@ impl ReleaseNoteService<'_> {
             .insert(tx.as_mut(), &note)
             .await
             .map_err(|e| version_taken(e, &note))?;
+        let entry = NewActivity::new("release_note.created", RESOURCE, now)
+            .resource(note.id)
+            .changes(json!({ "version": note.version.as_str(), "title": note.title }));
+        self.deps
+            .activity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
         tx.commit().await?;
         Ok(note)
     }
@@ -126,7 +140,7 @@ impl ReleaseNoteService<'_> {
         id: ReleaseNoteId,
         patch: ReleaseNotePatch,
     ) -> Result<ReleaseNote, ReleaseError> {
-        self.actor.require(&WRITE)?;
+        self.caller.actor.require(&WRITE)?;
         let mut tx = self.deps.unit_of_work.begin().await?;
         let mut note = self
             .deps
@@ -138,6 +152,7 @@ impl ReleaseNoteService<'_> {
             return Ok(note);
         }
 
+        let before = note.clone();
         let mut errors = FieldErrors::new();
         if let Some(raw) = &patch.version {
             note.version = check_version(raw, &mut errors);
@@ -165,6 +180,18 @@ impl ReleaseNoteService<'_> {
             .update(tx.as_mut(), &note)
             .await
             .map_err(|e| version_taken(e, &note))?;
+        let action = match (before.status, note.status) {
+            (ReleaseStatus::Draft, ReleaseStatus::Published) => "release_note.published",
+            (ReleaseStatus::Published, ReleaseStatus::Draft) => "release_note.unpublished",
+            _ => "release_note.updated",
+        };
+        let entry = NewActivity::new(action, RESOURCE, now)
+            .resource(note.id)
+            .changes(json!({ "fields": changed_fields(&before, &note) }));
+        self.deps
+            .activity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
         tx.commit().await?;
         Ok(note)
     }
@@ -183,14 +210,44 @@ impl ReleaseNoteService<'_> {
 
     /// Deletes a note for good.
     pub async fn delete(&self, id: ReleaseNoteId) -> Result<(), ReleaseError> {
-        self.actor.require(&WRITE)?;
+        self.caller.actor.require(&WRITE)?;
         let mut tx = self.deps.unit_of_work.begin().await?;
         if !self.deps.repository.delete(tx.as_mut(), id).await? {
             return Err(ReleaseError::NotFound);
         }
+        let entry =
+            NewActivity::new("release_note.deleted", RESOURCE, self.deps.clock.now()).resource(id);
+        self.deps
+            .activity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The activity log's name for release notes.
+const RESOURCE: &str = "release_note";
+
+/// Names of the fields whose values differ (never the values: bodies can be long).
+fn changed_fields(before: &ReleaseNote, after: &ReleaseNote) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if before.version != after.version {
+        fields.push("version");
+    }
+    if before.title != after.title {
+        fields.push("title");
+    }
+    if before.body != after.body {
+        fields.push("body");
+    }
+    if before.change_type != after.change_type {
+        fields.push("change_type");
+    }
+    if before.status != after.status {
+        fields.push("status");
+    }
+    fields
 }
 
 /// A unique violation while writing a note can only be its version (ids are generated).
@@ -207,8 +264,9 @@ mod tests {
 
     use chrono::{DateTime, Duration, Utc};
     use futures_executor::block_on;
+    use keel_kernel::activity::InMemoryActivityLog;
     use keel_kernel::repo::InMemoryUnitOfWork;
-    use keel_kernel::{DomainError, ManualClock, PermissionSet, UserId};
+    use keel_kernel::{Actor, DomainError, ManualClock, PermissionSet, SessionId, UserId};
 
     use super::*;
     use crate::LIST_SPEC;
@@ -224,28 +282,34 @@ mod tests {
     struct Fixture {
         service: ReleaseNotes,
         clock: Arc<ManualClock>,
-        writer: Actor,
-        reader: Actor,
+        activity: Arc<InMemoryActivityLog>,
+        writer: Caller,
+        reader: Caller,
+    }
+
+    fn user(permissions: PermissionSet) -> Caller {
+        Caller::new(Actor::User {
+            id: UserId::new(),
+            session: SessionId::new(),
+            permissions,
+        })
     }
 
     fn fixture() -> Fixture {
         let clock = Arc::new(ManualClock::new(start()));
+        let activity = Arc::new(InMemoryActivityLog::default());
         let service = ReleaseNotes::new(
             Arc::new(InMemoryReleaseNotes::default()),
             Arc::new(InMemoryUnitOfWork),
+            activity.clone(),
             clock.clone(),
         );
         Fixture {
             service,
             clock,
-            writer: Actor::User {
-                id: UserId::new(),
-                permissions: [WRITE].into_iter().collect(),
-            },
-            reader: Actor::User {
-                id: UserId::new(),
-                permissions: PermissionSet::empty(),
-            },
+            activity,
+            writer: user([WRITE].into_iter().collect()),
+            reader: user(PermissionSet::empty()),
         }
     }
 
@@ -265,12 +329,12 @@ mod tests {
     #[test]
     fn writers_draft_and_publish_and_readers_see_only_published() {
         let f = fixture();
-        let writer = f.service.for_actor(&f.writer);
+        let writer = f.service.for_caller(&f.writer);
         let draft = block_on(writer.create(input("1.0.0"))).unwrap();
         assert_eq!(draft.status, ReleaseStatus::Draft);
-        assert_eq!(draft.created_by, f.writer.user_id());
+        assert_eq!(draft.created_by, f.writer.actor.user_id());
 
-        let reader = f.service.for_actor(&f.reader);
+        let reader = f.service.for_caller(&f.reader);
         assert!(matches!(
             block_on(reader.get(draft.id)),
             Err(ReleaseError::NotFound)
@@ -287,12 +351,19 @@ mod tests {
         assert_eq!(published.published_at, Some(start() + Duration::hours(1)));
         assert_eq!(block_on(reader.get(draft.id)).unwrap(), published);
         assert_eq!(block_on(reader.latest()).unwrap().id, draft.id);
+        assert_eq!(
+            f.activity.actions(),
+            ["release_note.created", "release_note.published"]
+        );
+        let (caller, entry) = &f.activity.entries()[1];
+        assert_eq!(caller, &f.writer);
+        assert_eq!(entry.resource_id, Some(draft.id.to_string()));
     }
 
     #[test]
     fn publishing_twice_keeps_the_first_date() {
         let f = fixture();
-        let writer = f.service.for_actor(&f.writer);
+        let writer = f.service.for_caller(&f.writer);
         let note = block_on(writer.create(input("1.0.0"))).unwrap();
         let first = block_on(writer.publish(note.id)).unwrap();
         f.clock.advance(Duration::days(1));
@@ -304,7 +375,7 @@ mod tests {
     fn every_write_needs_the_write_permission() {
         let f = fixture();
         let note = block_on(f.service.for_system().create(input("1.0.0"))).unwrap();
-        let reader = f.service.for_actor(&f.reader);
+        let reader = f.service.for_caller(&f.reader);
         assert!(matches!(
             domain(block_on(reader.create(input("2.0.0"))).unwrap_err()),
             DomainError::Forbidden { .. }
@@ -314,7 +385,14 @@ mod tests {
             DomainError::Forbidden { .. }
         ));
         assert!(matches!(
-            domain(block_on(f.service.for_actor(&Actor::Anonymous).delete(note.id)).unwrap_err()),
+            domain(
+                block_on(
+                    f.service
+                        .for_caller(&Caller::new(Actor::Anonymous))
+                        .delete(note.id)
+                )
+                .unwrap_err()
+            ),
             DomainError::Unauthenticated
         ));
         // Nothing changed.
@@ -329,7 +407,7 @@ mod tests {
     #[test]
     fn invalid_input_names_every_field_and_stores_nothing() {
         let f = fixture();
-        let writer = f.service.for_actor(&f.writer);
+        let writer = f.service.for_caller(&f.writer);
         let err = block_on(writer.create(NewReleaseNote {
             version: "latest".into(),
             title: " ".into(),
@@ -353,7 +431,7 @@ mod tests {
     #[test]
     fn a_version_can_have_only_one_note() {
         let f = fixture();
-        let writer = f.service.for_actor(&f.writer);
+        let writer = f.service.for_caller(&f.writer);
         block_on(writer.create(input("1.0.0"))).unwrap();
         let err = block_on(writer.create(input("v1.0.0"))).unwrap_err();
         assert!(matches!(&err, ReleaseError::VersionTaken(v) if v == "1.0.0"));
@@ -376,7 +454,7 @@ mod tests {
     #[test]
     fn patches_change_only_what_they_name() {
         let f = fixture();
-        let writer = f.service.for_actor(&f.writer);
+        let writer = f.service.for_caller(&f.writer);
         let note = block_on(writer.create(input("1.0.0"))).unwrap();
         f.clock.advance(Duration::minutes(5));
         let patched = block_on(writer.update(
@@ -405,7 +483,7 @@ mod tests {
     #[test]
     fn deleting_twice_is_not_found() {
         let f = fixture();
-        let writer = f.service.for_actor(&f.writer);
+        let writer = f.service.for_caller(&f.writer);
         let note = block_on(writer.create(input("1.0.0"))).unwrap();
         block_on(writer.delete(note.id)).unwrap();
         assert!(matches!(

@@ -1,0 +1,89 @@
+//! Per-client-IP rate limits on the sign-in and recovery endpoints, with `RateLimit-*` headers.
+//!
+//! Per-account limits (login backoff, reset mails per address) live in the identity domain;
+//! this is the outer ring that stops one address from hammering every account.
+
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{ResponseError, web};
+use keel_kernel::DomainError;
+use keel_kernel::throttle::{Allowance, Counters, Decision, Quota, check};
+
+use crate::error::ApiError;
+use crate::extract::client_ip;
+
+/// The per-IP limit on authentication endpoints; registered as app data.
+#[derive(Debug, Clone)]
+pub struct AuthRateLimit {
+    /// Where hits are counted (memory, or Redis across replicas).
+    pub counters: Arc<dyn Counters>,
+    /// Requests per window per IP.
+    pub quota: Quota,
+    /// Off switch (`rate_limit.enabled`).
+    pub enabled: bool,
+}
+
+fn set_headers(headers: &mut HeaderMap, allowance: Allowance, window_secs: u64) {
+    let pairs = [
+        ("ratelimit-limit", allowance.limit.to_string()),
+        ("ratelimit-remaining", allowance.remaining.to_string()),
+        (
+            "ratelimit-reset",
+            allowance.reset_after.as_secs().max(1).to_string(),
+        ),
+        (
+            "ratelimit-policy",
+            format!("{};w={window_secs}", allowance.limit),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// Counts the request against its client IP; 429 problem with `Retry-After` when over.
+pub async fn limit_by_ip<B>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
+where
+    B: MessageBody + 'static,
+{
+    let Some(limit) = req
+        .app_data::<web::Data<AuthRateLimit>>()
+        .cloned()
+        .filter(|l| l.enabled)
+    else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let ip = client_ip(req.request()).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let key = format!("rate:auth-ip:{ip}");
+    let window = limit.quota.window.as_secs();
+    match check(limit.counters.as_ref(), &key, limit.quota).await {
+        Ok(Decision::Allowed(allowance)) => {
+            let mut response = next.call(req).await?;
+            set_headers(response.headers_mut(), allowance, window);
+            Ok(response.map_into_left_body())
+        }
+        Ok(Decision::Limited(allowance)) => {
+            tracing::warn!(%ip, "per-IP rate limit reached on an authentication endpoint");
+            let error = ApiError::Domain(DomainError::RateLimited {
+                retry_after: allowance.reset_after,
+            });
+            let mut response = error.error_response();
+            set_headers(response.headers_mut(), allowance, window);
+            Ok(req.into_response(response).map_into_right_body())
+        }
+        Err(error) => {
+            // The limiter's store is down: serving beats refusing everyone.
+            tracing::warn!(%error, "rate limiter unavailable; request allowed");
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Failures of identity use cases.
+
+use keel_kernel::{DomainError, RepoError};
+
+/// What an identity use case can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Unknown email or wrong password: one answer for both.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// An access, refresh or API-key token that is malformed, expired, revoked or reused.
+    #[error("the token is invalid, expired or revoked")]
+    InvalidToken,
+    /// The right password for an account that may not sign in (suspended, closed).
+    #[error("this account cannot sign in")]
+    AccountInactive,
+    /// The use case needs a signed-in session, and the caller used an API key.
+    #[error("this action needs a signed-in session")]
+    SessionRequired,
+    /// A reset or verification token that is unknown, expired or used.
+    #[error("the link is invalid, expired or already used")]
+    InvalidOneTimeToken,
+    /// Another account has this email.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Not found (or outside the caller's scope).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The change would leave no active administrator.
+    #[error("the last active administrator cannot lose that role, be suspended or be deleted")]
+    LastAdmin,
+    /// Keel manages this role's permissions.
+    #[error("the `{0}` role is managed by Keel")]
+    SystemRole(String),
+    /// Another role has this name.
+    #[error("a role named `{0}` already exists")]
+    RoleNameTaken(String),
+    /// Shared failures: validation, permissions, storage, rate limits.
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+}
+
+impl From<RepoError> for IdentityError {
+    fn from(error: RepoError) -> Self {
+        Self::Rejected(error.into())
+    }
+}
+
+impl From<IdentityError> for DomainError {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::InvalidCredentials => DomainError::InvalidCredentials {
+                code: "invalid_credentials",
+                message: "invalid email or password",
+            },
+            IdentityError::InvalidToken => DomainError::InvalidCredentials {
+                code: "invalid_token",
+                message: "the token is invalid, expired or revoked",
+            },
+            IdentityError::AccountInactive => DomainError::InvalidCredentials {
+                code: "account_inactive",
+                message: "this account cannot sign in",
+            },
+            IdentityError::SessionRequired => DomainError::InvalidCredentials {
+                code: "session_required",
+                message: "this action needs a signed-in session; API keys cannot perform it",
+            },
+            IdentityError::InvalidOneTimeToken => DomainError::invalid(
+                "token",
+                "invalid_token",
+                "is invalid, expired or already used",
+            ),
+            IdentityError::EmailTaken => DomainError::Conflict {
+                code: "user.email_taken",
+                message: "an account with this email already exists".to_owned(),
+                field: Some("email".to_owned()),
+            },
+            IdentityError::NotFound(resource) => DomainError::NotFound { resource },
+            IdentityError::LastAdmin => DomainError::Conflict {
+                code: "user.last_admin",
+                message: "the last active administrator cannot lose that role, be suspended or be deleted"
+                    .to_owned(),
+                field: None,
+            },
+            IdentityError::SystemRole(name) => DomainError::Conflict {
+                code: "role.system",
+                message: format!("the `{name}` role is managed by Keel and cannot be changed"),
+                field: None,
+            },
+            IdentityError::RoleNameTaken(name) => DomainError::Conflict {
+                code: "role.name_taken",
+                message: format!("a role named `{name}` already exists"),
+                field: Some("name".to_owned()),
+            },
+            IdentityError::Rejected(inner) => inner,
+        }
+    }
+}

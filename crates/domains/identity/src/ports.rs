@@ -1,0 +1,85 @@
+//! What identity needs from the outside world, as traits: password hashing, access tokens and
+//! secret tokens. Infrastructure implements them (argon2, jsonwebtoken, HMAC); unit tests use
+//! the fakes in `testing`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use keel_kernel::error::BoxError;
+use keel_kernel::{SessionId, UserId};
+
+/// The outcome of checking a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// Whether the password matches.
+    pub matches: bool,
+    /// Whether the stored hash uses outdated parameters and should be replaced.
+    pub needs_rehash: bool,
+}
+
+/// Hashes and checks passwords. Implementations run the work off the async reactor with
+/// bounded concurrency, so a flood of logins cannot starve other requests.
+#[async_trait]
+pub trait PasswordHasher: Send + Sync + std::fmt::Debug {
+    /// A new hash (PHC string) with the current parameters and a fresh salt.
+    async fn hash(&self, password: &str) -> Result<String, BoxError>;
+
+    /// Checks `password` against `hash`. With no hash (unknown account) it still does the same
+    /// work against a dummy hash and reports no match, so both cases take the same time.
+    async fn verify(&self, password: &str, hash: Option<&str>) -> Result<Verification, BoxError>;
+}
+
+/// The claims Keel puts in an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// `sub`
+    pub user: UserId,
+    /// `sid`
+    pub session: SessionId,
+    /// `iat`
+    pub issued_at: DateTime<Utc>,
+    /// `exp`
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A freshly issued access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The encoded token.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Issues and verifies access tokens (JWTs). Verification pins the algorithm and checks
+/// signature, issuer, audience and expiry; anything else is `None`.
+pub trait AccessTokens: Send + Sync + std::fmt::Debug {
+    /// A token for `user` in `session`, issued at `now`.
+    fn issue(
+        &self,
+        user: UserId,
+        session: SessionId,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, BoxError>;
+
+    /// The claims of a valid token.
+    fn verify(&self, token: &str) -> Option<AccessClaims>;
+}
+
+/// Random tokens and their keyed digests (HMAC under rotating peppers).
+pub trait Secrets: Send + Sync + std::fmt::Debug {
+    /// A fresh opaque token: 256 random bits, URL-safe.
+    fn token(&self) -> Result<String, BoxError>;
+
+    /// A short random identifier (the public part of an API key), lowercase alphanumeric.
+    fn short_id(&self) -> Result<String, BoxError>;
+
+    /// The digest of `secret` under the current pepper, with that pepper's id.
+    fn digest(&self, secret: &str) -> (String, String);
+
+    /// The digests of `secret` under every configured pepper, current first (lookups try them
+    /// all, so a pepper can rotate without invalidating stored tokens).
+    fn digests(&self, secret: &str) -> Vec<String>;
+
+    /// Whether `digest` is the digest of `secret` under pepper `pepper_id` (constant time).
+    fn verify(&self, pepper_id: &str, secret: &str, digest: &str) -> bool;
+}

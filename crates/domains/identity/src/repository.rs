@@ -1,0 +1,182 @@
+//! Storage ports for identity. Reads that a caller drives take the caller's scope; writes
+//! take the use case's transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use keel_kernel::{
+    ApiKeyId, ListQuery, Page, PermissionSet, RepoError, SessionId, Transaction, UserId,
+};
+
+use crate::model::{
+    ApiKey, Email, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId, Session, TokenId,
+    TokenPurpose, User,
+};
+
+/// Accounts and their role grants.
+#[async_trait]
+pub trait UserRepository: Send + Sync + std::fmt::Debug {
+    /// One page of accounts, including soft-deleted ones (administration only).
+    async fn list(&self, query: &ListQuery) -> Result<Page<User>, RepoError>;
+    /// An account by id, deleted or not.
+    async fn find(&self, id: UserId) -> Result<Option<User>, RepoError>;
+    /// A non-deleted account by normalised email.
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepoError>;
+    /// An account by id, locked until `tx` ends.
+    async fn find_for_update(
+        &self,
+        tx: &mut dyn Transaction,
+        id: UserId,
+    ) -> Result<Option<User>, RepoError>;
+    /// Stores a new account; a taken email is a unique violation.
+    async fn insert(&self, tx: &mut dyn Transaction, user: &User) -> Result<(), RepoError>;
+    /// Overwrites an account.
+    async fn update(&self, tx: &mut dyn Transaction, user: &User) -> Result<(), RepoError>;
+    /// The roles granted to a user, with their permissions.
+    async fn roles_of(&self, user: UserId) -> Result<Vec<Role>, RepoError>;
+    /// The union of the permissions of a user's roles.
+    async fn permissions_of(&self, user: UserId) -> Result<PermissionSet, RepoError>;
+    /// Grants a role; `false` when already granted.
+    async fn grant_role(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        role: RoleId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
+    /// Revokes a role; `false` when not granted.
+    async fn revoke_role(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        role: RoleId,
+    ) -> Result<bool, RepoError>;
+    /// Active, non-deleted accounts holding the role, counted in `tx` (after its locks).
+    async fn count_active_with_role(
+        &self,
+        tx: &mut dyn Transaction,
+        role: RoleId,
+    ) -> Result<u64, RepoError>;
+    /// Every account holding the role.
+    async fn holders_of(&self, role: RoleId) -> Result<Vec<UserId>, RepoError>;
+}
+
+/// Roles, the permission catalogue and their grants.
+#[async_trait]
+pub trait RoleRepository: Send + Sync + std::fmt::Debug {
+    /// Every role, by name.
+    async fn list(&self) -> Result<Vec<Role>, RepoError>;
+    /// A role by id.
+    async fn find(&self, id: RoleId) -> Result<Option<Role>, RepoError>;
+    /// A role by name.
+    async fn find_by_name(&self, name: &str) -> Result<Option<Role>, RepoError>;
+    /// Stores a new role with its permissions; a taken name is a unique violation.
+    async fn insert(&self, tx: &mut dyn Transaction, role: &Role) -> Result<(), RepoError>;
+    /// Replaces a role's permissions.
+    async fn set_permissions(
+        &self,
+        tx: &mut dyn Transaction,
+        role: RoleId,
+        permissions: &PermissionSet,
+    ) -> Result<(), RepoError>;
+    /// Locks a role row until `tx` ends (serialises changes that count its holders).
+    async fn lock(&self, tx: &mut dyn Transaction, id: RoleId) -> Result<(), RepoError>;
+    /// Inserts or updates the catalogue of known permissions.
+    async fn upsert_permissions(
+        &self,
+        tx: &mut dyn Transaction,
+        catalog: &[PermissionInfo],
+    ) -> Result<(), RepoError>;
+    /// The catalogue.
+    async fn list_permissions(&self) -> Result<Vec<PermissionInfo>, RepoError>;
+}
+
+/// Sessions and their refresh tokens.
+#[async_trait]
+pub trait SessionRepository: Send + Sync + std::fmt::Debug {
+    /// A session by id.
+    async fn find(&self, id: SessionId) -> Result<Option<Session>, RepoError>;
+    /// A session by id, locked until `tx` ends.
+    async fn find_for_update(
+        &self,
+        tx: &mut dyn Transaction,
+        id: SessionId,
+    ) -> Result<Option<Session>, RepoError>;
+    /// Stores a new session.
+    async fn insert(&self, tx: &mut dyn Transaction, session: &Session) -> Result<(), RepoError>;
+    /// Overwrites a session.
+    async fn update(&self, tx: &mut dyn Transaction, session: &Session) -> Result<(), RepoError>;
+    /// A user's sessions that are neither revoked nor past their absolute expiry at `now`.
+    async fn live_for_user(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>, RepoError>;
+    /// Revokes every live session of `user` except `keep`; returns the revoked ids.
+    async fn revoke_all(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        keep: Option<SessionId>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SessionId>, RepoError>;
+    /// Stores a refresh token.
+    async fn insert_refresh_token(
+        &self,
+        tx: &mut dyn Transaction,
+        token: &RefreshToken,
+    ) -> Result<(), RepoError>;
+    /// The refresh token with any of these digests.
+    async fn find_refresh_token(
+        &self,
+        digests: &[String],
+    ) -> Result<Option<RefreshToken>, RepoError>;
+    /// Marks a refresh token as exchanged.
+    async fn mark_rotated(
+        &self,
+        tx: &mut dyn Transaction,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+}
+
+/// Password-reset and email-verification tokens.
+#[async_trait]
+pub trait OneTimeTokenRepository: Send + Sync + std::fmt::Debug {
+    /// Stores a token.
+    async fn insert(&self, tx: &mut dyn Transaction, token: &OneTimeToken)
+    -> Result<(), RepoError>;
+    /// The token for `purpose` with any of these digests.
+    async fn find(
+        &self,
+        purpose: TokenPurpose,
+        digests: &[String],
+    ) -> Result<Option<OneTimeToken>, RepoError>;
+    /// Marks it used if it was not; `false` when someone used it first.
+    async fn consume(
+        &self,
+        tx: &mut dyn Transaction,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
+}
+
+/// API keys, always scoped to their owner.
+#[async_trait]
+pub trait ApiKeyRepository: Send + Sync + std::fmt::Debug {
+    /// Stores a key.
+    async fn insert(&self, tx: &mut dyn Transaction, key: &ApiKey) -> Result<(), RepoError>;
+    /// The owner's keys, newest first.
+    async fn list_for_owner(&self, owner: UserId) -> Result<Vec<ApiKey>, RepoError>;
+    /// A key by its public prefix (authentication).
+    async fn find_by_prefix(&self, prefix: &str) -> Result<Option<ApiKey>, RepoError>;
+    /// Deletes the owner's key; `false` when the owner has no such key.
+    async fn delete(
+        &self,
+        tx: &mut dyn Transaction,
+        owner: UserId,
+        id: ApiKeyId,
+    ) -> Result<bool, RepoError>;
+    /// Records a use.
+    async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError>;
+}

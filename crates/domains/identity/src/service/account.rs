@@ -1,0 +1,380 @@
+//! The caller's own account: profile, password change, reset and email verification.
+
+use chrono::{DateTime, Utc};
+use keel_kernel::validation::FieldErrors;
+use keel_kernel::{DomainError, NewActivity, PermissionSet, Transaction};
+use serde_json::json;
+
+use super::IdentityService;
+use super::auth::check_full_name;
+use crate::error::IdentityError;
+use crate::mail;
+use crate::model::{OneTimeToken, Role, TokenId, TokenPurpose, User, UserStatus};
+
+/// The caller's account with its roles and effective permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me {
+    /// The account.
+    pub user: User,
+    /// Granted roles.
+    pub roles: Vec<Role>,
+    /// What the caller may do right now (narrowed by the API key's scopes, if one is used).
+    pub permissions: PermissionSet,
+}
+
+impl IdentityService<'_> {
+    async fn own_account(&self) -> Result<User, IdentityError> {
+        let user = self.user_id()?;
+        self.ports()
+            .users
+            .find(user)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))
+    }
+
+    /// The caller's account.
+    pub async fn me(&self) -> Result<Me, IdentityError> {
+        let user = self.own_account().await?;
+        let roles = self.ports().users.roles_of(user.id).await?;
+        let permissions = self.caller.actor.permissions().cloned().unwrap_or_default();
+        Ok(Me {
+            user,
+            roles,
+            permissions,
+        })
+    }
+
+    /// Changes the caller's display name (`None` clears it).
+    pub async fn update_me(&self, full_name: Option<String>) -> Result<Me, IdentityError> {
+        let id = self.user_id()?;
+        let mut errors = FieldErrors::new();
+        let full_name = check_full_name(full_name.as_deref(), &mut errors);
+        errors.into_result()?;
+        let now = self.ports().clock.now();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        let mut user = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        if user.full_name != full_name {
+            user.full_name = full_name;
+            user.updated_at = now;
+            self.ports().users.update(tx.as_mut(), &user).await?;
+            let entry = NewActivity::new("user.profile_updated", "user", now)
+                .resource(id)
+                .changes(json!({ "fields": ["full_name"] }));
+            self.identity
+                .record(tx.as_mut(), self.caller, entry)
+                .await?;
+            tx.commit().await?;
+        }
+        self.me().await
+    }
+
+    /// Changes the caller's password; every other session of theirs stops working.
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<(), IdentityError> {
+        let session = self.session_id()?;
+        let user = self.own_account().await?;
+        let verification = self
+            .ports()
+            .hasher
+            .verify(current, Some(&user.password_hash))
+            .await
+            .map_err(DomainError::Internal)?;
+        let mut errors = FieldErrors::new();
+        if !verification.matches {
+            errors.add(
+                "current_password",
+                "incorrect",
+                "is not your current password",
+            );
+        }
+        self.settings()
+            .password
+            .check(new, Some(&user.email), "new_password", &mut errors);
+        if current == new {
+            errors.add(
+                "new_password",
+                "unchanged",
+                "must differ from the current password",
+            );
+        }
+        errors.into_result()?;
+        let password_hash = self
+            .ports()
+            .hasher
+            .hash(new)
+            .await
+            .map_err(DomainError::Internal)?;
+        let now = self.ports().clock.now();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        let revoked = self
+            .set_password(
+                tx.as_mut(),
+                user,
+                password_hash,
+                Some(session),
+                "password_changed",
+                now,
+            )
+            .await?;
+        tx.commit().await?;
+        self.identity
+            .forget(self.caller.actor.user_id(), &revoked)
+            .await;
+        Ok(())
+    }
+
+    /// Stores a new password hash, revokes sessions (all but `keep`) and records it.
+    async fn set_password(
+        &self,
+        tx: &mut dyn Transaction,
+        mut user: User,
+        password_hash: String,
+        keep: Option<keel_kernel::SessionId>,
+        reason: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<keel_kernel::SessionId>, IdentityError> {
+        user.password_hash = password_hash;
+        user.password_changed_at = now;
+        user.updated_at = now;
+        self.ports().users.update(tx, &user).await?;
+        let revoked = self
+            .ports()
+            .sessions
+            .revoke_all(tx, user.id, keep, reason, now)
+            .await?;
+        let action = if keep.is_some() {
+            "auth.password_changed"
+        } else {
+            "auth.password_reset"
+        };
+        let entry = NewActivity::new(action, "user", now)
+            .resource(user.id)
+            .subject(user.id)
+            .changes(json!({ "sessions_revoked": revoked.len() }));
+        self.identity.record(tx, self.caller, entry).await?;
+        Ok(revoked)
+    }
+
+    async fn issue_one_time_token(
+        &self,
+        user: &User,
+        purpose: TokenPurpose,
+        ttl: std::time::Duration,
+        action: &'static str,
+    ) -> Result<String, IdentityError> {
+        let now = self.ports().clock.now();
+        let plain = self
+            .ports()
+            .secrets
+            .token()
+            .map_err(DomainError::Internal)?;
+        let (_, digest) = self.ports().secrets.digest(&plain);
+        let token = OneTimeToken {
+            id: TokenId::new(),
+            user_id: user.id,
+            purpose,
+            digest,
+            expires_at: now + ttl,
+            used_at: None,
+            created_at: now,
+        };
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        self.ports()
+            .one_time_tokens
+            .insert(tx.as_mut(), &token)
+            .await?;
+        let entry = NewActivity::new(action, "user", now)
+            .resource(user.id)
+            .subject(user.id);
+        self.identity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
+        tx.commit().await?;
+        Ok(plain)
+    }
+
+    /// Issues a reset token and mails its link (after the commit, so a rolled-back request
+    /// sends nothing). Delivery failures are the mailer's to report.
+    pub(super) async fn send_password_reset(&self, user: &User) -> Result<(), IdentityError> {
+        let ttl = self.settings().reset_token_ttl;
+        let token = self
+            .issue_one_time_token(
+                user,
+                TokenPurpose::PasswordReset,
+                ttl,
+                "auth.password_reset_requested",
+            )
+            .await?;
+        let email = mail::password_reset(
+            user.email.as_str(),
+            &self.settings().public_url,
+            &token,
+            ttl,
+        );
+        let _ = self.ports().mailer.send(email).await;
+        Ok(())
+    }
+
+    pub(super) async fn send_verification(&self, user: &User) -> Result<(), IdentityError> {
+        let ttl = self.settings().verification_token_ttl;
+        let token = self
+            .issue_one_time_token(
+                user,
+                TokenPurpose::EmailVerification,
+                ttl,
+                "auth.email_verification_requested",
+            )
+            .await?;
+        let email = mail::email_verification(
+            user.email.as_str(),
+            &self.settings().public_url,
+            &token,
+            ttl,
+        );
+        let _ = self.ports().mailer.send(email).await;
+        Ok(())
+    }
+
+    /// The unused, unexpired token for `purpose` and the live account it belongs to.
+    async fn valid_token(
+        &self,
+        purpose: TokenPurpose,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(OneTimeToken, User), IdentityError> {
+        let digests = self.ports().secrets.digests(token);
+        let found = self
+            .ports()
+            .one_time_tokens
+            .find(purpose, &digests)
+            .await?
+            .filter(|t| t.used_at.is_none() && t.expires_at > now)
+            .ok_or(IdentityError::InvalidOneTimeToken)?;
+        let user = self
+            .ports()
+            .users
+            .find(found.user_id)
+            .await?
+            .filter(|u| u.deleted_at.is_none())
+            .ok_or(IdentityError::InvalidOneTimeToken)?;
+        Ok((found, user))
+    }
+
+    /// Marks the token used in `tx`; fails when a concurrent request used it first.
+    async fn consume(
+        &self,
+        tx: &mut dyn Transaction,
+        token: &OneTimeToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), IdentityError> {
+        if self
+            .ports()
+            .one_time_tokens
+            .consume(tx, token.id, now)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(IdentityError::InvalidOneTimeToken)
+        }
+    }
+
+    /// Sets a new password with a reset token; the token works once, and every session of the
+    /// account ends. A new password that breaks the policy leaves the token usable.
+    pub async fn reset_password(&self, token: &str, new: &str) -> Result<(), IdentityError> {
+        let now = self.ports().clock.now();
+        let (found, user) = self
+            .valid_token(TokenPurpose::PasswordReset, token, now)
+            .await?;
+        let mut errors = FieldErrors::new();
+        self.settings()
+            .password
+            .check(new, Some(&user.email), "new_password", &mut errors);
+        errors.into_result()?;
+        let password_hash = self
+            .ports()
+            .hasher
+            .hash(new)
+            .await
+            .map_err(DomainError::Internal)?;
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        self.consume(tx.as_mut(), &found, now).await?;
+        let user = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), user.id)
+            .await?
+            .ok_or(IdentityError::InvalidOneTimeToken)?;
+        let user_id = user.id;
+        let email = user.email.clone();
+        let revoked = self
+            .set_password(
+                tx.as_mut(),
+                user,
+                password_hash,
+                None,
+                "password_reset",
+                now,
+            )
+            .await?;
+        tx.commit().await?;
+        self.identity.forget(Some(user_id), &revoked).await;
+        // A successful reset also lifts any login backoff on the address.
+        let _ = self
+            .ports()
+            .counters
+            .clear(&format!("identity:login-lock:{}", email.as_str()))
+            .await;
+        Ok(())
+    }
+
+    /// Mails the caller a verification link (nothing to do when already verified).
+    pub async fn request_email_verification(&self) -> Result<(), IdentityError> {
+        let user = self.own_account().await?;
+        if user.email_verified_at.is_some() {
+            return Ok(());
+        }
+        self.identity
+            .within_quota(
+                &format!("identity:verify:{}", user.id),
+                super::VERIFY_PER_USER,
+            )
+            .await?;
+        self.send_verification(&user).await
+    }
+
+    /// Confirms an email address with a verification token (works once).
+    pub async fn confirm_email(&self, token: &str) -> Result<(), IdentityError> {
+        let now = self.ports().clock.now();
+        let (found, user) = self
+            .valid_token(TokenPurpose::EmailVerification, token, now)
+            .await?;
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        self.consume(tx.as_mut(), &found, now).await?;
+        let mut user = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), user.id)
+            .await?
+            .ok_or(IdentityError::InvalidOneTimeToken)?;
+        user.email_verified_at = Some(now);
+        if user.status == UserStatus::PendingVerification {
+            user.status = UserStatus::Active;
+        }
+        user.updated_at = now;
+        self.ports().users.update(tx.as_mut(), &user).await?;
+        let entry = NewActivity::new("auth.email_verified", "user", now)
+            .resource(user.id)
+            .subject(user.id);
+        self.identity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
+        tx.commit().await?;
+        self.identity.forget(Some(user.id), &[]).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,617 @@
+//! Administration: accounts, role grants, roles and the permission catalogue, and the
+//! bootstrap of RBAC and the first administrator.
+
+use std::collections::BTreeSet;
+
+use keel_kernel::validation::FieldErrors;
+use keel_kernel::{
+    DomainError, ListQuery, NewActivity, Page, Permission, PermissionDef, PermissionSet, RepoError,
+    Transaction, UserId,
+};
+use serde_json::json;
+
+use super::IdentityService;
+use crate::error::IdentityError;
+use crate::model::{
+    ADMIN_ROLE, Email, MEMBER_ROLE, PermissionInfo, ROLE_NAME_MAX_CHARS, Role, RoleId, User,
+    UserStatus,
+};
+use crate::policy::{MEMBER_DEFAULTS, ROLES_READ, ROLES_WRITE, USERS_READ, USERS_WRITE};
+
+/// An account with its roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserWithRoles {
+    /// The account.
+    pub user: User,
+    /// Its roles.
+    pub roles: Vec<Role>,
+}
+
+/// An administrator's change to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserPatch {
+    /// New display name; `Some(None)` clears it.
+    pub full_name: Option<Option<String>>,
+    /// New status.
+    pub status: Option<UserStatus>,
+}
+
+fn check_role_name(name: &str, errors: &mut FieldErrors) -> String {
+    let name = name.trim().to_owned();
+    let valid = !name.is_empty()
+        && name.len() <= ROLE_NAME_MAX_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid {
+        errors.add(
+            "name",
+            "format",
+            format!(
+                "must be 1 to {ROLE_NAME_MAX_CHARS} characters: lowercase letters, digits, _ and -"
+            ),
+        );
+    }
+    name
+}
+
+impl IdentityService<'_> {
+    fn require(&self, permission: &Permission) -> Result<(), IdentityError> {
+        Ok(self.caller.actor.require(permission)?)
+    }
+
+    async fn admin_role(&self) -> Result<Role, IdentityError> {
+        self.ports()
+            .roles
+            .find_by_name(ADMIN_ROLE)
+            .await?
+            .ok_or_else(|| {
+                DomainError::internal("the admin role is missing; RBAC was not seeded").into()
+            })
+    }
+
+    /// Fails with [`IdentityError::LastAdmin`] when `user` is the only active administrator.
+    /// Runs after the user row is locked in `tx`, so two administrators demoting each other
+    /// concurrently cannot both succeed.
+    async fn ensure_not_last_admin(
+        &self,
+        tx: &mut dyn Transaction,
+        user: &User,
+    ) -> Result<(), IdentityError> {
+        let admin = self.admin_role().await?;
+        let is_admin = self
+            .ports()
+            .users
+            .roles_of(user.id)
+            .await?
+            .iter()
+            .any(|r| r.id == admin.id);
+        if is_admin && user.can_sign_in() && user.status == UserStatus::Active {
+            self.ports().roles.lock(tx, admin.id).await?;
+            let active_admins = self
+                .ports()
+                .users
+                .count_active_with_role(tx, admin.id)
+                .await?;
+            if active_admins <= 1 {
+                return Err(IdentityError::LastAdmin);
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of accounts (`users:read`).
+    pub async fn list_users(&self, query: ListQuery) -> Result<Page<User>, IdentityError> {
+        self.require(&USERS_READ)?;
+        Ok(self.ports().users.list(&query).await?)
+    }
+
+    /// One account with its roles (`users:read`), deleted or not.
+    pub async fn get_user(&self, id: UserId) -> Result<UserWithRoles, IdentityError> {
+        self.require(&USERS_READ)?;
+        let user = self
+            .ports()
+            .users
+            .find(id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        let roles = self.ports().users.roles_of(id).await?;
+        Ok(UserWithRoles { user, roles })
+    }
+
+    /// Changes an account's name or status (`users:write`). Suspending or deactivating ends
+    /// every session of the account at once.
+    pub async fn update_user(
+        &self,
+        id: UserId,
+        patch: UserPatch,
+    ) -> Result<UserWithRoles, IdentityError> {
+        self.require(&USERS_WRITE)?;
+        let mut errors = FieldErrors::new();
+        let full_name = patch
+            .full_name
+            .as_ref()
+            .map(|name| super::auth::check_full_name(name.as_deref(), &mut errors));
+        errors.into_result()?;
+        let now = self.ports().clock.now();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        let mut user = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        let mut changes = serde_json::Map::new();
+        let mut revoked = Vec::new();
+        if let Some(full_name) = full_name
+            && full_name != user.full_name
+        {
+            changes.insert("full_name".into(), json!({ "changed": true }));
+            user.full_name = full_name;
+        }
+        if let Some(status) = patch.status
+            && status != user.status
+        {
+            if !status.can_sign_in() {
+                self.ensure_not_last_admin(tx.as_mut(), &user).await?;
+            }
+            changes.insert(
+                "status".into(),
+                json!({ "from": user.status.as_str(), "to": status.as_str() }),
+            );
+            user.status = status;
+            if !status.can_sign_in() {
+                revoked = self
+                    .ports()
+                    .sessions
+                    .revoke_all(tx.as_mut(), id, None, status.as_str(), now)
+                    .await?;
+            }
+        }
+        if !changes.is_empty() {
+            user.updated_at = now;
+            self.ports().users.update(tx.as_mut(), &user).await?;
+            let entry = NewActivity::new("user.updated", "user", now)
+                .resource(id)
+                .subject(id)
+                .changes(serde_json::Value::Object(changes));
+            self.identity
+                .record(tx.as_mut(), self.caller, entry)
+                .await?;
+            tx.commit().await?;
+            self.identity.forget(Some(id), &revoked).await;
+        }
+        self.get_user(id).await
+    }
+
+    /// Soft-deletes an account (`users:write`); it cannot sign in until restored.
+    pub async fn delete_user(&self, id: UserId) -> Result<(), IdentityError> {
+        self.require(&USERS_WRITE)?;
+        let now = self.ports().clock.now();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        let mut user = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), id)
+            .await?
+            .filter(|u| u.deleted_at.is_none())
+            .ok_or(IdentityError::NotFound("user"))?;
+        self.ensure_not_last_admin(tx.as_mut(), &user).await?;
+        user.deleted_at = Some(now);
+        user.updated_at = now;
+        self.ports().users.update(tx.as_mut(), &user).await?;
+        let revoked = self
+            .ports()
+            .sessions
+            .revoke_all(tx.as_mut(), id, None, "account_deleted", now)
+            .await?;
+        let entry = NewActivity::new("user.deleted", "user", now)
+            .resource(id)
+            .subject(id);
+        self.identity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
+        tx.commit().await?;
+        self.identity.forget(Some(id), &revoked).await;
+        Ok(())
+    }
+
+    /// Restores a soft-deleted account (`users:write`).
+    pub async fn restore_user(&self, id: UserId) -> Result<UserWithRoles, IdentityError> {
+        self.require(&USERS_WRITE)?;
+        let now = self.ports().clock.now();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        let mut user = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        if user.deleted_at.is_some() {
+            user.deleted_at = None;
+            user.updated_at = now;
+            self.ports().users.update(tx.as_mut(), &user).await?;
+            let entry = NewActivity::new("user.restored", "user", now)
+                .resource(id)
+                .subject(id);
+            self.identity
+                .record(tx.as_mut(), self.caller, entry)
+                .await?;
+            tx.commit().await?;
+            self.identity.forget(Some(id), &[]).await;
+        }
+        self.get_user(id).await
+    }
+
+    /// Grants a role (`users:write`).
+    pub async fn grant_role(
+        &self,
+        user: UserId,
+        role: RoleId,
+    ) -> Result<UserWithRoles, IdentityError> {
+        self.require(&USERS_WRITE)?;
+        let role = self
+            .ports()
+            .roles
+            .find(role)
+            .await?
+            .ok_or(IdentityError::NotFound("role"))?;
+        let now = self.ports().clock.now();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        self.ports()
+            .users
+            .find_for_update(tx.as_mut(), user)
+            .await?
+            .filter(|u| u.deleted_at.is_none())
+            .ok_or(IdentityError::NotFound("user"))?;
+        if self
+            .ports()
+            .users
+            .grant_role(tx.as_mut(), user, role.id, now)
+            .await?
+        {
+            let entry = NewActivity::new("user.role_granted", "user", now)
+                .resource(user)
+                .subject(user)
+                .changes(json!({ "role": role.name }));
+            self.identity
+                .record(tx.as_mut(), self.caller, entry)
+                .await?;
+            tx.commit().await?;
+            self.identity.forget(Some(user), &[]).await;
+        }
+        self.get_user(user).await
+    }
+
+    /// Revokes a role (`users:write`); the last active administrator keeps `admin`.
+    pub async fn revoke_role(&self, user: UserId, role: RoleId) -> Result<(), IdentityError> {
+        self.require(&USERS_WRITE)?;
+        let role = self
+            .ports()
+            .roles
+            .find(role)
+            .await?
+            .ok_or(IdentityError::NotFound("role"))?;
+        let now = self.ports().clock.now();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        let account = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), user)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        if role.name == ADMIN_ROLE {
+            self.ensure_not_last_admin(tx.as_mut(), &account).await?;
+        }
+        if !self
+            .ports()
+            .users
+            .revoke_role(tx.as_mut(), user, role.id)
+            .await?
+        {
+            return Err(IdentityError::NotFound("role grant"));
+        }
+        let entry = NewActivity::new("user.role_revoked", "user", now)
+            .resource(user)
+            .subject(user)
+            .changes(json!({ "role": role.name }));
+        self.identity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
+        tx.commit().await?;
+        self.identity.forget(Some(user), &[]).await;
+        Ok(())
+    }
+
+    /// Every role (`roles:read`).
+    pub async fn list_roles(&self) -> Result<Vec<Role>, IdentityError> {
+        self.require(&ROLES_READ)?;
+        Ok(self.ports().roles.list().await?)
+    }
+
+    /// The permission catalogue (`roles:read`).
+    pub async fn list_permissions(&self) -> Result<Vec<PermissionInfo>, IdentityError> {
+        self.require(&ROLES_READ)?;
+        Ok(self.ports().roles.list_permissions().await?)
+    }
+
+    /// Checks that every name is a catalogued permission; errors name `permissions[i]`.
+    async fn catalogued(&self, names: &[String]) -> Result<PermissionSet, IdentityError> {
+        let catalog: BTreeSet<String> = self
+            .ports()
+            .roles
+            .list_permissions()
+            .await?
+            .into_iter()
+            .map(|p| p.name.to_string())
+            .collect();
+        let mut errors = FieldErrors::new();
+        let mut set = PermissionSet::empty();
+        for (i, name) in names.iter().enumerate() {
+            match Permission::parse(name) {
+                Ok(permission) if catalog.contains(permission.as_str()) => set.insert(permission),
+                _ => errors.add(
+                    format!("permissions[{i}]"),
+                    "unknown_permission",
+                    format!("`{name}` is not a permission; see GET /api/v1/permissions"),
+                ),
+            }
+        }
+        errors.into_result()?;
+        Ok(set)
+    }
+
+    /// Creates a role (`roles:write`).
+    pub async fn create_role(
+        &self,
+        name: &str,
+        description: Option<String>,
+        permissions: &[String],
+    ) -> Result<Role, IdentityError> {
+        self.require(&ROLES_WRITE)?;
+        let mut errors = FieldErrors::new();
+        let name = check_role_name(name, &mut errors);
+        let description = description.unwrap_or_default().trim().to_owned();
+        if description.chars().count() > 500 {
+            errors.add(
+                "description",
+                "length",
+                "must be at most 500 characters long",
+            );
+        }
+        errors.into_result()?;
+        let permissions = self.catalogued(permissions).await?;
+        let now = self.ports().clock.now();
+        let role = Role {
+            id: RoleId::new(),
+            name: name.clone(),
+            description,
+            is_system: false,
+            permissions: permissions.iter().cloned().collect(),
+            created_at: now,
+        };
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        self.ports()
+            .roles
+            .insert(tx.as_mut(), &role)
+            .await
+            .map_err(|e| match e {
+                RepoError::UniqueViolation { .. } => IdentityError::RoleNameTaken(name.clone()),
+                other => other.into(),
+            })?;
+        let entry = NewActivity::new("role.created", "role", now)
+            .resource(role.id)
+            .changes(json!({ "name": role.name, "permissions": permissions }));
+        self.identity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
+        tx.commit().await?;
+        Ok(role)
+    }
+
+    /// Replaces a role's permissions (`roles:write`); `admin` always holds every permission.
+    /// Holders' cached permissions are dropped, so the change applies to their next request.
+    pub async fn set_role_permissions(
+        &self,
+        id: RoleId,
+        permissions: &[String],
+    ) -> Result<Role, IdentityError> {
+        self.require(&ROLES_WRITE)?;
+        let role = self
+            .ports()
+            .roles
+            .find(id)
+            .await?
+            .ok_or(IdentityError::NotFound("role"))?;
+        if role.name == ADMIN_ROLE {
+            return Err(IdentityError::SystemRole(role.name));
+        }
+        let permissions = self.catalogued(permissions).await?;
+        let before: PermissionSet = role.permissions.iter().cloned().collect();
+        let added: Vec<String> = permissions
+            .iter()
+            .filter(|p| !before.contains(p))
+            .map(ToString::to_string)
+            .collect();
+        let removed: Vec<String> = before
+            .iter()
+            .filter(|p| !permissions.contains(p))
+            .map(ToString::to_string)
+            .collect();
+        let now = self.ports().clock.now();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        self.ports()
+            .roles
+            .set_permissions(tx.as_mut(), id, &permissions)
+            .await?;
+        let entry = NewActivity::new("role.permissions_changed", "role", now)
+            .resource(id)
+            .changes(json!({ "added": added, "removed": removed }));
+        self.identity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
+        tx.commit().await?;
+        for holder in self.ports().users.holders_of(id).await? {
+            self.identity.forget(Some(holder), &[]).await;
+        }
+        self.ports()
+            .roles
+            .find(id)
+            .await?
+            .ok_or(IdentityError::NotFound("role"))
+    }
+
+    /// Keel's own bookkeeping at startup (system caller): stores the permission catalogue,
+    /// creates `admin` and `member` when missing, gives `admin` every permission and `member`
+    /// its defaults (adding, never removing). Idempotent.
+    pub async fn sync_rbac(&self, catalog: &[PermissionDef]) -> Result<(), IdentityError> {
+        self.require(&ROLES_WRITE)?;
+        let now = self.ports().clock.now();
+        let infos: Vec<PermissionInfo> = catalog
+            .iter()
+            .map(|def| PermissionInfo {
+                name: def.permission.clone(),
+                description: def.description.to_owned(),
+            })
+            .collect();
+        let everything: PermissionSet = catalog.iter().map(|d| d.permission.clone()).collect();
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        self.ports()
+            .roles
+            .upsert_permissions(tx.as_mut(), &infos)
+            .await?;
+        for (name, description) in [
+            (ADMIN_ROLE, "Every permission Keel defines"),
+            (MEMBER_ROLE, "Every signed-up account"),
+        ] {
+            let existing = self.ports().roles.find_by_name(name).await?;
+            let role = match existing {
+                Some(role) => role,
+                None => {
+                    let role = Role {
+                        id: RoleId::new(),
+                        name: name.to_owned(),
+                        description: description.to_owned(),
+                        is_system: true,
+                        permissions: Vec::new(),
+                        created_at: now,
+                    };
+                    self.ports().roles.insert(tx.as_mut(), &role).await?;
+                    role
+                }
+            };
+            let mut wanted: PermissionSet = if name == ADMIN_ROLE {
+                everything.clone()
+            } else {
+                role.permissions.iter().cloned().collect()
+            };
+            if name == MEMBER_ROLE {
+                for permission in MEMBER_DEFAULTS {
+                    wanted.insert(permission.clone());
+                }
+            }
+            let current: PermissionSet = role.permissions.iter().cloned().collect();
+            if wanted != current {
+                self.ports()
+                    .roles
+                    .set_permissions(tx.as_mut(), role.id, &wanted)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates an active, verified administrator (system caller: `api create-admin` and the
+    /// `bootstrap.admin_*` settings).
+    pub async fn create_admin(&self, email: &str, password: &str) -> Result<User, IdentityError> {
+        self.require(&USERS_WRITE)?;
+        let mut errors = FieldErrors::new();
+        let parsed = Email::parse(email)
+            .map_err(|message| errors.add("email", "format", message))
+            .ok();
+        self.settings()
+            .password
+            .check(password, parsed.as_ref(), "password", &mut errors);
+        errors.into_result()?;
+        let Some(email) = parsed else {
+            return Err(
+                DomainError::invalid("email", "format", "must be a valid email address").into(),
+            );
+        };
+        if self.ports().users.find_by_email(&email).await?.is_some() {
+            return Err(IdentityError::EmailTaken);
+        }
+        let password_hash = self
+            .ports()
+            .hasher
+            .hash(password)
+            .await
+            .map_err(DomainError::Internal)?;
+        let admin = self.admin_role().await?;
+        let member = self
+            .ports()
+            .roles
+            .find_by_name(MEMBER_ROLE)
+            .await?
+            .ok_or_else(|| DomainError::internal("the member role is missing"))?;
+        let now = self.ports().clock.now();
+        let user = User {
+            id: UserId::new(),
+            email,
+            full_name: None,
+            password_hash,
+            status: UserStatus::Active,
+            email_verified_at: Some(now),
+            password_changed_at: now,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        self.ports()
+            .users
+            .insert(tx.as_mut(), &user)
+            .await
+            .map_err(|e| match e {
+                RepoError::UniqueViolation { .. } => IdentityError::EmailTaken,
+                other => other.into(),
+            })?;
+        for role in [&admin, &member] {
+            self.ports()
+                .users
+                .grant_role(tx.as_mut(), user.id, role.id, now)
+                .await?;
+        }
+        let entry = NewActivity::new("user.admin_created", "user", now)
+            .resource(user.id)
+            .subject(user.id)
+            .changes(json!({ "email": user.email.as_str() }));
+        self.identity
+            .record(tx.as_mut(), self.caller, entry)
+            .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Creates the configured first administrator unless an active administrator exists.
+    /// Returns the account when one was created.
+    pub async fn bootstrap_admin(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<Option<User>, IdentityError> {
+        let admin = self.admin_role().await?;
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        let admins = self
+            .ports()
+            .users
+            .count_active_with_role(tx.as_mut(), admin.id)
+            .await?;
+        drop(tx);
+        if admins > 0 {
+            return Ok(None);
+        }
+        self.create_admin(email, password).await.map(Some)
+    }
+}

@@ -1,0 +1,304 @@
+//! Identity use cases.
+//!
+//! [`Identity`] holds the ports; [`Identity::for_caller`] binds them to one caller. Every use
+//! case checks its permission first (deny by default), validates, runs its writes in one
+//! transaction together with their activity entry, and invalidates cached session state after
+//! the commit.
+
+mod account;
+mod admin;
+mod api_keys;
+mod auth;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_kernel::activity::ActivityLog;
+use keel_kernel::auth::SYSTEM;
+use keel_kernel::mail::Mailer;
+use keel_kernel::throttle::{Cache, Counters, Quota, check};
+use keel_kernel::{
+    Caller, Clock, NewActivity, PermissionSet, SessionId, Transaction, UnitOfWork, UserId,
+};
+use serde::{Deserialize, Serialize};
+
+pub use account::Me;
+pub use admin::{UserPatch, UserWithRoles};
+pub use api_keys::{NewApiKey, NewApiKeyRequest};
+pub use auth::{Registration, SessionView, Tokens};
+
+use crate::error::IdentityError;
+use crate::password::PasswordPolicy;
+use crate::ports::{AccessTokens, PasswordHasher, Secrets};
+use crate::repository::{
+    ApiKeyRepository, OneTimeTokenRepository, RoleRepository, SessionRepository, UserRepository,
+};
+
+/// Every port identity uses.
+#[derive(Debug)]
+pub struct IdentityPorts {
+    /// Accounts.
+    pub users: Arc<dyn UserRepository>,
+    /// Roles and the permission catalogue.
+    pub roles: Arc<dyn RoleRepository>,
+    /// Sessions and refresh tokens.
+    pub sessions: Arc<dyn SessionRepository>,
+    /// Reset and verification tokens.
+    pub one_time_tokens: Arc<dyn OneTimeTokenRepository>,
+    /// API keys.
+    pub api_keys: Arc<dyn ApiKeyRepository>,
+    /// Transactions.
+    pub unit_of_work: Arc<dyn UnitOfWork>,
+    /// The activity log.
+    pub activity: Arc<dyn ActivityLog>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Password hashing.
+    pub hasher: Arc<dyn PasswordHasher>,
+    /// Access tokens.
+    pub access_tokens: Arc<dyn AccessTokens>,
+    /// Random tokens and digests.
+    pub secrets: Arc<dyn Secrets>,
+    /// Rate-limit and backoff counters.
+    pub counters: Arc<dyn Counters>,
+    /// The session-state cache.
+    pub cache: Arc<dyn Cache>,
+    /// Outgoing mail.
+    pub mailer: Arc<dyn Mailer>,
+}
+
+/// Identity's tunables, from the `auth` and `app` configuration sections.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// Password length bounds.
+    pub password: PasswordPolicy,
+    /// A session's refresh token must be used within this long (sliding).
+    pub refresh_idle_ttl: Duration,
+    /// A session ends this long after sign-in, however often it is refreshed.
+    pub refresh_max_ttl: Duration,
+    /// How long session and account state may be served from the cache.
+    pub session_cache_ttl: Duration,
+    /// Lifetime of password-reset links.
+    pub reset_token_ttl: Duration,
+    /// Lifetime of email-verification links.
+    pub verification_token_ttl: Duration,
+    /// New accounts start as `pending_verification` and are sent a verification mail.
+    pub require_email_verification: bool,
+    /// Consecutive failed logins for one email before backoff starts.
+    pub login_backoff_after: u32,
+    /// Base URL of links in mails.
+    pub public_url: String,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            password: PasswordPolicy::default(),
+            refresh_idle_ttl: Duration::from_secs(14 * 24 * 3600),
+            refresh_max_ttl: Duration::from_secs(90 * 24 * 3600),
+            session_cache_ttl: Duration::from_secs(10),
+            reset_token_ttl: Duration::from_secs(30 * 60),
+            verification_token_ttl: Duration::from_secs(24 * 3600),
+            require_email_verification: false,
+            login_backoff_after: 5,
+            public_url: "http://127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+/// Per-account quotas (per-IP quotas are applied at the HTTP edge).
+const REGISTER_PER_EMAIL: Quota = Quota::per_hour(10);
+const FORGOT_PER_EMAIL: Quota = Quota::per_hour(5);
+const VERIFY_PER_USER: Quota = Quota::per_hour(5);
+const REFRESH_PER_USER: Quota = Quota::per_minute(120);
+
+/// The identity service's dependencies; cheap to clone and shared by every request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    ports: Arc<IdentityPorts>,
+    settings: Arc<IdentitySettings>,
+}
+
+/// Identity use cases bound to one caller.
+#[derive(Debug)]
+pub struct IdentityService<'a> {
+    identity: &'a Identity,
+    caller: &'a Caller,
+}
+
+/// Account state as the per-request check needs it; cached for `session_cache_ttl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UserState {
+    can_sign_in: bool,
+    permissions: Vec<String>,
+}
+
+impl UserState {
+    fn permissions(&self) -> PermissionSet {
+        self.permissions
+            .iter()
+            .filter_map(|p| keel_kernel::Permission::parse(p).ok())
+            .collect()
+    }
+}
+
+fn user_key(user: UserId) -> String {
+    format!("identity:user:{user}")
+}
+
+fn session_key(session: SessionId) -> String {
+    format!("identity:session:{session}")
+}
+
+impl Identity {
+    /// Wires identity to its ports.
+    pub fn new(ports: IdentityPorts, settings: IdentitySettings) -> Self {
+        Self {
+            ports: Arc::new(ports),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The use cases as `caller` may run them.
+    pub fn for_caller<'a>(&'a self, caller: &'a Caller) -> IdentityService<'a> {
+        IdentityService {
+            identity: self,
+            caller,
+        }
+    }
+
+    /// The use cases run by Keel itself (bootstrap, seeding): every permission.
+    pub fn for_system(&self) -> IdentityService<'_> {
+        self.for_caller(&SYSTEM)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &IdentitySettings {
+        &self.settings
+    }
+
+    /// Account state, from the cache when fresh.
+    async fn user_state(&self, user: UserId) -> Result<Option<UserState>, IdentityError> {
+        let key = user_key(user);
+        if let Ok(Some(bytes)) = self.ports.cache.get(&key).await
+            && let Ok(state) = serde_json::from_slice::<UserState>(&bytes)
+        {
+            return Ok(Some(state));
+        }
+        let Some(account) = self.ports.users.find(user).await? else {
+            return Ok(None);
+        };
+        let permissions = self.ports.users.permissions_of(user).await?;
+        let state = UserState {
+            can_sign_in: account.can_sign_in(),
+            permissions: permissions.iter().map(ToString::to_string).collect(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&state) {
+            // A cache outage only costs a database read per request.
+            let _ = self
+                .ports
+                .cache
+                .set(&key, bytes, self.settings.session_cache_ttl)
+                .await;
+        }
+        Ok(Some(state))
+    }
+
+    /// Whether `session` (of `user`) still honours access tokens, from the cache when fresh.
+    async fn session_is_live(
+        &self,
+        session: SessionId,
+        user: UserId,
+    ) -> Result<bool, IdentityError> {
+        let key = session_key(session);
+        if let Ok(Some(bytes)) = self.ports.cache.get(&key).await {
+            return Ok(bytes == user.to_string().as_bytes());
+        }
+        let now = self.ports.clock.now();
+        let live = self
+            .ports
+            .sessions
+            .find(session)
+            .await?
+            .is_some_and(|s| s.user_id == user && s.is_live(now));
+        if live {
+            let _ = self
+                .ports
+                .cache
+                .set(
+                    &key,
+                    user.to_string().into_bytes(),
+                    self.settings.session_cache_ttl,
+                )
+                .await;
+        }
+        Ok(live)
+    }
+
+    /// Drops cached state so the next request re-reads it (call after the commit).
+    async fn forget(&self, user: Option<UserId>, sessions: &[SessionId]) {
+        if let Some(user) = user {
+            let _ = self.ports.cache.delete(&user_key(user)).await;
+        }
+        for session in sessions {
+            let _ = self.ports.cache.delete(&session_key(*session)).await;
+        }
+    }
+
+    /// Counts a hit against a per-account quota; fails open when the counter store is down.
+    async fn within_quota(&self, key: &str, quota: Quota) -> Result<(), IdentityError> {
+        match check(self.ports.counters.as_ref(), key, quota).await {
+            Ok(decision) => decision
+                .into_result()
+                .map(drop)
+                .map_err(IdentityError::from),
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn record(
+        &self,
+        tx: &mut dyn Transaction,
+        caller: &Caller,
+        entry: NewActivity,
+    ) -> Result<(), IdentityError> {
+        Ok(self.ports.activity.record(tx, caller, entry).await?)
+    }
+
+    /// Records an entry in a transaction of its own (events that change nothing else).
+    async fn record_alone(&self, caller: &Caller, entry: NewActivity) -> Result<(), IdentityError> {
+        let mut tx = self.ports.unit_of_work.begin().await?;
+        self.record(tx.as_mut(), caller, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl IdentityService<'_> {
+    fn ports(&self) -> &IdentityPorts {
+        &self.identity.ports
+    }
+
+    fn settings(&self) -> &IdentitySettings {
+        &self.identity.settings
+    }
+
+    /// The signed-in user, or 401.
+    fn user_id(&self) -> Result<UserId, IdentityError> {
+        self.caller.actor.user_id().ok_or(IdentityError::Rejected(
+            keel_kernel::DomainError::Unauthenticated,
+        ))
+    }
+
+    /// The caller's session, or an error when signed in with an API key (or not at all).
+    fn session_id(&self) -> Result<SessionId, IdentityError> {
+        self.user_id()?;
+        self.caller
+            .actor
+            .session_id()
+            .ok_or(IdentityError::SessionRequired)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,540 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use futures_executor::block_on;
+use keel_kernel::{Actor, Caller, DomainError, ManualClock, Origin, PermissionDef};
+
+use super::*;
+use crate::model::{ADMIN_ROLE, MEMBER_ROLE, UserStatus};
+use crate::policy::{API_KEYS_MANAGE, PERMISSIONS, USERS_READ};
+use crate::testing::{Fakes, fakes};
+
+const PASSWORD: &str = "plum-orbit-kettle-7";
+
+struct World {
+    identity: Identity,
+    fakes: Fakes,
+    clock: Arc<ManualClock>,
+}
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-05-01T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn world() -> World {
+    let clock = Arc::new(ManualClock::new(start()));
+    let fakes = fakes(clock.clone());
+    // The ports are moved into Identity; the handles in `fakes` stay for assertions.
+    let ports = IdentityPorts {
+        users: fakes.ports.users.clone(),
+        roles: fakes.ports.roles.clone(),
+        sessions: fakes.ports.sessions.clone(),
+        one_time_tokens: fakes.ports.one_time_tokens.clone(),
+        api_keys: fakes.ports.api_keys.clone(),
+        unit_of_work: fakes.ports.unit_of_work.clone(),
+        activity: fakes.ports.activity.clone(),
+        clock: fakes.ports.clock.clone(),
+        hasher: fakes.ports.hasher.clone(),
+        access_tokens: fakes.ports.access_tokens.clone(),
+        secrets: fakes.ports.secrets.clone(),
+        counters: fakes.ports.counters.clone(),
+        cache: fakes.ports.cache.clone(),
+        mailer: fakes.ports.mailer.clone(),
+    };
+    let identity = Identity::new(ports, IdentitySettings::default());
+    block_on(identity.for_system().sync_rbac(&catalog())).unwrap();
+    World {
+        identity,
+        fakes,
+        clock,
+    }
+}
+
+/// Identity's permissions plus one from another domain.
+fn catalog() -> Vec<PermissionDef> {
+    PERMISSIONS
+        .iter()
+        .cloned()
+        .chain([PermissionDef::new(
+            keel_kernel::Permission::from_static("widgets:write"),
+            "test",
+        )])
+        .collect()
+}
+
+fn anonymous() -> Caller {
+    Caller {
+        actor: Actor::Anonymous,
+        origin: Origin {
+            ip: Some("203.0.113.9".parse().unwrap()),
+            user_agent: Some("test-agent".into()),
+            request_id: Some("req-1".into()),
+        },
+    }
+}
+
+fn domain(error: IdentityError) -> DomainError {
+    error.into()
+}
+
+impl World {
+    fn register(&self, email: &str) -> crate::model::User {
+        block_on(
+            self.identity
+                .for_caller(&anonymous())
+                .register(Registration {
+                    email: email.into(),
+                    password: PASSWORD.into(),
+                    full_name: Some("Test User".into()),
+                }),
+        )
+        .unwrap()
+    }
+
+    fn login(&self, email: &str) -> Tokens {
+        block_on(
+            self.identity
+                .for_caller(&anonymous())
+                .login(email, PASSWORD),
+        )
+        .unwrap()
+    }
+
+    fn caller(&self, tokens: &Tokens) -> Caller {
+        let actor = block_on(self.identity.authenticate_bearer(&tokens.access_token)).unwrap();
+        Caller::new(actor)
+    }
+
+    fn admin(&self) -> (crate::model::User, Caller) {
+        let user = block_on(
+            self.identity
+                .for_system()
+                .create_admin("root@example.com", PASSWORD),
+        )
+        .unwrap();
+        let tokens = self.login("root@example.com");
+        (user, self.caller(&tokens))
+    }
+}
+
+#[test]
+fn registration_validates_normalises_and_grants_member() {
+    let w = world();
+    let err = block_on(w.identity.for_caller(&anonymous()).register(Registration {
+        email: "not-an-email".into(),
+        password: "password1234".into(),
+        full_name: Some("x".repeat(201)),
+    }))
+    .unwrap_err();
+    let DomainError::Validation(errors) = domain(err) else {
+        panic!("expected validation")
+    };
+    let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["email", "full_name", "password"]);
+
+    let user = w.register("  Ada@Example.com ");
+    assert_eq!(user.email.as_str(), "ada@example.com");
+    assert_eq!(user.status, UserStatus::Active);
+    let roles: Vec<String> = block_on(w.fakes.ports.users.roles_of(user.id))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(roles, [MEMBER_ROLE]);
+    assert!(matches!(
+        block_on(w.identity.for_caller(&anonymous()).register(Registration {
+            email: "ADA@example.com".into(),
+            password: PASSWORD.into(),
+            full_name: None,
+        })),
+        Err(IdentityError::EmailTaken)
+    ));
+    assert!(w.fakes.activity.actions().contains(&"user.registered"));
+}
+
+#[test]
+fn wrong_password_and_unknown_email_are_indistinguishable() {
+    let w = world();
+    w.register("ada@example.com");
+    let visitor = anonymous();
+    let service = w.identity.for_caller(&visitor);
+    let wrong = block_on(service.login("ada@example.com", "not-the-password")).unwrap_err();
+    let unknown = block_on(service.login("nobody@example.com", PASSWORD)).unwrap_err();
+    assert_eq!(
+        format!("{:?}", domain(wrong)),
+        format!("{:?}", domain(unknown))
+    );
+    // Both paths verified a password (the unknown one against the dummy hash).
+    assert_eq!(w.fakes.hasher.verifications(), 2);
+}
+
+#[test]
+fn repeated_failures_back_off_exponentially_and_success_resets() {
+    let w = world();
+    w.register("ada@example.com");
+    let visitor = anonymous();
+    let service = w.identity.for_caller(&visitor);
+    for _ in 0..5 {
+        assert!(matches!(
+            block_on(service.login("ada@example.com", "wrong-password-x")),
+            Err(IdentityError::InvalidCredentials)
+        ));
+    }
+    // The sixth attempt is refused outright, even with the right password.
+    match domain(block_on(service.login("ada@example.com", PASSWORD)).unwrap_err()) {
+        DomainError::RateLimited { retry_after } => assert!(retry_after.as_secs() >= 1),
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    // Unknown emails back off the same way (no enumeration through 429s).
+    for _ in 0..5 {
+        let _ = block_on(service.login("ghost@example.com", "wrong-password-x"));
+    }
+    assert!(matches!(
+        domain(block_on(service.login("ghost@example.com", "x")).unwrap_err()),
+        DomainError::RateLimited { .. }
+    ));
+}
+
+#[test]
+fn login_opens_a_session_with_its_origin_and_rehashes_old_hashes() {
+    let w = world();
+    let user = w.register("ada@example.com");
+    // Pretend the stored hash was made with outdated parameters.
+    {
+        let mut outdated = user.clone();
+        outdated.password_hash = format!("old${PASSWORD}");
+        let mut tx = block_on(w.fakes.ports.unit_of_work.begin()).unwrap();
+        block_on(w.fakes.ports.users.update(tx.as_mut(), &outdated)).unwrap();
+    }
+    let tokens = w.login("ada@example.com");
+    assert_eq!(tokens.expires_in, 900);
+    let session = &w.fakes.store.sessions()[0];
+    assert_eq!(session.ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(session.user_agent.as_deref(), Some("test-agent"));
+    let stored = block_on(w.fakes.ports.users.find(user.id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.password_hash,
+        format!("fake${PASSWORD}"),
+        "rehashed on login"
+    );
+    let caller = w.caller(&tokens);
+    assert_eq!(caller.actor.user_id(), Some(user.id));
+    assert!(caller.actor.can(&API_KEYS_MANAGE), "member permissions");
+}
+
+#[test]
+fn refresh_rotates_and_reuse_kills_the_whole_session() {
+    let w = world();
+    w.register("ada@example.com");
+    let first = w.login("ada@example.com");
+    let visitor = anonymous();
+    let service = w.identity.for_caller(&visitor);
+    let second = block_on(service.refresh(&first.refresh_token)).unwrap();
+    assert_eq!(second.session, first.session);
+    assert_ne!(second.refresh_token, first.refresh_token);
+    let live = block_on(w.identity.authenticate_bearer(&second.access_token));
+    assert!(live.is_ok());
+
+    // The stolen first token comes back: refused, and the session dies.
+    assert!(matches!(
+        block_on(service.refresh(&first.refresh_token)),
+        Err(IdentityError::InvalidToken)
+    ));
+    assert!(matches!(
+        block_on(service.refresh(&second.refresh_token)),
+        Err(IdentityError::InvalidToken)
+    ));
+    assert!(matches!(
+        block_on(w.identity.authenticate_bearer(&second.access_token)),
+        Err(IdentityError::InvalidToken)
+    ));
+    assert!(
+        w.fakes
+            .activity
+            .actions()
+            .contains(&"auth.refresh_token_reused")
+    );
+}
+
+#[test]
+fn refresh_tokens_expire_when_idle() {
+    let w = world();
+    w.register("ada@example.com");
+    let tokens = w.login("ada@example.com");
+    w.clock.advance(Duration::days(15));
+    assert!(matches!(
+        block_on(
+            w.identity
+                .for_caller(&anonymous())
+                .refresh(&tokens.refresh_token)
+        ),
+        Err(IdentityError::InvalidToken)
+    ));
+}
+
+#[test]
+fn password_change_ends_other_sessions_but_not_this_one() {
+    let w = world();
+    w.register("ada@example.com");
+    let laptop = w.login("ada@example.com");
+    let phone = w.login("ada@example.com");
+    let caller = w.caller(&laptop);
+    let service = w.identity.for_caller(&caller);
+
+    let err = block_on(service.change_password("wrong", "new-plum-orbit-8")).unwrap_err();
+    let DomainError::Validation(errors) = domain(err) else {
+        panic!()
+    };
+    assert_eq!(errors[0].field, "current_password");
+
+    block_on(service.change_password(PASSWORD, "new-plum-orbit-8")).unwrap();
+    assert!(block_on(w.identity.authenticate_bearer(&laptop.access_token)).is_ok());
+    assert!(block_on(w.identity.authenticate_bearer(&phone.access_token)).is_err());
+    assert!(
+        block_on(
+            w.identity
+                .for_caller(&anonymous())
+                .refresh(&phone.refresh_token)
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn reset_links_work_once_and_end_every_session() {
+    let w = world();
+    w.register("ada@example.com");
+    let tokens = w.login("ada@example.com");
+    let visitor = anonymous();
+    let service = w.identity.for_caller(&visitor);
+    block_on(service.forgot_password("nobody@example.com")).unwrap();
+    assert!(
+        w.fakes.mailer.sent().is_empty(),
+        "no mail for unknown addresses"
+    );
+    block_on(service.forgot_password("ADA@example.com")).unwrap();
+    let mail = w.fakes.mailer.sent().pop().unwrap();
+    assert_eq!(mail.to, "ada@example.com");
+    let token = mail
+        .text
+        .split("?token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+
+    let weak = block_on(service.reset_password(&token, "short")).unwrap_err();
+    assert!(matches!(domain(weak), DomainError::Validation(_)));
+    block_on(service.reset_password(&token, "brand-new-secret-9")).unwrap();
+    let again = block_on(service.reset_password(&token, "another-secret-10")).unwrap_err();
+    let DomainError::Validation(errors) = domain(again) else {
+        panic!()
+    };
+    assert_eq!(errors[0].field, "token");
+    assert!(block_on(w.identity.authenticate_bearer(&tokens.access_token)).is_err());
+    assert!(block_on(service.login("ada@example.com", "brand-new-secret-9")).is_ok());
+}
+
+#[test]
+fn reset_links_expire() {
+    let w = world();
+    w.register("ada@example.com");
+    let visitor = anonymous();
+    let service = w.identity.for_caller(&visitor);
+    block_on(service.forgot_password("ada@example.com")).unwrap();
+    let mail = w.fakes.mailer.sent().pop().unwrap();
+    let token = mail
+        .text
+        .split("?token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    w.clock.advance(Duration::minutes(31));
+    assert!(block_on(service.reset_password(&token, "brand-new-secret-9")).is_err());
+}
+
+#[test]
+fn suspension_stops_live_tokens_at_once() {
+    let w = world();
+    let (_, admin) = w.admin();
+    let member = w.register("ada@example.com");
+    let tokens = w.login("ada@example.com");
+    assert!(block_on(w.identity.authenticate_bearer(&tokens.access_token)).is_ok());
+    block_on(w.identity.for_caller(&admin).update_user(
+        member.id,
+        UserPatch {
+            status: Some(UserStatus::Suspended),
+            ..UserPatch::default()
+        },
+    ))
+    .unwrap();
+    assert!(block_on(w.identity.authenticate_bearer(&tokens.access_token)).is_err());
+    assert!(matches!(
+        block_on(
+            w.identity
+                .for_caller(&anonymous())
+                .login("ada@example.com", PASSWORD)
+        ),
+        Err(IdentityError::AccountInactive)
+    ));
+}
+
+#[test]
+fn the_last_admin_cannot_be_removed() {
+    let w = world();
+    let (root, admin) = w.admin();
+    let service = w.identity.for_caller(&admin);
+    let suspend = UserPatch {
+        status: Some(UserStatus::Suspended),
+        ..UserPatch::default()
+    };
+    assert!(matches!(
+        block_on(service.update_user(root.id, suspend.clone())),
+        Err(IdentityError::LastAdmin)
+    ));
+    assert!(matches!(
+        block_on(service.delete_user(root.id)),
+        Err(IdentityError::LastAdmin)
+    ));
+    let admin_role = block_on(w.fakes.ports.roles.find_by_name(ADMIN_ROLE))
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        block_on(service.revoke_role(root.id, admin_role.id)),
+        Err(IdentityError::LastAdmin)
+    ));
+    // With a second administrator, the first may go.
+    let other = w.register("second@example.com");
+    block_on(service.grant_role(other.id, admin_role.id)).unwrap();
+    block_on(service.update_user(root.id, suspend)).unwrap();
+}
+
+#[test]
+fn members_cannot_administer() {
+    let w = world();
+    w.register("ada@example.com");
+    let member = w.caller(&w.login("ada@example.com"));
+    let service = w.identity.for_caller(&member);
+    let err =
+        block_on(service.list_users(keel_kernel::ListQuery::first_page(&crate::USER_LIST_SPEC)))
+            .unwrap_err();
+    assert!(
+        matches!(domain(err), DomainError::Forbidden { permission } if permission == USERS_READ.as_str())
+    );
+    assert!(block_on(service.list_roles()).is_err());
+}
+
+#[test]
+fn api_keys_narrow_their_owner_and_stay_private() {
+    let w = world();
+    w.register("ada@example.com");
+    let ada = w.caller(&w.login("ada@example.com"));
+    let service = w.identity.for_caller(&ada);
+    let err = block_on(service.create_api_key(NewApiKeyRequest {
+        name: "ci".into(),
+        scopes: Some(vec!["users:write".into(), "nonsense".into()]),
+        expires_at: None,
+    }))
+    .unwrap_err();
+    let DomainError::Validation(errors) = domain(err) else {
+        panic!()
+    };
+    let codes: Vec<_> = errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.code.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("scopes[0]", "not_held"),
+            ("scopes[1]", "unknown_permission")
+        ]
+    );
+
+    let created = block_on(service.create_api_key(NewApiKeyRequest {
+        name: "ci".into(),
+        scopes: Some(vec!["api_keys:manage".into()]),
+        expires_at: Some(start() + Duration::days(30)),
+    }))
+    .unwrap();
+    assert!(created.plaintext.starts_with("keel_"));
+    let actor = block_on(w.identity.authenticate_api_key(&created.plaintext)).unwrap();
+    assert!(matches!(&actor, Actor::ApiKey { owner, .. } if Some(*owner) == ada.actor.user_id()));
+    assert!(actor.can(&API_KEYS_MANAGE));
+    assert!(block_on(w.identity.authenticate_api_key("keel_nope_secret")).is_err());
+    assert!(
+        block_on(
+            w.identity
+                .authenticate_api_key(&format!("{}x", created.plaintext))
+        )
+        .is_err()
+    );
+
+    w.register("bob@example.com");
+    let bob = w.caller(&w.login("bob@example.com"));
+    assert!(matches!(
+        block_on(w.identity.for_caller(&bob).delete_api_key(created.key.id)),
+        Err(IdentityError::NotFound(_))
+    ));
+    assert!(
+        block_on(w.identity.for_caller(&bob).list_api_keys())
+            .unwrap()
+            .is_empty()
+    );
+
+    w.clock.advance(Duration::days(31));
+    assert!(
+        block_on(w.identity.authenticate_api_key(&created.plaintext)).is_err(),
+        "expired"
+    );
+}
+
+#[test]
+fn rbac_sync_is_idempotent_and_admin_holds_everything() {
+    let w = world();
+    let before = block_on(w.fakes.ports.roles.list()).unwrap();
+    block_on(w.identity.for_system().sync_rbac(&catalog())).unwrap();
+    let roles = block_on(w.fakes.ports.roles.list()).unwrap();
+    let names: Vec<_> = roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, [ADMIN_ROLE, MEMBER_ROLE]);
+    assert_eq!(roles, before, "a second sync changes nothing");
+    let admin = roles.iter().find(|r| r.name == ADMIN_ROLE).unwrap();
+    assert!(
+        admin
+            .permissions
+            .iter()
+            .any(|p| p.as_str() == "widgets:write")
+    );
+    assert!(matches!(
+        block_on(w.identity.for_system().set_role_permissions(admin.id, &[])),
+        Err(IdentityError::SystemRole(_))
+    ));
+    let (_, root) = w.admin();
+    assert!(root.actor.can(&USERS_READ));
+}
+
+#[test]
+fn bootstrap_creates_the_first_admin_only_once() {
+    let w = world();
+    let first = block_on(
+        w.identity
+            .for_system()
+            .bootstrap_admin("boot@example.com", PASSWORD),
+    )
+    .unwrap();
+    assert!(first.is_some());
+    let second = block_on(
+        w.identity
+            .for_system()
+            .bootstrap_admin("other@example.com", PASSWORD),
+    )
+    .unwrap();
+    assert!(second.is_none());
+}

@@ -1,0 +1,628 @@
+//! In-memory repositories and port fakes for unit tests of identity and of code using it.
+//!
+//! The store honours uniqueness (emails, role names, key prefixes), scoping by owner and the
+//! single-use rule of one-time tokens. Lists ignore sort, filters and search: the query
+//! language is tested against real databases.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use keel_kernel::activity::InMemoryActivityLog;
+use keel_kernel::error::BoxError;
+use keel_kernel::mail::InMemoryMailer;
+use keel_kernel::query::Position;
+use keel_kernel::repo::InMemoryUnitOfWork;
+use keel_kernel::throttle::{InMemoryCache, InMemoryCounters};
+use keel_kernel::{
+    ApiKeyId, Clock, ListQuery, Page, PermissionSet, RepoError, SessionId, Transaction, UserId,
+};
+
+use crate::model::{
+    ApiKey, Email, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId, Session, TokenId,
+    TokenPurpose, User, UserStatus,
+};
+use crate::ports::{
+    AccessClaims, AccessTokens, IssuedToken, PasswordHasher, Secrets, Verification,
+};
+use crate::repository::{
+    ApiKeyRepository, OneTimeTokenRepository, RoleRepository, SessionRepository, UserRepository,
+};
+use crate::service::IdentityPorts;
+
+#[derive(Debug, Default)]
+struct State {
+    users: Vec<User>,
+    roles: Vec<Role>,
+    grants: Vec<(UserId, RoleId)>,
+    catalog: Vec<PermissionInfo>,
+    sessions: Vec<Session>,
+    refresh: Vec<RefreshToken>,
+    tokens: Vec<OneTimeToken>,
+    keys: Vec<ApiKey>,
+}
+
+/// Every identity repository over one in-memory state.
+#[derive(Debug, Default)]
+pub struct InMemoryIdentityStore {
+    state: Mutex<State>,
+}
+
+impl InMemoryIdentityStore {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// All sessions (for assertions).
+    pub fn sessions(&self) -> Vec<Session> {
+        self.with(|s| s.sessions.clone())
+    }
+}
+
+fn unique(constraint: &str) -> RepoError {
+    RepoError::UniqueViolation {
+        constraint: constraint.to_owned(),
+    }
+}
+
+fn roles_of(state: &State, user: UserId) -> Vec<Role> {
+    let mut roles: Vec<Role> = state
+        .grants
+        .iter()
+        .filter(|(u, _)| *u == user)
+        .filter_map(|(_, r)| state.roles.iter().find(|role| role.id == *r).cloned())
+        .collect();
+    roles.sort_by(|a, b| a.name.cmp(&b.name));
+    roles
+}
+
+#[async_trait]
+impl UserRepository for InMemoryIdentityStore {
+    async fn list(&self, query: &ListQuery) -> Result<Page<User>, RepoError> {
+        let offset = match query.position {
+            Position::Offset(offset) => usize::try_from(offset).unwrap_or(usize::MAX),
+            Position::After(_) => 0,
+        };
+        Ok(self.with(|s| Page {
+            items: s
+                .users
+                .iter()
+                .skip(offset)
+                .take(query.limit as usize)
+                .cloned()
+                .collect(),
+            total: s.users.len() as u64,
+            limit: query.limit,
+            offset: Some(offset as u64),
+            next_cursor: None,
+        }))
+    }
+
+    async fn find(&self, id: UserId) -> Result<Option<User>, RepoError> {
+        Ok(self.with(|s| s.users.iter().find(|u| u.id == id).cloned()))
+    }
+
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepoError> {
+        Ok(self.with(|s| {
+            s.users
+                .iter()
+                .find(|u| &u.email == email && u.deleted_at.is_none())
+                .cloned()
+        }))
+    }
+
+    async fn find_for_update(
+        &self,
+        _tx: &mut dyn Transaction,
+        id: UserId,
+    ) -> Result<Option<User>, RepoError> {
+        UserRepository::find(self, id).await
+    }
+
+    async fn insert(&self, _tx: &mut dyn Transaction, user: &User) -> Result<(), RepoError> {
+        self.with(|s| {
+            if s.users.iter().any(|u| u.email == user.email) {
+                return Err(unique("users.email"));
+            }
+            s.users.push(user.clone());
+            Ok(())
+        })
+    }
+
+    async fn update(&self, _tx: &mut dyn Transaction, user: &User) -> Result<(), RepoError> {
+        self.with(|s| {
+            if let Some(stored) = s.users.iter_mut().find(|u| u.id == user.id) {
+                *stored = user.clone();
+            }
+        });
+        Ok(())
+    }
+
+    async fn roles_of(&self, user: UserId) -> Result<Vec<Role>, RepoError> {
+        Ok(self.with(|s| roles_of(s, user)))
+    }
+
+    async fn permissions_of(&self, user: UserId) -> Result<PermissionSet, RepoError> {
+        Ok(self.with(|s| {
+            roles_of(s, user)
+                .into_iter()
+                .flat_map(|r| r.permissions)
+                .collect()
+        }))
+    }
+
+    async fn grant_role(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+        role: RoleId,
+        _at: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        Ok(self.with(|s| {
+            if s.grants.contains(&(user, role)) {
+                false
+            } else {
+                s.grants.push((user, role));
+                true
+            }
+        }))
+    }
+
+    async fn revoke_role(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+        role: RoleId,
+    ) -> Result<bool, RepoError> {
+        Ok(self.with(|s| {
+            let before = s.grants.len();
+            s.grants.retain(|g| *g != (user, role));
+            s.grants.len() != before
+        }))
+    }
+
+    async fn count_active_with_role(
+        &self,
+        _tx: &mut dyn Transaction,
+        role: RoleId,
+    ) -> Result<u64, RepoError> {
+        Ok(self.with(|s| {
+            s.grants
+                .iter()
+                .filter(|(_, r)| *r == role)
+                .filter(|(u, _)| {
+                    s.users.iter().any(|user| {
+                        user.id == *u
+                            && user.status == UserStatus::Active
+                            && user.deleted_at.is_none()
+                    })
+                })
+                .count() as u64
+        }))
+    }
+
+    async fn holders_of(&self, role: RoleId) -> Result<Vec<UserId>, RepoError> {
+        Ok(self.with(|s| {
+            s.grants
+                .iter()
+                .filter(|(_, r)| *r == role)
+                .map(|(u, _)| *u)
+                .collect()
+        }))
+    }
+}
+
+#[async_trait]
+impl RoleRepository for InMemoryIdentityStore {
+    async fn list(&self) -> Result<Vec<Role>, RepoError> {
+        Ok(self.with(|s| {
+            let mut roles = s.roles.clone();
+            roles.sort_by(|a, b| a.name.cmp(&b.name));
+            roles
+        }))
+    }
+
+    async fn find(&self, id: RoleId) -> Result<Option<Role>, RepoError> {
+        Ok(self.with(|s| s.roles.iter().find(|r| r.id == id).cloned()))
+    }
+
+    async fn find_by_name(&self, name: &str) -> Result<Option<Role>, RepoError> {
+        Ok(self.with(|s| s.roles.iter().find(|r| r.name == name).cloned()))
+    }
+
+    async fn insert(&self, _tx: &mut dyn Transaction, role: &Role) -> Result<(), RepoError> {
+        self.with(|s| {
+            if s.roles.iter().any(|r| r.name == role.name) {
+                return Err(unique("roles.name"));
+            }
+            s.roles.push(role.clone());
+            Ok(())
+        })
+    }
+
+    async fn set_permissions(
+        &self,
+        _tx: &mut dyn Transaction,
+        role: RoleId,
+        permissions: &PermissionSet,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            if let Some(stored) = s.roles.iter_mut().find(|r| r.id == role) {
+                stored.permissions = permissions.iter().cloned().collect();
+            }
+        });
+        Ok(())
+    }
+
+    async fn lock(&self, _tx: &mut dyn Transaction, _id: RoleId) -> Result<(), RepoError> {
+        Ok(())
+    }
+
+    async fn upsert_permissions(
+        &self,
+        _tx: &mut dyn Transaction,
+        catalog: &[PermissionInfo],
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            for info in catalog {
+                s.catalog.retain(|c| c.name != info.name);
+                s.catalog.push(info.clone());
+            }
+            s.catalog.sort_by(|a, b| a.name.cmp(&b.name));
+        });
+        Ok(())
+    }
+
+    async fn list_permissions(&self) -> Result<Vec<PermissionInfo>, RepoError> {
+        Ok(self.with(|s| s.catalog.clone()))
+    }
+}
+
+#[async_trait]
+impl SessionRepository for InMemoryIdentityStore {
+    async fn find(&self, id: SessionId) -> Result<Option<Session>, RepoError> {
+        Ok(self.with(|s| s.sessions.iter().find(|x| x.id == id).cloned()))
+    }
+
+    async fn find_for_update(
+        &self,
+        _tx: &mut dyn Transaction,
+        id: SessionId,
+    ) -> Result<Option<Session>, RepoError> {
+        SessionRepository::find(self, id).await
+    }
+
+    async fn insert(&self, _tx: &mut dyn Transaction, session: &Session) -> Result<(), RepoError> {
+        self.with(|s| s.sessions.push(session.clone()));
+        Ok(())
+    }
+
+    async fn update(&self, _tx: &mut dyn Transaction, session: &Session) -> Result<(), RepoError> {
+        self.with(|s| {
+            if let Some(stored) = s.sessions.iter_mut().find(|x| x.id == session.id) {
+                *stored = session.clone();
+            }
+        });
+        Ok(())
+    }
+
+    async fn live_for_user(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>, RepoError> {
+        Ok(self.with(|s| {
+            s.sessions
+                .iter()
+                .filter(|x| x.user_id == user && x.is_live(now))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn revoke_all(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+        keep: Option<SessionId>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SessionId>, RepoError> {
+        Ok(self.with(|s| {
+            let mut revoked = Vec::new();
+            for session in s.sessions.iter_mut() {
+                if session.user_id == user && session.is_live(now) && Some(session.id) != keep {
+                    session.revoked_at = Some(now);
+                    session.revoked_reason = Some(reason.to_owned());
+                    revoked.push(session.id);
+                }
+            }
+            revoked
+        }))
+    }
+
+    async fn insert_refresh_token(
+        &self,
+        _tx: &mut dyn Transaction,
+        token: &RefreshToken,
+    ) -> Result<(), RepoError> {
+        self.with(|s| s.refresh.push(token.clone()));
+        Ok(())
+    }
+
+    async fn find_refresh_token(
+        &self,
+        digests: &[String],
+    ) -> Result<Option<RefreshToken>, RepoError> {
+        Ok(self.with(|s| {
+            s.refresh
+                .iter()
+                .find(|t| digests.contains(&t.digest))
+                .cloned()
+        }))
+    }
+
+    async fn mark_rotated(
+        &self,
+        _tx: &mut dyn Transaction,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            if let Some(token) = s.refresh.iter_mut().find(|t| t.id == id) {
+                token.rotated_at = Some(at);
+            }
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl OneTimeTokenRepository for InMemoryIdentityStore {
+    async fn insert(
+        &self,
+        _tx: &mut dyn Transaction,
+        token: &OneTimeToken,
+    ) -> Result<(), RepoError> {
+        self.with(|s| s.tokens.push(token.clone()));
+        Ok(())
+    }
+
+    async fn find(
+        &self,
+        purpose: TokenPurpose,
+        digests: &[String],
+    ) -> Result<Option<OneTimeToken>, RepoError> {
+        Ok(self.with(|s| {
+            s.tokens
+                .iter()
+                .find(|t| t.purpose == purpose && digests.contains(&t.digest))
+                .cloned()
+        }))
+    }
+
+    async fn consume(
+        &self,
+        _tx: &mut dyn Transaction,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        Ok(self.with(|s| {
+            match s
+                .tokens
+                .iter_mut()
+                .find(|t| t.id == id && t.used_at.is_none())
+            {
+                Some(token) => {
+                    token.used_at = Some(at);
+                    true
+                }
+                None => false,
+            }
+        }))
+    }
+}
+
+#[async_trait]
+impl ApiKeyRepository for InMemoryIdentityStore {
+    async fn insert(&self, _tx: &mut dyn Transaction, key: &ApiKey) -> Result<(), RepoError> {
+        self.with(|s| {
+            if s.keys.iter().any(|k| k.prefix == key.prefix) {
+                return Err(unique("api_keys.prefix"));
+            }
+            s.keys.push(key.clone());
+            Ok(())
+        })
+    }
+
+    async fn list_for_owner(&self, owner: UserId) -> Result<Vec<ApiKey>, RepoError> {
+        Ok(self.with(|s| {
+            s.keys
+                .iter()
+                .filter(|k| k.user_id == owner)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn find_by_prefix(&self, prefix: &str) -> Result<Option<ApiKey>, RepoError> {
+        Ok(self.with(|s| s.keys.iter().find(|k| k.prefix == prefix).cloned()))
+    }
+
+    async fn delete(
+        &self,
+        _tx: &mut dyn Transaction,
+        owner: UserId,
+        id: ApiKeyId,
+    ) -> Result<bool, RepoError> {
+        Ok(self.with(|s| {
+            let before = s.keys.len();
+            s.keys.retain(|k| !(k.id == id && k.user_id == owner));
+            s.keys.len() != before
+        }))
+    }
+
+    async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {
+        self.with(|s| {
+            if let Some(key) = s.keys.iter_mut().find(|k| k.id == id) {
+                key.last_used_at = Some(at);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// "Hashes" as `fake$<password>`; hashes starting `old$` report that they need a rehash.
+#[derive(Debug, Default)]
+pub struct FakeHasher {
+    verifications: AtomicU64,
+}
+
+impl FakeHasher {
+    /// How many verifications ran (unknown accounts included).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl PasswordHasher for FakeHasher {
+    async fn hash(&self, password: &str) -> Result<String, BoxError> {
+        Ok(format!("fake${password}"))
+    }
+
+    async fn verify(&self, password: &str, hash: Option<&str>) -> Result<Verification, BoxError> {
+        self.verifications.fetch_add(1, Ordering::SeqCst);
+        Ok(match hash {
+            Some(hash) => Verification {
+                matches: hash.split_once('$').is_some_and(|(_, p)| p == password),
+                needs_rehash: hash.starts_with("old$"),
+            },
+            None => Verification {
+                matches: false,
+                needs_rehash: false,
+            },
+        })
+    }
+}
+
+/// Tokens of the form `<user>.<session>.<expiry unix seconds>`, checked against a clock.
+#[derive(Debug)]
+pub struct FakeAccessTokens {
+    clock: Arc<dyn Clock>,
+    ttl: TimeDelta,
+}
+
+impl FakeAccessTokens {
+    /// Tokens that live `ttl`.
+    pub fn new(clock: Arc<dyn Clock>, ttl: TimeDelta) -> Self {
+        Self { clock, ttl }
+    }
+}
+
+impl AccessTokens for FakeAccessTokens {
+    fn issue(
+        &self,
+        user: UserId,
+        session: SessionId,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, BoxError> {
+        let expires_at = now + self.ttl;
+        Ok(IssuedToken {
+            token: format!("{user}.{session}.{}", expires_at.timestamp()),
+            expires_in: u64::try_from(self.ttl.num_seconds()).unwrap_or(0),
+        })
+    }
+
+    fn verify(&self, token: &str) -> Option<AccessClaims> {
+        let mut parts = token.split('.');
+        let user = parts.next()?.parse().ok()?;
+        let session = parts.next()?.parse().ok()?;
+        let expires_at = DateTime::from_timestamp(parts.next()?.parse().ok()?, 0)?;
+        (expires_at > self.clock.now()).then_some(AccessClaims {
+            user,
+            session,
+            issued_at: expires_at - self.ttl,
+            expires_at,
+        })
+    }
+}
+
+/// Numbered tokens; the "digest" of `s` is `d:<s>` under pepper `p1`.
+#[derive(Debug, Default)]
+pub struct FakeSecrets {
+    next: AtomicU64,
+}
+
+impl Secrets for FakeSecrets {
+    fn token(&self) -> Result<String, BoxError> {
+        Ok(format!("tok{}", self.next.fetch_add(1, Ordering::SeqCst)))
+    }
+
+    fn short_id(&self) -> Result<String, BoxError> {
+        Ok(format!("id{}", self.next.fetch_add(1, Ordering::SeqCst)))
+    }
+
+    fn digest(&self, secret: &str) -> (String, String) {
+        ("p1".to_owned(), format!("d:{secret}"))
+    }
+
+    fn digests(&self, secret: &str) -> Vec<String> {
+        vec![format!("d:{secret}")]
+    }
+
+    fn verify(&self, pepper_id: &str, secret: &str, digest: &str) -> bool {
+        pepper_id == "p1" && digest == format!("d:{secret}")
+    }
+}
+
+/// Fakes wired together, with handles to inspect them.
+#[derive(Debug)]
+pub struct Fakes {
+    /// The ports, ready for `Identity::new`.
+    pub ports: IdentityPorts,
+    /// The store behind every repository.
+    pub store: Arc<InMemoryIdentityStore>,
+    /// Sent mail.
+    pub mailer: Arc<InMemoryMailer>,
+    /// Recorded activity.
+    pub activity: Arc<InMemoryActivityLog>,
+    /// The hasher.
+    pub hasher: Arc<FakeHasher>,
+    /// The cache.
+    pub cache: Arc<InMemoryCache>,
+}
+
+/// Every port faked, on `clock`, with access tokens living 15 minutes.
+pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
+    let store = Arc::new(InMemoryIdentityStore::default());
+    let mailer = Arc::new(InMemoryMailer::default());
+    let activity = Arc::new(InMemoryActivityLog::default());
+    let hasher = Arc::new(FakeHasher::default());
+    let cache = Arc::new(InMemoryCache::default());
+    let ports = IdentityPorts {
+        users: store.clone(),
+        roles: store.clone(),
+        sessions: store.clone(),
+        one_time_tokens: store.clone(),
+        api_keys: store.clone(),
+        unit_of_work: Arc::new(InMemoryUnitOfWork),
+        activity: activity.clone(),
+        clock: clock.clone(),
+        hasher: hasher.clone(),
+        access_tokens: Arc::new(FakeAccessTokens::new(clock, TimeDelta::minutes(15))),
+        secrets: Arc::new(FakeSecrets::default()),
+        counters: Arc::new(InMemoryCounters::default()),
+        cache: cache.clone(),
+        mailer: mailer.clone(),
+    };
+    Fakes {
+        ports,
+        store,
+        mailer,
+        activity,
+        hasher,
+        cache,
+    }
+}

@@ -1,0 +1,143 @@
+//! Mail delivery behind the kernel's `Mailer` port: `.eml` files (the local default) or log
+//! lines. SMTP arrives with the job queue.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use keel_config::{MailSettings, MailTransport};
+use keel_kernel::error::BoxError;
+use keel_kernel::mail::{Email, Mailer};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+
+/// The mail transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct MailConfigError {
+    /// The configuration key at fault.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Delivers mail with the configured transport.
+#[derive(Debug, Clone)]
+pub struct LettreMailer {
+    from: Mailbox,
+    transport: Transport,
+}
+
+#[derive(Debug, Clone)]
+enum Transport {
+    File(AsyncFileTransport<Tokio1Executor>, PathBuf),
+    Log,
+}
+
+impl LettreMailer {
+    /// A mailer for `[mail]`; the file transport's directory is created.
+    pub fn new(settings: &MailSettings) -> Result<Self, MailConfigError> {
+        let from = settings
+            .from
+            .parse::<Mailbox>()
+            .map_err(|e| MailConfigError {
+                key: "mail.from",
+                message: format!("not a mailbox such as `Keel <no-reply@example.com>`: {e}"),
+            })?;
+        let transport = match settings.transport {
+            MailTransport::File => {
+                let dir = PathBuf::from(&settings.dir);
+                std::fs::create_dir_all(&dir).map_err(|e| MailConfigError {
+                    key: "mail.dir",
+                    message: format!("cannot create {}: {e}", dir.display()),
+                })?;
+                Transport::File(AsyncFileTransport::new(&dir), dir)
+            }
+            MailTransport::Log => Transport::Log,
+        };
+        Ok(Self { from, transport })
+    }
+
+    fn message(&self, email: &Email) -> Result<Message, BoxError> {
+        Ok(Message::builder()
+            .from(self.from.clone())
+            .to(email.to.parse::<Mailbox>()?)
+            .subject(email.subject.clone())
+            .multipart(MultiPart::alternative_plain_html(
+                email.text.clone(),
+                email.html.clone(),
+            ))?)
+    }
+}
+
+#[async_trait]
+impl Mailer for LettreMailer {
+    async fn send(&self, email: Email) -> Result<(), BoxError> {
+        let message = self.message(&email)?;
+        let result = match &self.transport {
+            Transport::File(transport, dir) => transport
+                .send(message)
+                .await
+                .map(|id| tracing::info!(subject = %email.subject, file = %dir.join(format!("{id}.eml")).display(), "mail written"))
+                .map_err(|e| Box::new(e) as BoxError),
+            Transport::Log => {
+                // Bodies carry single-use links: never logged.
+                tracing::info!(subject = %email.subject, to = %email.to, "mail (log transport)");
+                Ok(())
+            }
+        };
+        if let Err(error) = &result {
+            tracing::error!(%error, subject = %email.subject, "mail delivery failed");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_config::{Settings, Sources};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_file_transport_writes_one_eml_per_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::load_from(&Sources::from_vars::<&str, &str>([]))
+            .unwrap()
+            .mail;
+        settings.dir = dir.path().join("mail").display().to_string();
+        let mailer = LettreMailer::new(&settings).unwrap();
+        mailer
+            .send(Email {
+                to: "ada@example.com".into(),
+                subject: "Reset your password".into(),
+                text: "Set a new password: https://x/reset-password?token=abc".into(),
+                html: "<p>hi</p>".into(),
+            })
+            .await
+            .unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
+            .unwrap()
+            .collect();
+        assert_eq!(files.len(), 1);
+        let path = files[0].as_ref().unwrap().path();
+        assert_eq!(path.extension().unwrap(), "eml");
+        let content = std::fs::read_to_string(path).unwrap();
+        assert!(content.contains("Subject: Reset your password"));
+        assert!(content.contains("To: ada@example.com"));
+        assert!(
+            content.contains("reset-password?token=3Dabc")
+                || content.contains("reset-password?token=abc")
+        );
+        assert!(
+            mailer
+                .send(Email {
+                    to: "not an address".into(),
+                    subject: "x".into(),
+                    text: String::new(),
+                    html: String::new(),
+                })
+                .await
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! Expiring counters and a cache behind the kernel's `throttle` ports: in process memory
+//! (moka) by default, or Redis when `redis.url` is set, so limits and invalidations hold across
+//! replicas.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use keel_kernel::error::BoxError;
+use keel_kernel::throttle::{Cache, Count, Counters};
+use moka::Expiry;
+use moka::sync::Cache as MokaCache;
+use redis::AsyncCommands as _;
+use redis::aio::ConnectionManager;
+
+/// Most entries an in-memory store keeps (least recently used ones go first).
+const MEMORY_CAPACITY: u64 = 100_000;
+
+#[derive(Debug, Clone)]
+struct Expiring<T> {
+    value: T,
+    expires_at: Instant,
+}
+
+struct ByDeadline;
+
+impl<T> Expiry<String, Expiring<T>> for ByDeadline {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        entry: &Expiring<T>,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(entry.expires_at.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Expiring<T>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.expires_at.saturating_duration_since(now))
+    }
+}
+
+fn moka<T: Clone + Send + Sync + 'static>() -> MokaCache<String, Expiring<T>> {
+    MokaCache::builder()
+        .max_capacity(MEMORY_CAPACITY)
+        .expire_after(ByDeadline)
+        .build()
+}
+
+/// Counters in this process's memory (one replica).
+#[derive(Clone)]
+pub struct MemoryCounters(MokaCache<String, Expiring<u64>>);
+
+impl std::fmt::Debug for MemoryCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCounters")
+            .field("entries", &self.0.entry_count())
+            .finish()
+    }
+}
+
+impl Default for MemoryCounters {
+    fn default() -> Self {
+        Self(moka())
+    }
+}
+
+#[async_trait]
+impl Counters for MemoryCounters {
+    async fn hit(&self, key: &str, window: Duration) -> Result<Count, BoxError> {
+        let now = Instant::now();
+        let entry = self
+            .0
+            .entry(key.to_owned())
+            .and_upsert_with(|current| match current {
+                Some(entry) if entry.value().expires_at > now => Expiring {
+                    value: entry.value().value + 1,
+                    expires_at: entry.value().expires_at,
+                },
+                _ => Expiring {
+                    value: 1,
+                    expires_at: now + window,
+                },
+            });
+        let state = entry.into_value();
+        Ok(Count {
+            hits: state.value,
+            ttl: state.expires_at.saturating_duration_since(now),
+        })
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<Count>, BoxError> {
+        let now = Instant::now();
+        Ok(self
+            .0
+            .get(key)
+            .filter(|e| e.expires_at > now)
+            .map(|e| Count {
+                hits: e.value,
+                ttl: e.expires_at.saturating_duration_since(now),
+            }))
+    }
+
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<(), BoxError> {
+        if let Some(mut entry) = self.0.get(key) {
+            entry.expires_at = Instant::now() + ttl;
+            self.0.insert(key.to_owned(), entry);
+        }
+        Ok(())
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), BoxError> {
+        self.0.invalidate(key);
+        Ok(())
+    }
+}
+
+/// A cache in this process's memory (one replica: other replicas keep their copies until they
+/// expire).
+#[derive(Clone)]
+pub struct MemoryCache(MokaCache<String, Expiring<Vec<u8>>>);
+
+impl std::fmt::Debug for MemoryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCache")
+            .field("entries", &self.0.entry_count())
+            .finish()
+    }
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        Self(moka())
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryCache {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
+        let now = Instant::now();
+        Ok(self
+            .0
+            .get(key)
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.value))
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), BoxError> {
+        self.0.insert(
+            key.to_owned(),
+            Expiring {
+                value,
+                expires_at: Instant::now() + ttl,
+            },
+        );
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BoxError> {
+        self.0.invalidate(key);
+        Ok(())
+    }
+}
+
+/// Counters and cache in Redis, shared by every replica. Keys carry `redis.key_prefix`.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Atomically counts a hit: the first hit of a window sets its expiry.
+const HIT_SCRIPT: &str = r"
+local hits = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {hits, ttl}
+";
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl RedisStore {
+    /// Connects (the connection manager reconnects by itself after failures).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let connection = ConnectionManager::new(client).await?;
+        Ok(Self {
+            connection,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.prefix)
+    }
+
+    /// A round trip, for the readiness check.
+    pub async fn ping(&self) -> Result<(), BoxError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl keel_kernel::health::HealthCheck for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self) -> Result<(), BoxError> {
+        self.ping().await
+    }
+}
+
+#[async_trait]
+impl Counters for RedisStore {
+    async fn hit(&self, key: &str, window: Duration) -> Result<Count, BoxError> {
+        let mut connection = self.connection.clone();
+        let (hits, ttl): (u64, i64) = redis::Script::new(HIT_SCRIPT)
+            .key(self.key(key))
+            .arg(millis(window))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(Count {
+            hits,
+            ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
+        })
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<Count>, BoxError> {
+        let mut connection = self.connection.clone();
+        let key = self.key(key);
+        let (hits, ttl): (Option<u64>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut connection)
+            .await?;
+        Ok(hits.filter(|_| ttl > 0).map(|hits| Count {
+            hits,
+            ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
+        }))
+    }
+
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<(), BoxError> {
+        let mut connection = self.connection.clone();
+        let _: bool = connection
+            .pexpire(
+                self.key(key),
+                i64::try_from(millis(ttl)).unwrap_or(i64::MAX),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), BoxError> {
+        let mut connection = self.connection.clone();
+        let _: u64 = connection.del(self.key(key)).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Cache for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
+        let mut connection = self.connection.clone();
+        Ok(connection.get(self.key(key)).await?)
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), BoxError> {
+        let mut connection = self.connection.clone();
+        let _: () = connection
+            .pset_ex(self.key(key), value, millis(ttl))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BoxError> {
+        let mut connection = self.connection.clone();
+        let _: u64 = connection.del(self.key(key)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_kernel::throttle::{Decision, Quota, check};
+
+    use super::*;
+
+    async fn exercise(counters: &dyn Counters, cache: &dyn Cache, prefix: &str) {
+        let key = format!("{prefix}:quota");
+        let quota = Quota::per_minute(2);
+        assert!(
+            matches!(check(counters, &key, quota).await.unwrap(), Decision::Allowed(a) if a.remaining == 1)
+        );
+        assert!(
+            matches!(check(counters, &key, quota).await.unwrap(), Decision::Allowed(a) if a.remaining == 0)
+        );
+        let limited = check(counters, &key, quota).await.unwrap();
+        assert!(
+            matches!(limited, Decision::Limited(a) if a.reset_after <= Duration::from_secs(60) && a.reset_after > Duration::from_secs(50))
+        );
+        assert_eq!(counters.peek(&key).await.unwrap().unwrap().hits, 3);
+        counters
+            .expire(&key, Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(counters.peek(&key).await.unwrap(), None);
+        counters.hit(&key, Duration::from_secs(60)).await.unwrap();
+        counters.clear(&key).await.unwrap();
+        assert_eq!(counters.peek(&key).await.unwrap(), None);
+
+        let entry = format!("{prefix}:entry");
+        cache
+            .set(&entry, b"v".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&entry).await.unwrap(), Some(b"v".to_vec()));
+        cache.delete(&entry).await.unwrap();
+        assert_eq!(cache.get(&entry).await.unwrap(), None);
+        cache
+            .set(&entry, b"v".to_vec(), Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.get(&entry).await.unwrap(), None, "expired");
+    }
+
+    #[tokio::test]
+    async fn memory_stores_count_expire_and_invalidate() {
+        exercise(&MemoryCounters::default(), &MemoryCache::default(), "t").await;
+    }
+
+    #[tokio::test]
+    async fn redis_store_counts_expire_and_invalidate() {
+        // Runs where Redis is available (CI sets TEST_REDIS_URL); elsewhere there is nothing
+        // to talk to.
+        let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+            return;
+        };
+        let prefix = format!("keel-test-{}", uuid::Uuid::new_v4().simple());
+        let store = RedisStore::connect(&url, &prefix).await.unwrap();
+        store.ping().await.unwrap();
+        exercise(&store, &store, "t").await;
+    }
+}
