@@ -7,7 +7,9 @@
 // Test code reports failures by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access;
 mod architecture;
+mod auth;
 mod deploy;
 mod errors;
 mod health;

@@ -20,6 +20,10 @@ pub(crate) struct TestApp {
     pub(crate) services: Services,
     /// A pool on the app's database.
     pub(crate) pool: DatabaseConnection,
+    /// The settings the app runs with.
+    pub(crate) settings: Settings,
+    /// Where the app writes mail (`.eml` files).
+    mail_dir: tempfile::TempDir,
     handle: ServerHandle,
     /// Kept last so the database outlives everything using it.
     pub(crate) database: TestDatabase,
@@ -33,6 +37,17 @@ pub(crate) async fn spawn_app() -> TestApp {
 /// Starts the app with extra configuration variables (`APP__…`).
 pub(crate) async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create().await.expect("a test database");
+    spawn_app_on(database, vars).await
+}
+
+/// A second process on the same database and configuration (a replica).
+pub(crate) async fn spawn_replica(of: &TestApp, vars: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::existing(of.database.url());
+    spawn_app_on(database, vars).await
+}
+
+async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp {
+    let mail_dir = tempfile::tempdir().expect("a mail directory");
     let mut all: Vec<(String, String)> = [
         ("APP_ENV", "test"),
         ("APP__SERVER__PORT", "0"),
@@ -43,6 +58,10 @@ pub(crate) async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
     all.push(("APP__DATABASE__URL".to_owned(), database.url().to_owned()));
+    all.push((
+        "APP__MAIL__DIR".to_owned(),
+        mail_dir.path().display().to_string(),
+    ));
     all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let settings = Settings::load_from(&Sources::from_vars(all)).expect("valid test settings");
     // `TEST_LOG=1 cargo test ...` shows the app's logs (all tests share one subscriber).
@@ -70,6 +89,8 @@ pub(crate) async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
         services: Services::build(&pool, &settings)
             .await
             .expect("test services"),
+        settings,
+        mail_dir,
         pool,
         handle,
         database,
@@ -141,6 +162,126 @@ impl TestApp {
         } else {
             note
         }
+    }
+}
+
+/// A password every test account uses (passes the policy).
+pub(crate) const PASSWORD: &str = "plum-orbit-kettle-7";
+
+impl TestApp {
+    /// `POST path` with a JSON body and an optional bearer token.
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the request completes")
+    }
+
+    /// A request with a bearer token.
+    pub(crate) fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+
+    /// Signs up `email` with [`PASSWORD`], expecting 201; returns the user JSON.
+    pub(crate) async fn register(&self, email: &str) -> Value {
+        let response = self
+            .post(
+                "/api/v1/auth/register",
+                None,
+                &serde_json::json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "register {email}");
+        response.json().await.expect("a user")
+    }
+
+    /// Signs in, expecting 200; returns `{access_token, refresh_token, …}`.
+    pub(crate) async fn login_with(&self, email: &str, password: &str) -> Value {
+        let response = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &serde_json::json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "login {email}");
+        response.json().await.expect("tokens")
+    }
+
+    /// Signs in with [`PASSWORD`]; returns the access token.
+    pub(crate) async fn token(&self, email: &str) -> String {
+        self.login_with(email, PASSWORD).await["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
+    }
+
+    /// Signs up and signs in a member; returns (user id, access token).
+    pub(crate) async fn member(&self, email: &str) -> (String, String) {
+        let user = self.register(email).await;
+        (
+            user["id"].as_str().expect("an id").to_owned(),
+            self.token(email).await,
+        )
+    }
+
+    /// Creates an administrator as `api create-admin` does and signs in; returns the token.
+    pub(crate) async fn admin(&self, email: &str) -> String {
+        self.services
+            .identity
+            .for_system()
+            .create_admin(email, PASSWORD)
+            .await
+            .expect("an administrator");
+        self.token(email).await
+    }
+
+    /// The mails written so far, as raw `.eml` text (quoted-printable soft breaks undone).
+    pub(crate) fn mails(&self) -> Vec<String> {
+        let mut mails: Vec<(std::time::SystemTime, String)> =
+            std::fs::read_dir(self.mail_dir.path())
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                        .filter_map(|e| {
+                            let modified = e.metadata().ok()?.modified().ok()?;
+                            let text = std::fs::read_to_string(e.path()).ok()?;
+                            Some((
+                                modified,
+                                text.replace("=\r\n", "")
+                                    .replace("=\n", "")
+                                    .replace("=3D", "="),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        mails.sort_by_key(|(modified, _)| *modified);
+        mails.into_iter().map(|(_, text)| text).collect()
+    }
+
+    /// The `token` of the link in the newest mail.
+    pub(crate) fn token_from_last_mail(&self) -> String {
+        let mail = self.mails().pop().expect("a mail");
+        let start = mail.find("?token=").expect("a link with a token") + "?token=".len();
+        mail[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect()
     }
 }
 

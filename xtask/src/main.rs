@@ -92,6 +92,16 @@ enum BenchTarget {
         #[arg(long, default_value_t = 10)]
         runs: u32,
     },
+    /// Login throughput, and an authenticated read's latency with and without a login flood
+    /// (needs `wrk` and `curl`).
+    Auth {
+        /// Run on a fresh PostgreSQL database on the local server instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 15)]
+        seconds: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -115,6 +125,9 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             what: BenchTarget::Startup { runs },
         } => bench_startup(&sh, runs),
+        Task::Bench {
+            what: BenchTarget::Auth { postgres, seconds },
+        } => bench_auth(&sh, postgres, seconds),
     }
 }
 
@@ -279,8 +292,18 @@ fn bench_startup(sh: &Shell, runs: u32) -> anyhow::Result<()> {
 }
 
 fn start_api(binary: &Path, dir: &Path, port: u16) -> anyhow::Result<Running> {
+    start_api_with(binary, dir, port, &[])
+}
+
+fn start_api_with(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    vars: &[(&str, &str)],
+) -> anyhow::Result<Running> {
     let child = Command::new(binary)
         .current_dir(dir)
+        .envs(vars.iter().copied())
         .env("APP__SERVER__PORT", port.to_string())
         .env("APP__TELEMETRY__LOG_LEVEL", "warn")
         .stdout(Stdio::null())
@@ -319,4 +342,213 @@ fn rss_of(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("no VmRSS in /proc/<pid>/status")
+}
+
+/// What `wrk --latency` reports.
+#[derive(Debug, Clone, Copy, Default)]
+struct WrkResult {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+}
+
+fn wrk_millis(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(v) = text.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = text.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = text.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+fn parse_wrk(output: &str) -> WrkResult {
+    let mut result = WrkResult::default();
+    for line in output.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("50%"), Some(v)) => result.p50_ms = wrk_millis(v).unwrap_or_default(),
+            (Some("99%"), Some(v)) => result.p99_ms = wrk_millis(v).unwrap_or_default(),
+            (Some("Requests/sec:"), Some(v)) => {
+                result.requests_per_second = v.parse().unwrap_or_default();
+            }
+            (Some("Non-2xx"), _) => {
+                result.non_2xx = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    result
+}
+
+fn wrk(args: &[String]) -> anyhow::Result<WrkResult> {
+    let output = Command::new("wrk")
+        .args(args)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "wrk failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(parse_wrk(&String::from_utf8_lossy(&output.stdout)))
+}
+
+fn curl_json(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("curl")
+        .arg("-sS")
+        .args(args)
+        .output()
+        .context("running curl")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+const LOGIN_SCRIPT: &str = r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"email":"bench@example.com","password":"plum-orbit-kettle-7"}'
+"#;
+
+fn bench_auth(sh: &Shell, postgres: bool, seconds: u32) -> anyhow::Result<()> {
+    cmd!(sh, "cargo build --release --locked --bin api").run()?;
+    let target_dir = std::env::var("CARGO_TARGET_DIR")
+        .map_or_else(|_| workspace_root().join("target"), PathBuf::from);
+    let binary = target_dir.join("release/api");
+    let dir = sh.create_temp_dir()?;
+    let database = if postgres {
+        let name = format!("keel_bench_{}", std::process::id());
+        let create = format!("CREATE DATABASE \"{name}\"");
+        cmd!(
+            sh,
+            "psql -q postgres://postgres@127.0.0.1:5432/postgres -c {create}"
+        )
+        .run()?;
+        (
+            format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            Some(name),
+        )
+    } else {
+        (
+            format!("sqlite://{}/keel.db?mode=rwc", dir.path().display()),
+            None,
+        )
+    };
+    let port = 18_081;
+    let base = format!("http://127.0.0.1:{port}");
+    let result = (|| -> anyhow::Result<()> {
+        let _api = start_api_with(
+            &binary,
+            dir.path(),
+            port,
+            &[
+                ("DATABASE_URL", database.0.as_str()),
+                // One client IP sends everything: the per-IP limit would measure itself.
+                ("APP__RATE_LIMIT__ENABLED", "false"),
+            ],
+        )?;
+        wait_ready(port, Duration::from_secs(60))?;
+        curl_json(&[
+            "-XPOST",
+            &format!("{base}/api/v1/auth/register"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"email":"bench@example.com","password":"plum-orbit-kettle-7"}"#,
+        ])?;
+        let tokens = curl_json(&[
+            "-XPOST",
+            &format!("{base}/api/v1/auth/login"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"email":"bench@example.com","password":"plum-orbit-kettle-7"}"#,
+        ])?;
+        let token = tokens
+            .split("\"access_token\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .context("no access token in the login answer")?
+            .to_owned();
+        let script = dir.path().join("login.lua");
+        std::fs::write(&script, LOGIN_SCRIPT)?;
+        let duration = format!("{seconds}s");
+        let read_args = |d: &str| -> Vec<String> {
+            [
+                "-t2",
+                "-c64",
+                "-d",
+                d,
+                "--latency",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &format!("{base}/api/v1/auth/me"),
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+        };
+        let login_args = |d: &str| -> Vec<String> {
+            [
+                "-t1",
+                "-c16",
+                "-d",
+                d,
+                "--latency",
+                "-s",
+                &script.display().to_string(),
+                &format!("{base}/api/v1/auth/login"),
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+        };
+
+        let read_alone = wrk(&read_args(&duration))?;
+        let login = wrk(&login_args(&duration))?;
+        let flood = {
+            let args = login_args(&format!("{}s", seconds + 4));
+            std::thread::spawn(move || wrk(&args))
+        };
+        std::thread::sleep(Duration::from_secs(2));
+        let read_flooded = wrk(&read_args(&duration))?;
+        let flood = flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("the flood thread panicked"))??;
+
+        println!("| measurement | req/s | p50 (ms) | p99 (ms) | non-2xx |");
+        println!("|---|---|---|---|---|");
+        for (name, r) in [
+            ("GET /auth/me alone (64 conn.)", read_alone),
+            ("POST /auth/login alone (16 conn.)", login),
+            ("GET /auth/me during a login flood", read_flooded),
+            ("POST /auth/login (the flood)", flood),
+        ] {
+            println!(
+                "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+                r.requests_per_second, r.p50_ms, r.p99_ms, r.non_2xx
+            );
+        }
+        Ok(())
+    })();
+    if let Some(name) = database.1 {
+        let drop = format!("DROP DATABASE \"{name}\" WITH (FORCE)");
+        cmd!(
+            sh,
+            "psql -q postgres://postgres@127.0.0.1:5432/postgres -c {drop}"
+        )
+        .run()?;
+    }
+    result
 }

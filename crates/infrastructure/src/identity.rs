@@ -455,26 +455,24 @@ impl SeaIdentityStore {
         Self { db }
     }
 
-    /// Roles with these ids, with their permissions, by name.
-    async fn roles_by_ids<C: ConnectionTrait>(
+    /// Roles matching `condition` (on `roles.id`), with their permissions, by name. The two
+    /// queries run concurrently.
+    async fn roles_where<C: ConnectionTrait>(
         &self,
         db: &C,
-        ids: Vec<Uuid>,
+        role_ids: sea_orm::sea_query::SimpleExpr,
+        permission_role_ids: sea_orm::sea_query::SimpleExpr,
     ) -> Result<Vec<Role>, RepoError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = roles::Entity::find()
-            .filter(roles::Column::Id.is_in(ids.clone()))
-            .order_by_asc(roles::Column::Name)
-            .all(db)
-            .await
-            .map_err(repo_err)?;
-        let grants = role_permissions::Entity::find()
-            .filter(role_permissions::Column::RoleId.is_in(ids))
-            .all(db)
-            .await
-            .map_err(repo_err)?;
+        let (rows, grants) = tokio::try_join!(
+            roles::Entity::find()
+                .filter(role_ids)
+                .order_by_asc(roles::Column::Name)
+                .all(db),
+            role_permissions::Entity::find()
+                .filter(permission_role_ids)
+                .all(db),
+        )
+        .map_err(repo_err)?;
         let mut by_role: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
         for grant in grants {
             by_role
@@ -502,19 +500,30 @@ impl SeaIdentityStore {
             .collect()
     }
 
-    async fn role_ids_of<C: ConnectionTrait>(
+    /// Roles with these ids.
+    async fn roles_by_ids<C: ConnectionTrait>(
         &self,
         db: &C,
-        user: UserId,
-    ) -> Result<Vec<Uuid>, RepoError> {
-        Ok(user_roles::Entity::find()
-            .filter(user_roles::Column::UserId.eq(user.as_uuid()))
-            .all(db)
-            .await
-            .map_err(repo_err)?
-            .into_iter()
-            .map(|grant| grant.role_id)
-            .collect())
+        ids: Vec<Uuid>,
+    ) -> Result<Vec<Role>, RepoError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.roles_where(
+            db,
+            roles::Column::Id.is_in(ids.clone()),
+            role_permissions::Column::RoleId.is_in(ids),
+        )
+        .await
+    }
+
+    /// `SELECT role_id FROM user_roles WHERE user_id = ?`, for use as a subquery.
+    fn role_ids_of(user: UserId) -> sea_orm::sea_query::SelectStatement {
+        sea_orm::sea_query::Query::select()
+            .column(user_roles::Column::RoleId)
+            .from(user_roles::Entity)
+            .and_where(user_roles::Column::UserId.eq(user.as_uuid()))
+            .to_owned()
     }
 }
 
@@ -590,17 +599,17 @@ impl UserRepository for SeaIdentityStore {
     }
 
     async fn roles_of(&self, user: UserId) -> Result<Vec<Role>, RepoError> {
-        let ids = self.role_ids_of(&self.db, user).await?;
-        self.roles_by_ids(&self.db, ids).await
+        self.roles_where(
+            &self.db,
+            roles::Column::Id.in_subquery(Self::role_ids_of(user)),
+            role_permissions::Column::RoleId.in_subquery(Self::role_ids_of(user)),
+        )
+        .await
     }
 
     async fn permissions_of(&self, user: UserId) -> Result<PermissionSet, RepoError> {
-        let ids = self.role_ids_of(&self.db, user).await?;
-        if ids.is_empty() {
-            return Ok(PermissionSet::empty());
-        }
         role_permissions::Entity::find()
-            .filter(role_permissions::Column::RoleId.is_in(ids))
+            .filter(role_permissions::Column::RoleId.in_subquery(Self::role_ids_of(user)))
             .all(&self.db)
             .await
             .map_err(repo_err)?

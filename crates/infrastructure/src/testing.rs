@@ -25,6 +25,7 @@ pub struct TestDatabase {
 enum Kind {
     Sqlite { _dir: tempfile::TempDir },
     Postgres { admin_url: String, name: String },
+    Borrowed,
 }
 
 /// Why a test database could not be made.
@@ -90,6 +91,15 @@ impl TestDatabase {
         })
     }
 
+    /// Another handle on an existing database (a second replica in a test); dropping it
+    /// drops nothing.
+    pub fn existing(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            kind: Kind::Borrowed,
+        }
+    }
+
     /// The database URL, for `database.url`.
     pub fn url(&self) -> &str {
         &self.url
@@ -97,7 +107,7 @@ impl TestDatabase {
 
     /// Whether this is a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
-        matches!(self.kind, Kind::Postgres { .. })
+        self.url.starts_with("postgres")
     }
 
     /// Drops the PostgreSQL database now, killing its connections (to simulate an outage).
