@@ -106,6 +106,17 @@ async fn register_login_me_refresh_logout() {
     );
 
     assert_problem(app.get(ME).await, 401, "unauthenticated").await;
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for line in [
+        r#"auth_events_total{event="register",outcome="success"}"#,
+        r#"auth_events_total{event="login",outcome="success"}"#,
+        r#"auth_events_total{event="refresh",outcome="success"}"#,
+        r#"auth_events_total{event="refresh",outcome="failure"}"#,
+        r#"auth_events_total{event="logout",outcome="success"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
 }
 
 #[tokio::test]

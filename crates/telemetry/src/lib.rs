@@ -24,6 +24,10 @@ pub mod names {
     pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
     /// Gauge of database pool connections, labelled `state` (`idle`, `in_use`, `max`).
     pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+    /// Counter of authentication events, labelled `event` (`login`, `register`, `refresh`,
+    /// `logout`, `password_change`, `password_forgot`, `password_reset`, `email_verify`) and
+    /// `outcome` (`success`, `failure`, `rate_limited`, `error`).
+    pub const AUTH_EVENTS_TOTAL: &str = "auth_events_total";
 }
 
 /// Latency buckets (seconds) from 1 ms to 10 s: fine where an API spends its time.
@@ -140,6 +144,10 @@ fn describe_metrics() {
         names::HTTP_REQUEST_DURATION_SECONDS,
         metrics::Unit::Seconds,
         "HTTP request latency, by method and route template"
+    );
+    metrics::describe_counter!(
+        names::AUTH_EVENTS_TOTAL,
+        "Authentication events, by event and outcome"
     );
     metrics::describe_gauge!(
         names::DB_POOL_CONNECTIONS,

@@ -10,6 +10,8 @@ use keel_kernel::{DomainError, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use keel_telemetry::names::AUTH_EVENTS_TOTAL;
+
 use crate::error::ApiError;
 use crate::extract::{Caller, IdPath, ValidatedJson, double_option};
 use crate::ratelimit::limit_by_ip;
@@ -18,6 +20,20 @@ impl From<IdentityError> for ApiError {
     fn from(error: IdentityError) -> Self {
         Self::Domain(DomainError::from(error))
     }
+}
+
+/// Counts an authentication event by outcome (`auth_events_total`) and passes the result on.
+fn counted<T>(event: &'static str, result: Result<T, IdentityError>) -> Result<T, IdentityError> {
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(IdentityError::Rejected(DomainError::RateLimited { .. })) => "rate_limited",
+        Err(IdentityError::Rejected(DomainError::Internal(_) | DomainError::Unavailable(_))) => {
+            "error"
+        }
+        Err(_) => "failure",
+    };
+    metrics::counter!(AUTH_EVENTS_TOTAL, "event" => event, "outcome" => outcome).increment(1);
+    result
 }
 
 /// Registers the `/auth` routes. Sign-in and recovery endpoints are rate limited per IP.
@@ -226,14 +242,17 @@ async fn register(
     identity: web::Data<Identity>,
     ValidatedJson(body): ValidatedJson<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = identity
-        .for_caller(&caller)
-        .register(Registration {
-            email: body.email,
-            password: body.password,
-            full_name: body.full_name,
-        })
-        .await?;
+    let user = counted(
+        "register",
+        identity
+            .for_caller(&caller)
+            .register(Registration {
+                email: body.email,
+                password: body.password,
+                full_name: body.full_name,
+            })
+            .await,
+    )?;
     Ok(HttpResponse::Created().json(UserView::new(user, None)))
 }
 
@@ -242,10 +261,13 @@ async fn login(
     identity: web::Data<Identity>,
     ValidatedJson(body): ValidatedJson<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = identity
-        .for_caller(&caller)
-        .login(&body.email, &body.password)
-        .await?;
+    let tokens = counted(
+        "login",
+        identity
+            .for_caller(&caller)
+            .login(&body.email, &body.password)
+            .await,
+    )?;
     Ok(HttpResponse::Ok().json(TokensView::from(tokens)))
 }
 
@@ -254,10 +276,13 @@ async fn refresh(
     identity: web::Data<Identity>,
     ValidatedJson(body): ValidatedJson<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = identity
-        .for_caller(&caller)
-        .refresh(&body.refresh_token)
-        .await?;
+    let tokens = counted(
+        "refresh",
+        identity
+            .for_caller(&caller)
+            .refresh(&body.refresh_token)
+            .await,
+    )?;
     Ok(HttpResponse::Ok().json(TokensView::from(tokens)))
 }
 
@@ -265,7 +290,7 @@ async fn logout(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
 ) -> Result<HttpResponse, ApiError> {
-    identity.for_caller(&caller).logout().await?;
+    counted("logout", identity.for_caller(&caller).logout().await)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -273,7 +298,7 @@ async fn logout_all(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
 ) -> Result<HttpResponse, ApiError> {
-    identity.for_caller(&caller).logout_all().await?;
+    counted("logout", identity.for_caller(&caller).logout_all().await)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -321,10 +346,13 @@ async fn change_password(
     identity: web::Data<Identity>,
     ValidatedJson(body): ValidatedJson<ChangePasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
-    identity
-        .for_caller(&caller)
-        .change_password(&body.current_password, &body.new_password)
-        .await?;
+    counted(
+        "password_change",
+        identity
+            .for_caller(&caller)
+            .change_password(&body.current_password, &body.new_password)
+            .await,
+    )?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -333,10 +361,13 @@ async fn forgot_password(
     identity: web::Data<Identity>,
     ValidatedJson(body): ValidatedJson<ForgotBody>,
 ) -> Result<HttpResponse, ApiError> {
-    identity
-        .for_caller(&caller)
-        .forgot_password(&body.email)
-        .await?;
+    counted(
+        "password_forgot",
+        identity
+            .for_caller(&caller)
+            .forgot_password(&body.email)
+            .await,
+    )?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "status": "accepted",
         "detail": "if an account uses this address, a reset link is on its way",
@@ -348,10 +379,13 @@ async fn reset_password(
     identity: web::Data<Identity>,
     ValidatedJson(body): ValidatedJson<ResetBody>,
 ) -> Result<HttpResponse, ApiError> {
-    identity
-        .for_caller(&caller)
-        .reset_password(&body.token, &body.new_password)
-        .await?;
+    counted(
+        "password_reset",
+        identity
+            .for_caller(&caller)
+            .reset_password(&body.token, &body.new_password)
+            .await,
+    )?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -371,9 +405,12 @@ async fn confirm_email(
     identity: web::Data<Identity>,
     ValidatedJson(body): ValidatedJson<TokenBody>,
 ) -> Result<HttpResponse, ApiError> {
-    identity
-        .for_caller(&caller)
-        .confirm_email(&body.token)
-        .await?;
+    counted(
+        "email_verify",
+        identity
+            .for_caller(&caller)
+            .confirm_email(&body.token)
+            .await,
+    )?;
     Ok(HttpResponse::NoContent().finish())
 }
