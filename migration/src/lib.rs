@@ -11,6 +11,7 @@ use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_release_notes;
 mod m20261124_000001_create_identity;
 mod m20261124_000002_create_activity;
+mod m20261125_000001_create_projects;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_release_notes::Migration),
             Box::new(m20261124_000001_create_identity::Migration),
             Box::new(m20261124_000002_create_activity::Migration),
+            Box::new(m20261125_000001_create_projects::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ mod errors;
 mod health;
 mod http_basics;
 mod migrations;
+mod projects;
 mod release_notes;
 mod storage;
 mod support;

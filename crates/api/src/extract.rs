@@ -49,6 +49,28 @@ where
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = StrictJson::<T>::from_request(req, payload);
+        Box::pin(async move {
+            let StrictJson(value) = body.await?;
+            value.validate().map_err(DomainError::from)?;
+            Ok(Self(value))
+        })
+    }
+}
+
+/// A JSON body deserialized strictly, like [`ValidatedJson`], for types whose rules the domain
+/// checks (the generic CRUD inputs).
+#[derive(Debug)]
+pub struct StrictJson<T>(pub T);
+
+impl<T> FromRequest for StrictJson<T>
+where
+    T: DeserializeOwned + 'static,
+{
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
         if !is_json(req) {
             return Box::pin(async { Err(ApiError::UnsupportedMediaType) });
@@ -69,9 +91,7 @@ where
                     Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
                     _ => ApiError::BadRequest("the request body could not be read".to_owned()),
                 })?;
-            let value: T = deserialize_json(&bytes)?;
-            value.validate().map_err(DomainError::from)?;
-            Ok(Self(value))
+            deserialize_json(&bytes).map(Self)
         })
     }
 }

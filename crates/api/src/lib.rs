@@ -5,11 +5,15 @@
 //! for the caller, and turns the result into JSON.
 
 pub mod context;
+pub mod crud;
+
 pub mod domains;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod openapi;
+
 pub mod ratelimit;
 pub mod server;
 

@@ -10,6 +10,8 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use keel_activity::Activity;
 use keel_config::{Environment, Settings};
 use keel_identity::Identity;
+use keel_projects::Projects;
+
 use keel_releases::ReleaseNotes;
 use keel_telemetry::MetricsHandle;
 
@@ -29,6 +31,9 @@ pub struct ApiServices {
     pub identity: Identity,
     /// The activity log.
     pub activity: Activity,
+    /// Projects (the example domain).
+    pub projects: Projects,
+    // keel:new-domain:api-services
     /// Per-IP limits on authentication endpoints.
     pub auth_rate_limit: AuthRateLimit,
     /// The JWKS document (`None` with HS256, which has no public keys).
@@ -72,6 +77,9 @@ pub fn api_server(
     let release_notes = web::Data::new(services.release_notes);
     let identity = web::Data::new(services.identity);
     let activity = web::Data::new(services.activity);
+    let projects = web::Data::new(services.projects);
+    // keel:new-domain:app-data-let
+
     let auth_rate_limit = web::Data::new(services.auth_rate_limit);
     let jwks_document = web::Data::new(Jwks(services.jwks));
     let trust_forwarded = TrustForwardedHeaders(server.trust_forwarded_headers);
@@ -87,6 +95,8 @@ pub fn api_server(
             .app_data(release_notes.clone())
             .app_data(identity.clone())
             .app_data(activity.clone())
+            .app_data(projects.clone())
+            // keel:new-domain:app-data
             .app_data(auth_rate_limit.clone())
             .app_data(jwks_document.clone())
             .app_data(trust_forwarded)

@@ -60,6 +60,8 @@ impl ApiApplication {
                 release_notes: services.release_notes,
                 identity: services.identity,
                 activity: services.activity,
+                projects: services.projects,
+                // keel:new-domain:api-services-from
                 auth_rate_limit: AuthRateLimit {
                     counters: services.counters,
                     quota: Quota::per_minute(settings.rate_limit.auth_per_ip_per_minute),

@@ -8,6 +8,8 @@ use keel_config::Settings;
 use keel_identity::password::PasswordPolicy;
 use keel_identity::{Identity, IdentityPorts, IdentitySettings};
 use keel_infrastructure::activity::SeaActivity;
+use keel_infrastructure::crud::SeaCrud;
+
 use keel_infrastructure::identity::SeaIdentityStore;
 use keel_infrastructure::mail::LettreMailer;
 use keel_infrastructure::security::{Argon2Hasher, HmacSecrets, JwtTokens};
@@ -15,7 +17,9 @@ use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
 use keel_infrastructure::{DatabaseConnection, SeaReleaseNoteRepository, SeaUnitOfWork};
 use keel_kernel::throttle::{Cache, Counters};
 use keel_kernel::{PermissionDef, SystemClock};
+use keel_projects::Projects;
 use keel_releases::ReleaseNotes;
+
 use secrecy::ExposeSecret;
 
 /// Every permission every domain defines: the catalogue RBAC is synced to.
@@ -24,6 +28,8 @@ pub fn permission_catalog() -> Vec<PermissionDef> {
         .iter()
         .chain(keel_activity::PERMISSIONS)
         .chain(keel_releases::PERMISSIONS)
+        .chain(keel_projects::PERMISSIONS)
+        // keel:new-domain:permissions
         .cloned()
         .collect()
 }
@@ -37,6 +43,9 @@ pub struct Services {
     pub identity: Identity,
     /// The activity log.
     pub activity: Activity,
+    /// Projects (the example domain).
+    pub projects: Projects,
+    // keel:new-domain:services
     /// Rate-limit counters (memory, or Redis when configured).
     pub counters: Arc<dyn Counters>,
     /// The JWKS document when access tokens are signed asymmetrically.
@@ -109,10 +118,17 @@ impl Services {
         Ok(Self {
             release_notes: ReleaseNotes::new(
                 Arc::new(SeaReleaseNoteRepository::new(db.clone())),
-                unit_of_work,
+                unit_of_work.clone(),
                 activity_store.clone(),
-                clock,
+                clock.clone(),
             ),
+            projects: Projects::new(
+                Arc::new(SeaCrud::new(db.clone())),
+                unit_of_work.clone(),
+                activity_store.clone(),
+                clock.clone(),
+            ),
+            // keel:new-domain:services-build
             identity,
             activity: Activity::new(activity_store),
             counters,

@@ -301,7 +301,7 @@ fn migrate_and_seed_commands() {
     assert!(text(&output.stdout).contains("exists   release note 0.1.0"));
 
     let output = run(API, dir.path(), &["migrate", "down"], &no_auto);
-    assert!(text(&output.stdout).contains("reverted m20261124_000002_create_activity"));
+    assert!(text(&output.stdout).contains("reverted m20261125_000001_create_projects"));
 
     let output = run(
         API,

@@ -5,12 +5,14 @@
 //! rule: repositories store and load, and apply the scope the domain hands them.
 
 pub mod activity;
+pub mod crud;
 pub mod database;
 pub mod error;
 pub mod identity;
-mod listing;
+pub mod listing;
 pub mod mail;
 pub mod migrate;
+pub mod projects;
 pub mod release_notes;
 pub mod security;
 pub mod stores;

@@ -18,7 +18,7 @@ use sea_orm::{
 use crate::error::repo_err;
 
 /// An entity whose rows can be listed with the query language.
-pub(crate) trait Listable: EntityTrait {
+pub trait Listable: EntityTrait {
     /// The column behind a public field name, including `id`.
     fn column(field: &str) -> Option<Self::Column>;
 

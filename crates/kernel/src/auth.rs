@@ -69,15 +69,26 @@ pub struct PermissionDef {
     pub permission: Permission,
     /// What it allows, for administrators.
     pub description: &'static str,
+    /// Whether every account gets it (through the `member` role) unless an administrator
+    /// takes it away.
+    pub for_members: bool,
 }
 
 impl PermissionDef {
-    /// A definition.
+    /// A definition (administrators only, until granted to a role).
     pub const fn new(permission: Permission, description: &'static str) -> Self {
         Self {
             permission,
             description,
+            for_members: false,
         }
+    }
+
+    /// Grants it to the `member` role by default.
+    #[must_use]
+    pub const fn for_members(mut self) -> Self {
+        self.for_members = true;
+        self
     }
 }
 

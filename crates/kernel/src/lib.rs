@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod auth;
 pub mod clock;
+pub mod crud;
 pub mod error;
 pub mod health;
 pub mod id;

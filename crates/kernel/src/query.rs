@@ -51,11 +51,13 @@ pub enum FieldKind {
 }
 
 impl FieldKind {
-    fn supports_ranges(self) -> bool {
+    /// Whether `__gte` and `__lte` apply.
+    pub fn supports_ranges(self) -> bool {
         matches!(self, Self::Timestamp | Self::Integer)
     }
 
-    fn describe(self) -> String {
+    /// What a value must look like, for error messages and API docs.
+    pub fn describe(self) -> String {
         match self {
             Self::Text => "text".to_owned(),
             Self::Enum(values) => format!("one of: {}", values.join(", ")),

@@ -3,6 +3,8 @@
 pub mod activity;
 pub mod api_keys;
 pub mod auth;
+pub mod projects;
+
 pub mod rbac;
 pub mod release_notes;
 pub mod users;
@@ -17,4 +19,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     api_keys::configure(cfg);
     activity::configure(cfg);
     release_notes::configure(cfg);
+    projects::configure(cfg);
+    // keel:new-domain:configure
 }

@@ -28,11 +28,9 @@ pub const PERMISSIONS: &[PermissionDef] = &[
     PermissionDef::new(
         API_KEYS_MANAGE,
         "Create, list and delete one's own API keys",
-    ),
+    )
+    .for_members(),
 ];
-
-/// What the `member` role starts with (administrators may add more; Keel never removes any).
-pub const MEMBER_DEFAULTS: &[Permission] = &[API_KEYS_MANAGE];
 
 /// Sorting and filtering allowed on the administrators' user list.
 pub const USER_LIST_SPEC: ListSpec = ListSpec {

@@ -16,7 +16,7 @@ use crate::model::{
     ADMIN_ROLE, Email, MEMBER_ROLE, PermissionInfo, ROLE_NAME_MAX_CHARS, Role, RoleId, User,
     UserStatus,
 };
-use crate::policy::{MEMBER_DEFAULTS, ROLES_READ, ROLES_WRITE, USERS_READ, USERS_WRITE};
+use crate::policy::{ROLES_READ, ROLES_WRITE, USERS_READ, USERS_WRITE};
 
 /// An account with its roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,7 +463,7 @@ impl IdentityService<'_> {
 
     /// Keel's own bookkeeping at startup (system caller): stores the permission catalogue,
     /// creates `admin` and `member` when missing, gives `admin` every permission and `member`
-    /// its defaults (adding, never removing). Idempotent.
+    /// the ones marked `for_members` (adding, never removing). Idempotent.
     pub async fn sync_rbac(&self, catalog: &[PermissionDef]) -> Result<(), IdentityError> {
         self.require(&ROLES_WRITE)?;
         let now = self.ports().clock.now();
@@ -506,8 +506,9 @@ impl IdentityService<'_> {
                 role.permissions.iter().cloned().collect()
             };
             if name == MEMBER_ROLE {
-                for permission in MEMBER_DEFAULTS {
-                    wanted.insert(permission.clone());
+                // Added when missing, never removed: administrators may narrow `member`.
+                for def in catalog.iter().filter(|d| d.for_members) {
+                    wanted.insert(def.permission.clone());
                 }
             }
             let current: PermissionSet = role.permissions.iter().cloned().collect();

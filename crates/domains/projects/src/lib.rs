@@ -1,0 +1,18 @@
+//! Projects: named, owned, soft-deletable pieces of work. The reference domain: every crate
+//! `cargo xtask new-domain` writes has this shape.
+//!
+//! - `model`: the entity, its input types and every rule on their fields (including one
+//!   business rule: archived projects are read-only until un-archived);
+//! - `policy`: permissions and the list allow-list;
+//! - `service`: the use cases, which are the kernel's generic [`keel_kernel::crud::Crud`];
+//! - `testing`: factories of realistic input.
+
+pub mod model;
+pub mod policy;
+pub mod service;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use model::{NewProject, Project, ProjectId, ProjectPatch, ProjectStatus};
+pub use policy::{LIST_SPEC, MANAGE_ALL, PERMISSIONS, WRITE};
+pub use service::Projects;
