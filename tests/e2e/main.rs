@@ -15,7 +15,9 @@ mod errors;
 mod health;
 mod http_basics;
 mod migrations;
+mod openapi;
 mod projects;
 mod release_notes;
 mod storage;
 mod support;
+// keel:new-domain:modules

@@ -605,7 +605,10 @@ mod tests {
             2
         ));
         assert!(none_match(&headers(&header::IF_NONE_MATCH, &["*"]), 2));
-        assert!(!none_match(&headers(&header::IF_NONE_MATCH, &["\"v1\""]), 2));
+        assert!(!none_match(
+            &headers(&header::IF_NONE_MATCH, &["\"v1\""]),
+            2
+        ));
         assert!(!none_match(&HeaderMap::new(), 2));
     }
 }

@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use keel_kernel::health::HealthCheck;
 use keel_telemetry::MetricsHandle;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::Problem;
 
@@ -22,7 +23,7 @@ pub struct HealthRegistry {
 }
 
 /// The outcome of one check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CheckReport {
     /// The check's name, e.g. `database`.
     pub name: &'static str,
@@ -90,14 +91,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/metrics").route(web::get().to(metrics)));
 }
 
+/// Body of the health endpoints.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthStatus {
+    /// `ok`, or `fail` in the full report.
+    status: &'static str,
+    /// The application version (full report only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'static str>,
+    /// Seconds since the process started (full report only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime_seconds: Option<u64>,
+    /// One entry per dependency check (not on liveness).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<Vec<CheckReport>>,
+}
+
 /// The process is running; restart it if this fails.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    operation_id = "health_live",
+    responses((status = 200, description = "Alive.", body = HealthStatus))
+)]
 async fn live() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .json(serde_json::json!({ "status": "ok" }))
+        .json(HealthStatus {
+            status: "ok",
+            version: None,
+            uptime_seconds: None,
+            checks: None,
+        })
 }
 
 /// Every dependency answers: send traffic. 503 problem naming the failed checks otherwise.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    operation_id = "health_ready",
+    responses(
+        (status = 200, description = "Ready.", body = HealthStatus),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 async fn ready(registry: web::Data<HealthRegistry>) -> HttpResponse {
     let reports = registry.run().await;
     let failed: Vec<String> = reports
@@ -107,7 +146,12 @@ async fn ready(registry: web::Data<HealthRegistry>) -> HttpResponse {
     if failed.is_empty() {
         return HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .json(serde_json::json!({ "status": "ok", "checks": reports }));
+            .json(HealthStatus {
+                status: "ok",
+                version: None,
+                uptime_seconds: None,
+                checks: Some(reports),
+            });
     }
     let mut response = Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -124,20 +168,34 @@ async fn ready(registry: web::Data<HealthRegistry>) -> HttpResponse {
 
 /// Every check with its latency, the version and the uptime. Always 200: it is a report;
 /// `/health/ready` is the signal.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    operation_id = "health_report",
+    responses((status = 200, description = "The report.", body = HealthStatus))
+)]
 async fn report(registry: web::Data<HealthRegistry>) -> HttpResponse {
     let reports = registry.run().await;
     let healthy = reports.iter().all(|r| r.error.is_none());
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .json(serde_json::json!({
-            "status": if healthy { "ok" } else { "fail" },
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": registry.started.elapsed().as_secs(),
-            "checks": reports,
-        }))
+        .json(HealthStatus {
+            status: if healthy { "ok" } else { "fail" },
+            version: Some(env!("CARGO_PKG_VERSION")),
+            uptime_seconds: Some(registry.started.elapsed().as_secs()),
+            checks: Some(reports),
+        })
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String))
+)]
 async fn metrics(handle: web::Data<MetricsHandle>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((
@@ -146,3 +204,8 @@ async fn metrics(handle: web::Data<MetricsHandle>) -> HttpResponse {
         ))
         .body(handle.render())
 }
+
+/// The OpenAPI document of the operations routes.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(live, ready, report, metrics))]
+pub struct HealthDoc;

@@ -166,7 +166,7 @@ impl Modify for Shared {
             API_KEY,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-Key",
-                "An API key from `POST /api/v1/auth/api-keys`: `keel_<prefix>_<secret>`.",
+                "An API key from `POST /api/v1/api-keys`: `keel_<prefix>_<secret>`.",
             ))),
         );
         let mut schemas = vec![(ProblemDoc::name().into_owned(), ProblemDoc::schema())];
@@ -208,7 +208,7 @@ fn operations_mut(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = 
 pub fn operation_mut<'a>(
     openapi: &'a mut OpenApi,
     path: &str,
-        method: &HttpMethod,
+    method: &HttpMethod,
 ) -> Option<&'a mut Operation> {
     let item = openapi.paths.paths.get_mut(path)?;
     match method {
@@ -322,7 +322,8 @@ pub fn list_parameters(spec: &ListSpec) -> Vec<Parameter> {
 
 /// Adds the list parameters of `spec` to `GET {API_PREFIX}{path}`.
 pub fn add_list_parameters(openapi: &mut OpenApi, path: &str, spec: &ListSpec) {
-    if let Some(operation) = operation_mut(openapi, &format!("{API_PREFIX}{path}"), &HttpMethod::Get)
+    if let Some(operation) =
+        operation_mut(openapi, &format!("{API_PREFIX}{path}"), &HttpMethod::Get)
     {
         operation
             .parameters
@@ -409,4 +410,50 @@ pub fn string_enum(names: &[&str]) -> Schema {
         .schema_type(SchemaType::new(Type::String))
         .enum_values(Some(names.iter().copied()))
         .into()
+}
+
+/// The parts of the document not generated from a route: title, description, tags.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Keel API",
+        description = "A production-ready backend foundation. Errors are RFC 9457 problem documents \
+(`application/problem+json`) naming every field at fault. Lists take `limit`, `offset` or `cursor`, \
+`sort`, filters and `q` as described per endpoint; unknown parameters are rejected. Authenticate with \
+`Authorization: Bearer <access token>` or `X-API-Key: keel_<prefix>_<secret>`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    tags(
+        (name = "auth", description = "Accounts, sign-in, tokens, sessions and recovery."),
+        (name = "api-keys", description = "The caller's API keys."),
+        (name = "users", description = "Account administration."),
+        (name = "rbac", description = "Roles and permissions."),
+        (name = "activity", description = "The append-only activity log."),
+        (name = "release-notes", description = "The public \"What's New\" feed."),
+        (name = "projects", description = "The example owner-scoped resource."),
+        (name = "operations", description = "Health checks and metrics.")
+    )
+)]
+struct KeelDoc;
+
+/// The complete OpenAPI document of the api process.
+pub fn document() -> OpenApi {
+    use utoipa::OpenApi as _;
+
+    let mut document = KeelDoc::openapi();
+    document.merge(crate::health::HealthDoc::openapi());
+    document.merge(crate::server::ServerDoc::openapi());
+    crate::domains::merge_openapi(&mut document);
+    Shared.modify(&mut document);
+    document
+}
+
+/// [`document`] as pretty JSON with a trailing newline: what `/openapi.json` serves, `api
+/// openapi` prints and `docs/openapi.json` holds.
+pub fn document_json() -> String {
+    let mut json = document()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned());
+    json.push('\n');
+    json
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
-use actix_web::middleware::{Compress, Condition, from_fn};
+use actix_web::middleware::{Compress, Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use keel_activity::Activity;
 use keel_config::{Environment, Settings};
@@ -14,6 +14,7 @@ use keel_projects::Projects;
 
 use keel_releases::ReleaseNotes;
 use keel_telemetry::MetricsHandle;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, TrustForwardedHeaders};
@@ -44,6 +45,17 @@ pub struct ApiServices {
 #[derive(Debug, Clone)]
 struct Jwks(Option<serde_json::Value>);
 
+/// The public keys that verify access tokens (EdDSA and RS256 only).
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "auth",
+    operation_id = "jwks",
+    responses(
+        (status = 200, description = "A JSON Web Key Set.", body = Object),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
 async fn jwks(document: web::Data<Jwks>) -> Result<HttpResponse, ApiError> {
     match &document.0 {
         Some(keys) => Ok(HttpResponse::Ok()
@@ -54,6 +66,60 @@ async fn jwks(document: web::Data<Jwks>) -> Result<HttpResponse, ApiError> {
         })),
     }
 }
+
+/// The OpenAPI document, rendered once at startup.
+#[derive(Debug, Clone)]
+struct OpenApiJson(web::Bytes);
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi_document",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object))
+)]
+async fn openapi_json(document: web::Data<OpenApiJson>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .body(document.0.clone())
+}
+
+async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/docs/"))
+        .finish()
+}
+
+/// Swagger UI loads its own scripts, styles, inline styles and data-URI images, and fetches
+/// the document: nothing from another host.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; \
+base-uri 'none'; form-action 'none'";
+
+/// `/openapi.json` and the interactive docs at `/docs/` (Swagger UI, embedded in the binary).
+fn configure_docs(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/openapi.json").route(web::get().to(openapi_json)))
+        .service(web::resource("/docs").route(web::get().to(docs_redirect)))
+        .service(
+            web::scope("/docs")
+                .wrap(
+                    DefaultHeaders::new()
+                        .add((header::CONTENT_SECURITY_POLICY, DOCS_CSP))
+                        .add((header::CACHE_CONTROL, "public, max-age=3600")),
+                )
+                .service(
+                    SwaggerUi::new("/{_:.*}")
+                        .config(SwaggerConfig::new(["/openapi.json"]).try_it_out_enabled(true)),
+                ),
+        );
+}
+
+/// The OpenAPI document of the routes this module serves itself.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(jwks, openapi_json))]
+pub struct ServerDoc;
 
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
@@ -82,6 +148,9 @@ pub fn api_server(
 
     let auth_rate_limit = web::Data::new(services.auth_rate_limit);
     let jwks_document = web::Data::new(Jwks(services.jwks));
+    let openapi_document = web::Data::new(OpenApiJson(web::Bytes::from(
+        crate::openapi::document_json(),
+    )));
     let trust_forwarded = TrustForwardedHeaders(server.trust_forwarded_headers);
     let health = web::Data::new(health);
     let metrics = web::Data::new(metrics);
@@ -99,6 +168,7 @@ pub fn api_server(
             // keel:new-domain:app-data
             .app_data(auth_rate_limit.clone())
             .app_data(jwks_document.clone())
+            .app_data(openapi_document.clone())
             .app_data(trust_forwarded)
             .app_data(health.clone())
             .app_data(metrics.clone())
@@ -111,6 +181,7 @@ pub fn api_server(
             .wrap(Compress::default())
             .configure(health::configure)
             .service(web::resource("/.well-known/jwks.json").route(web::get().to(jwks)))
+            .configure(configure_docs)
             .service(web::scope(API_PREFIX).configure(domains::configure))
             .default_service(web::to(route_not_found))
     })

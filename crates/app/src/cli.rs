@@ -52,6 +52,8 @@ pub enum ApiCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Print the OpenAPI document (JSON) to standard output; needs no configuration.
+    Openapi,
     /// Inspect the configuration.
     Config {
         /// The configuration action.
@@ -145,6 +147,11 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 /// Runs the `api` binary.
 pub async fn run_api(cli: ApiCli) -> ExitCode {
     let command = cli.command.unwrap_or(ApiCommand::Serve);
+    if matches!(command, ApiCommand::Openapi) {
+        print!("{}", keel_api::openapi::document_json());
+        return ExitCode::SUCCESS;
+    }
+
     let target = match command {
         ApiCommand::Serve => LogTarget::Stdout,
         _ => LogTarget::Stderr,
@@ -159,6 +166,7 @@ pub async fn run_api(cli: ApiCli) -> ExitCode {
             run_migrate(&settings, action.unwrap_or(MigrateAction::Up)).await
         }
         ApiCommand::Seed => run_seed(&settings).await,
+        ApiCommand::Openapi => Ok(()),
         ApiCommand::CreateAdmin {
             email,
             password_stdin,

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use keel_identity::{ApiKey, Identity, NewApiKeyRequest};
 use keel_kernel::ApiKeyId;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use validator::Validate;
 
 use crate::API_PREFIX;
@@ -22,15 +24,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/api-keys/{id}").route(web::delete().to(delete)));
 }
 
-#[derive(Debug, Serialize)]
+/// An API key, without its secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ApiKey)]
 struct ApiKeyView {
+    /// Key id.
+    #[schema(value_type = Uuid)]
     id: ApiKeyId,
+    /// The owner's label.
     name: String,
+    /// The public part of the key (`keel_<prefix>_…`), to recognise it.
     prefix: String,
+    /// Permissions it is limited to; the owner's permissions when empty.
     scopes: Vec<String>,
+    /// When it stops working.
     expires_at: Option<DateTime<Utc>>,
+    /// Last authenticated request.
     last_used_at: Option<DateTime<Utc>>,
+    /// Creation time.
     created_at: DateTime<Utc>,
+}
+
+/// The caller's API keys.
+#[derive(Debug, Serialize, ToSchema)]
+struct ApiKeyList {
+    /// Every key, newest first.
+    items: Vec<ApiKeyView>,
 }
 
 impl From<ApiKey> for ApiKeyView {
@@ -47,25 +66,50 @@ impl From<ApiKey> for ApiKeyView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A new API key with its secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreatedApiKey)]
 struct CreatedView {
     #[serde(flatten)]
-    key: ApiKeyView,
-    /// Shown once: Keel stores only a digest.
-    key_value: String,
+    details: ApiKeyView,
+    /// `keel_<prefix>_<secret>`, for the `X-API-Key` header. Shown once: Keel stores only a
+    /// keyed digest.
+    key: String,
 }
 
 /// Body of `POST /api-keys`.
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateApiKey, example = json!({"name": "CI deploys", "scopes": ["projects:write"], "expires_at": "2027-06-30T00:00:00Z"}))]
 struct CreateBody {
+    /// A label for the owner.
     name: String,
+    /// Permissions to narrow the key to (each must be held by the owner).
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    /// When it stops working; never when absent.
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-keys",
+    tag = "api-keys",
+    operation_id = "create_api_key",
+    summary = "Create an API key (the secret is shown once)",
+    request_body = CreateBody,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "Created; `key` is the only copy of the secret.", body = CreatedView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn create(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -80,32 +124,55 @@ async fn create(
         })
         .await?;
     let location = format!("{API_PREFIX}/api-keys/{}", created.key.id);
-    let mut view = serde_json::to_value(CreatedView {
-        key: ApiKeyView::from(created.key),
-        key_value: created.plaintext,
-    })
-    .map_err(|e| ApiError::Domain(keel_kernel::DomainError::internal(e)))?;
-    // The contract names the one-time secret `key`.
-    if let Some(object) = view.as_object_mut()
-        && let Some(value) = object.remove("key_value")
-    {
-        object.insert("key".to_owned(), value);
-    }
+    let view = CreatedView {
+        details: ApiKeyView::from(created.key),
+        key: created.plaintext,
+    };
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(view))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/api-keys",
+    tag = "api-keys",
+    operation_id = "list_api_keys",
+    summary = "List the caller's API keys",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The keys (never their secrets).", body = ApiKeyList),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+    )
+)]
 async fn list(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
 ) -> Result<HttpResponse, ApiError> {
     let keys = identity.for_caller(&caller).list_api_keys().await?;
-    let items: Vec<ApiKeyView> = keys.into_iter().map(ApiKeyView::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(ApiKeyList {
+        items: keys.into_iter().map(ApiKeyView::from).collect(),
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/api-keys/{id}",
+    tag = "api-keys",
+    operation_id = "delete_api_key",
+    summary = "Revoke one of the caller's API keys",
+    params(("id" = Uuid, Path, description = "API key id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn delete(
     Caller(caller): Caller,
     IdPath(id): IdPath<ApiKeyId>,
@@ -114,3 +181,8 @@ async fn delete(
     identity.for_caller(&caller).delete_api_key(id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// The OpenAPI document of the `/api-keys` routes.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(create, list, delete))]
+pub struct ApiKeysDoc;

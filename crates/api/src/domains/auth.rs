@@ -8,11 +8,15 @@ use keel_identity::{
 };
 use keel_kernel::{DomainError, SessionId, UserId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::Schema;
 use validator::Validate;
 
 use keel_telemetry::names::AUTH_EVENTS_TOTAL;
 
 use crate::error::ApiError;
+use crate::openapi::string_enum;
+
 use crate::extract::{Caller, IdPath, ValidatedJson, double_option};
 use crate::ratelimit::limit_by_ip;
 
@@ -71,26 +75,57 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
+fn user_status_schema() -> Schema {
+    string_enum(UserStatus::NAMES)
+}
+
 /// An account as its owner or an administrator sees it (never the password hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User, example = json!({
+    "id": "0193a6d0-0000-7000-8000-000000000001",
+    "email": "ada@example.com",
+    "full_name": "Ada Lovelace",
+    "status": "active",
+    "email_verified": true,
+    "email_verified_at": "2026-11-20T09:31:00Z",
+    "created_at": "2026-11-20T09:30:00Z",
+    "updated_at": "2026-11-20T09:31:00Z",
+    "deleted_at": null,
+    "roles": [{"id": "0193a6cf-0000-7000-8000-00000000000a", "name": "member"}]
+}))]
 pub struct UserView {
+    /// Identity.
+    #[schema(value_type = Uuid)]
     id: UserId,
+    /// Normalised (lower-case) address.
     email: String,
+    /// Display name.
     full_name: Option<String>,
+    /// Account status.
+    #[schema(schema_with = user_status_schema)]
     status: UserStatus,
+    /// Whether the address was confirmed.
     email_verified: bool,
+    /// When it was confirmed.
     email_verified_at: Option<DateTime<Utc>>,
+    /// Sign-up time.
     created_at: DateTime<Utc>,
+    /// Last change.
     updated_at: DateTime<Utc>,
+    /// Soft deletion (administrators only see deleted accounts).
     deleted_at: Option<DateTime<Utc>>,
+    /// Granted roles, where the endpoint includes them.
     #[serde(skip_serializing_if = "Option::is_none")]
     roles: Option<Vec<RoleRef>>,
 }
 
 /// A role named in another resource.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RoleRef {
+    /// Role id.
+    #[schema(value_type = Uuid)]
     id: keel_identity::RoleId,
+    /// Role name.
     name: String,
 }
 
@@ -120,10 +155,13 @@ impl UserView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The caller's account with its effective permissions.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Me)]
 struct MeView {
     #[serde(flatten)]
     user: UserView,
+    /// Every permission the caller holds, e.g. `projects:write`.
     permissions: Vec<String>,
 }
 
@@ -136,11 +174,22 @@ impl From<Me> for MeView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A token pair.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Tokens, example = json!({
+    "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.sig",
+    "refresh_token": "mU3c0o6Yl0Z3X8f2bJ1kq9Q4r7T5w2E8y6U1i3O0p4A",
+    "token_type": "Bearer",
+    "expires_in": 900
+}))]
 struct TokensView {
+    /// A JWT for `Authorization: Bearer`.
     access_token: String,
+    /// Opaque; single use, for `POST /auth/refresh`.
     refresh_token: String,
+    /// Always `Bearer`.
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: u64,
 }
 
@@ -155,15 +204,42 @@ impl From<Tokens> for TokensView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A signed-in session.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Session)]
 struct SessionJson {
+    /// Session id.
+    #[schema(value_type = Uuid)]
     id: SessionId,
+    /// Whether this request uses it.
     current: bool,
+    /// The client's `User-Agent` at sign-in.
     user_agent: Option<String>,
+    /// The client's address at sign-in.
     ip: Option<String>,
+    /// Sign-in time.
     created_at: DateTime<Utc>,
+    /// Last refresh.
     last_used_at: DateTime<Utc>,
+    /// When it ends unless refreshed.
     expires_at: DateTime<Utc>,
+}
+
+/// The caller's sessions.
+#[derive(Debug, Serialize, ToSchema)]
+struct SessionList {
+    /// Live sessions, newest first.
+    items: Vec<SessionJson>,
+}
+
+/// The answer to a request whose effect happens later (a mail is sent).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Always `accepted`.
+    status: &'static str,
+    /// What happens next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'static str>,
 }
 
 impl From<SessionView> for SessionJson {
@@ -182,61 +258,108 @@ impl From<SessionView> for SessionJson {
 }
 
 /// Body of `POST /auth/register`. Anything else (`roles`, `status`, …) is refused.
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Registration, example = json!({"email": "ada@example.com", "password": "plum-orbit-kettle-7", "full_name": "Ada Lovelace"}))]
 struct RegisterBody {
+    /// Unique, case-insensitively.
     email: String,
+    /// 12 to 128 characters by default (`auth.password_min_length`); common passwords are
+    /// refused.
     password: String,
+    /// Display name.
     #[serde(default)]
     full_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Body of `POST /auth/login`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Login, example = json!({"email": "ada@example.com", "password": "plum-orbit-kettle-7"}))]
 struct LoginBody {
+    /// The account's address.
     email: String,
+    /// Its password.
     password: String,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Body of `POST /auth/refresh`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Refresh)]
 struct RefreshBody {
+    /// The refresh token of the last sign-in or refresh.
     refresh_token: String,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Body of `PATCH /auth/me`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ProfileChange, example = json!({"full_name": "Ada King"}))]
 struct UpdateMeBody {
+    /// New display name, or `null` to clear it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     full_name: Option<Option<String>>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Body of `POST /auth/password/change`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PasswordChange)]
 struct ChangePasswordBody {
+    /// The password in use.
     current_password: String,
+    /// The new one (same policy as sign-up).
     new_password: String,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Body of `POST /auth/password/forgot`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PasswordForgot)]
 struct ForgotBody {
+    /// The account's address.
     email: String,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Body of `POST /auth/password/reset`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PasswordReset)]
 struct ResetBody {
+    /// The `token` of the mailed link.
     token: String,
+    /// The new password.
     new_password: String,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Body of `POST /auth/verify-email/confirm`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EmailConfirmation)]
 struct TokenBody {
+    /// The `token` of the mailed link.
     token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    operation_id = "register",
+    summary = "Create an account",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Created; sign in next.", body = UserView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 429, response = crate::openapi::TooManyRequests),
+    )
+)]
 async fn register(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -256,6 +379,23 @@ async fn register(
     Ok(HttpResponse::Created().json(UserView::new(user, None)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    summary = "Sign in: an access token and a refresh token",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in.", body = TokensView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 429, response = crate::openapi::TooManyRequests),
+    )
+)]
 async fn login(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -271,6 +411,23 @@ async fn login(
     Ok(HttpResponse::Ok().json(TokensView::from(tokens)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    tag = "auth",
+    operation_id = "refresh_tokens",
+    summary = "Rotate a refresh token (reuse of a rotated one revokes the session)",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "New tokens; the old refresh token is spent.", body = TokensView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 429, response = crate::openapi::TooManyRequests),
+    )
+)]
 async fn refresh(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -286,6 +443,18 @@ async fn refresh(
     Ok(HttpResponse::Ok().json(TokensView::from(tokens)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    operation_id = "logout",
+    summary = "Revoke the current session",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Signed out."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+    )
+)]
 async fn logout(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -294,6 +463,18 @@ async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout-all",
+    tag = "auth",
+    operation_id = "logout_all",
+    summary = "Revoke every session of the caller",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Every session revoked."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+    )
+)]
 async fn logout_all(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -302,15 +483,43 @@ async fn logout_all(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/sessions",
+    tag = "auth",
+    operation_id = "list_sessions",
+    summary = "List the caller's live sessions",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The sessions.", body = SessionList),
+        (status = 401, response = crate::openapi::Unauthenticated),
+    )
+)]
 async fn sessions(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
 ) -> Result<HttpResponse, ApiError> {
     let sessions = identity.for_caller(&caller).sessions().await?;
-    let items: Vec<SessionJson> = sessions.into_iter().map(SessionJson::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(SessionList {
+        items: sessions.into_iter().map(SessionJson::from).collect(),
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/auth/sessions/{id}",
+    tag = "auth",
+    operation_id = "revoke_session",
+    summary = "Revoke one of the caller's sessions",
+    params(("id" = Uuid, Path, description = "Session id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn revoke_session(
     Caller(caller): Caller,
     IdPath(id): IdPath<SessionId>,
@@ -320,6 +529,18 @@ async fn revoke_session(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    operation_id = "get_me",
+    summary = "The caller's account, roles and effective permissions",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The account.", body = MeView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+    )
+)]
 async fn me(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -328,6 +549,23 @@ async fn me(
     Ok(HttpResponse::Ok().json(MeView::from(me)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    operation_id = "update_me",
+    summary = "Change the caller's profile",
+    request_body = UpdateMeBody,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The account.", body = MeView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn update_me(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -341,6 +579,23 @@ async fn update_me(
     Ok(HttpResponse::Ok().json(MeView::from(me)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password/change",
+    tag = "auth",
+    operation_id = "change_password",
+    summary = "Change the password; every other session is revoked",
+    request_body = ChangePasswordBody,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Changed."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn change_password(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -356,6 +611,22 @@ async fn change_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password/forgot",
+    tag = "auth",
+    operation_id = "forgot_password",
+    summary = "Mail a single-use reset link (always 202: no account discovery)",
+    request_body = ForgotBody,
+    responses(
+        (status = 202, description = "Accepted.", body = Accepted),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 429, response = crate::openapi::TooManyRequests),
+    )
+)]
 async fn forgot_password(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -368,12 +639,29 @@ async fn forgot_password(
             .forgot_password(&body.email)
             .await,
     )?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "status": "accepted",
-        "detail": "if an account uses this address, a reset link is on its way",
-    })))
+    Ok(HttpResponse::Accepted().json(Accepted {
+        status: "accepted",
+        detail: Some("if an account uses this address, a reset link is on its way"),
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password/reset",
+    tag = "auth",
+    operation_id = "reset_password",
+    summary = "Set a new password with a reset token; every session is revoked",
+    request_body = ResetBody,
+    responses(
+        (status = 204, description = "Reset."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 429, response = crate::openapi::TooManyRequests),
+    )
+)]
 async fn reset_password(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -389,6 +677,18 @@ async fn reset_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/verify-email/request",
+    tag = "auth",
+    operation_id = "request_email_verification",
+    summary = "Mail an email-verification link",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Accepted.", body = Accepted),
+        (status = 401, response = crate::openapi::Unauthenticated),
+    )
+)]
 async fn request_verification(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -397,9 +697,29 @@ async fn request_verification(
         .for_caller(&caller)
         .request_email_verification()
         .await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "status": "accepted" })))
+    Ok(HttpResponse::Accepted().json(Accepted {
+        status: "accepted",
+        detail: None,
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/verify-email/confirm",
+    tag = "auth",
+    operation_id = "confirm_email",
+    summary = "Confirm an email address with its token",
+    request_body = TokenBody,
+    responses(
+        (status = 204, description = "Verified."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 429, response = crate::openapi::TooManyRequests),
+    )
+)]
 async fn confirm_email(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -414,3 +734,23 @@ async fn confirm_email(
     )?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// The OpenAPI document of the `/auth` routes.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(
+    register,
+    login,
+    refresh,
+    logout,
+    logout_all,
+    sessions,
+    revoke_session,
+    me,
+    update_me,
+    change_password,
+    forgot_password,
+    reset_password,
+    request_verification,
+    confirm_email
+))]
+pub struct AuthDoc;

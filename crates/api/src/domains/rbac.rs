@@ -5,6 +5,8 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use keel_identity::{Identity, Role, RoleId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use validator::Validate;
 
 use crate::API_PREFIX;
@@ -22,14 +24,54 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/permissions").route(web::get().to(permissions)));
 }
 
-#[derive(Debug, Serialize)]
+/// A role.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Role, example = json!({
+    "id": "0193a6cf-0000-7000-8000-00000000000b",
+    "name": "editor",
+    "description": "Writes release notes",
+    "is_system": false,
+    "permissions": ["release_notes:write"],
+    "created_at": "2026-11-20T09:30:00Z"
+}))]
 struct RoleView {
+    /// Role id.
+    #[schema(value_type = Uuid)]
     id: RoleId,
+    /// Unique name.
     name: String,
+    /// What it is for.
     description: String,
+    /// `admin` and `member`: kept in sync by Keel, not editable.
     is_system: bool,
+    /// Granted permissions.
     permissions: Vec<String>,
+    /// Creation time.
     created_at: DateTime<Utc>,
+}
+
+/// Every role.
+#[derive(Debug, Serialize, ToSchema)]
+struct RoleList {
+    /// The roles.
+    items: Vec<RoleView>,
+}
+
+/// A permission and what it allows.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Permission)]
+struct PermissionView {
+    /// `resource:action`.
+    name: String,
+    /// What it allows.
+    description: String,
+}
+
+/// The permission catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+struct PermissionList {
+    /// Every permission.
+    items: Vec<PermissionView>,
 }
 
 impl From<Role> for RoleView {
@@ -46,32 +88,71 @@ impl From<Role> for RoleView {
 }
 
 /// Body of `POST /roles`.
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateRole, example = json!({"name": "editor", "description": "Writes release notes", "permissions": ["release_notes:write"]}))]
 struct CreateBody {
+    /// Unique name: lower-case letters, digits, `_` and `-`.
     name: String,
+    /// What it is for.
     #[serde(default)]
     description: Option<String>,
+    /// Catalogued permissions to grant.
     #[serde(default)]
     permissions: Vec<String>,
 }
 
 /// Body of `PUT /roles/{id}/permissions`.
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RolePermissions)]
 struct PermissionsBody {
+    /// The complete new set.
     permissions: Vec<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/roles",
+    tag = "rbac",
+    operation_id = "list_roles",
+    summary = "List roles with their permissions",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Every role.", body = RoleList),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+    )
+)]
 async fn list(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
 ) -> Result<HttpResponse, ApiError> {
     let roles = identity.for_caller(&caller).list_roles().await?;
-    let items: Vec<RoleView> = roles.into_iter().map(RoleView::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(RoleList {
+        items: roles.into_iter().map(RoleView::from).collect(),
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/roles",
+    tag = "rbac",
+    operation_id = "create_role",
+    summary = "Create a role",
+    request_body = CreateBody,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "Created.", body = RoleView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn create(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
@@ -86,6 +167,26 @@ async fn create(
         .json(RoleView::from(role)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/roles/{id}/permissions",
+    tag = "rbac",
+    operation_id = "set_role_permissions",
+    summary = "Replace a role's permissions",
+    request_body = PermissionsBody,
+    params(("id" = Uuid, Path, description = "Role id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The role.", body = RoleView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn set_permissions(
     Caller(caller): Caller,
     IdPath(id): IdPath<RoleId>,
@@ -99,10 +200,36 @@ async fn set_permissions(
     Ok(HttpResponse::Ok().json(RoleView::from(role)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/permissions",
+    tag = "rbac",
+    operation_id = "list_permissions",
+    summary = "List every permission Keel defines",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The catalogue.", body = PermissionList),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+    )
+)]
 async fn permissions(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = identity.for_caller(&caller).list_permissions().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    let permissions = identity.for_caller(&caller).list_permissions().await?;
+    Ok(HttpResponse::Ok().json(PermissionList {
+        items: permissions
+            .into_iter()
+            .map(|p| PermissionView {
+                name: p.name.to_string(),
+                description: p.description,
+            })
+            .collect(),
+    }))
 }
+
+/// The OpenAPI document of the RBAC routes.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(list, create, set_permissions, permissions))]
+pub struct RbacDoc;

@@ -9,10 +9,15 @@ use keel_releases::{
     ReleaseNotePatch, ReleaseNotes, ReleaseStatus,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::Schema;
+
 use validator::Validate;
 
 use crate::API_PREFIX;
 use crate::error::ApiError;
+use crate::openapi::string_enum;
+
 use crate::extract::{Caller, IdPath, ListParams, ValidatedJson};
 
 impl From<ReleaseError> for ApiError {
@@ -38,20 +43,60 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+fn change_type_schema() -> Schema {
+    string_enum(ChangeType::NAMES)
+}
+
+fn status_schema() -> Schema {
+    string_enum(ReleaseStatus::NAMES)
+}
+
 /// A release note as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReleaseNote, example = json!({
+    "id": "0193a6d2-5c1e-7b3a-9f10-2a4b6c8d0e30",
+    "version": "1.4.0",
+    "title": "Projects",
+    "body": "You can now **group work into projects**.",
+    "change_type": "feature",
+    "status": "published",
+    "published_at": "2026-11-22T10:00:00Z",
+    "created_by": "0193a6d0-0000-7000-8000-000000000001",
+    "created_at": "2026-11-21T17:00:00Z",
+    "updated_at": "2026-11-22T10:00:00Z"
+}))]
 pub struct ReleaseNoteView {
+    /// Identity.
+    #[schema(value_type = Uuid)]
     id: ReleaseNoteId,
+    /// Semantic version, unique.
     version: String,
+    /// Headline.
     title: String,
+    /// Markdown.
     body: String,
+    /// Kind of change.
+    #[schema(schema_with = change_type_schema)]
     change_type: ChangeType,
+    /// `draft` or `published`.
+    #[schema(schema_with = status_schema)]
     status: ReleaseStatus,
+    /// Publication time.
     published_at: Option<DateTime<Utc>>,
+    /// Author.
+    #[schema(value_type = Option<Uuid>)]
     created_by: Option<UserId>,
+    /// Creation time.
     created_at: DateTime<Utc>,
+    /// Last change.
     updated_at: DateTime<Utc>,
 }
+
+crate::page_of!(
+    /// One page of release notes.
+    ReleaseNotePage,
+    ReleaseNoteView
+);
 
 impl From<ReleaseNote> for ReleaseNoteView {
     fn from(note: ReleaseNote) -> Self {
@@ -71,28 +116,51 @@ impl From<ReleaseNote> for ReleaseNoteView {
 }
 
 /// Body of `POST /release-notes`.
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"version": "1.4.0", "title": "Projects", "body": "You can now **group work into projects**.", "change_type": "feature"}))]
 pub struct CreateReleaseNote {
+    /// Semantic version (a leading `v` is dropped), unique.
     version: String,
+    /// 1 to 200 characters.
     title: String,
+    /// Markdown, up to 100 000 characters.
     #[serde(default)]
     body: String,
+    /// Kind of change.
+    #[schema(schema_with = change_type_schema)]
     change_type: ChangeType,
 }
 
 /// Body of `PATCH /release-notes/{id}`; absent fields stay as they are.
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"published": true}))]
 pub struct UpdateReleaseNote {
+    /// New version.
     version: Option<String>,
+    /// New title.
     title: Option<String>,
+    /// New body.
     body: Option<String>,
+    /// New kind of change.
+    #[schema(schema_with = change_type_schema)]
     change_type: Option<ChangeType>,
     /// `true` publishes, `false` returns to draft.
     published: Option<bool>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/release-notes",
+    tag = "release-notes",
+    operation_id = "list_release_notes",
+    summary = "List release notes (published ones for everyone; drafts too with `release_notes:write`)",
+    responses(
+        (status = 200, description = "One page.", body = ReleaseNotePage),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn list(
     Caller(caller): Caller,
     params: ListParams,
@@ -103,6 +171,17 @@ async fn list(
     Ok(HttpResponse::Ok().json(page.map(ReleaseNoteView::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/release-notes/latest",
+    tag = "release-notes",
+    operation_id = "latest_release_note",
+    summary = "The newest published release note",
+    responses(
+        (status = 200, description = "The note.", body = ReleaseNoteView),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
 async fn latest(
     Caller(caller): Caller,
     service: web::Data<ReleaseNotes>,
@@ -111,6 +190,19 @@ async fn latest(
     Ok(HttpResponse::Ok().json(ReleaseNoteView::from(note)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/release-notes/{id}",
+    tag = "release-notes",
+    operation_id = "get_release_note",
+    summary = "Read a release note",
+    params(("id" = Uuid, Path, description = "Release note id")),
+    responses(
+        (status = 200, description = "The note.", body = ReleaseNoteView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn get(
     Caller(caller): Caller,
     IdPath(id): IdPath<ReleaseNoteId>,
@@ -120,6 +212,25 @@ async fn get(
     Ok(HttpResponse::Ok().json(ReleaseNoteView::from(note)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/release-notes",
+    tag = "release-notes",
+    operation_id = "create_release_note",
+    summary = "Create a draft release note",
+    request_body = CreateReleaseNote,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "Created.", body = ReleaseNoteView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn create(
     Caller(caller): Caller,
     service: web::Data<ReleaseNotes>,
@@ -142,6 +253,27 @@ async fn create(
         .json(ReleaseNoteView::from(note)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/release-notes/{id}",
+    tag = "release-notes",
+    operation_id = "update_release_note",
+    summary = "Change, publish (`published: true`) or unpublish a release note",
+    request_body = UpdateReleaseNote,
+    params(("id" = Uuid, Path, description = "Release note id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The note.", body = ReleaseNoteView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn update(
     Caller(caller): Caller,
     IdPath(id): IdPath<ReleaseNoteId>,
@@ -164,6 +296,22 @@ async fn update(
     Ok(HttpResponse::Ok().json(ReleaseNoteView::from(note)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/release-notes/{id}",
+    tag = "release-notes",
+    operation_id = "delete_release_note",
+    summary = "Delete a release note",
+    params(("id" = Uuid, Path, description = "Release note id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::ValidationFailed),
+    )
+)]
 async fn delete(
     Caller(caller): Caller,
     IdPath(id): IdPath<ReleaseNoteId>,
@@ -172,3 +320,8 @@ async fn delete(
     service.for_caller(&caller).delete(id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// The OpenAPI document of the release-note routes.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(list, latest, get, create, update, delete))]
+pub struct ReleaseNotesDoc;
