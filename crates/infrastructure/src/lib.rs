@@ -13,6 +13,8 @@ pub mod listing;
 pub mod mail;
 pub mod migrate;
 pub mod projects;
+// keel:new-domain:modules
+
 pub mod release_notes;
 pub mod security;
 pub mod stores;

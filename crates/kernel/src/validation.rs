@@ -29,6 +29,67 @@ impl FieldErrors {
         flatten(errors, "", &mut self.0);
     }
 
+    /// A one-line name or label: trimmed, 1 to `max` characters, no control characters.
+    /// Returns the trimmed value (recording a problem when it breaks a rule).
+    pub fn line(&mut self, field: &str, raw: &str, max: usize) -> String {
+        let value = raw.trim();
+        let length = value.chars().count();
+        if length == 0 || length > max {
+            self.add(
+                field,
+                "length",
+                format!("must be between 1 and {max} characters long"),
+            );
+        } else if value.chars().any(char::is_control) {
+            self.add(
+                field,
+                "control_characters",
+                "must not contain control characters",
+            );
+        }
+        value.to_owned()
+    }
+
+    /// An optional one-line value: blank means absent; otherwise as [`Self::line`].
+    pub fn optional_line(&mut self, field: &str, raw: Option<&str>, max: usize) -> Option<String> {
+        let raw = raw.filter(|v| !v.trim().is_empty())?;
+        Some(self.line(field, raw, max))
+    }
+
+    /// Free text: up to `max` characters, not blank, no NUL (which PostgreSQL refuses).
+    pub fn text(&mut self, field: &str, raw: &str, max: usize) -> String {
+        if raw.trim().is_empty() {
+            self.add(field, "length", "must not be blank");
+        } else if raw.chars().count() > max {
+            self.add(
+                field,
+                "length",
+                format!("must be at most {max} characters long"),
+            );
+        } else if raw.contains('\0') {
+            self.add(
+                field,
+                "control_characters",
+                "must not contain NUL characters",
+            );
+        }
+        raw.to_owned()
+    }
+
+    /// Optional free text: blank means absent; otherwise as [`Self::text`].
+    pub fn optional_text(&mut self, field: &str, raw: Option<&str>, max: usize) -> Option<String> {
+        let raw = raw.filter(|v| !v.trim().is_empty())?;
+        Some(self.text(field, raw, max))
+    }
+
+    /// A number that must be finite (no NaN or infinity reach storage).
+    pub fn finite(&mut self, field: &str, value: f64) -> f64 {
+        if !value.is_finite() {
+            self.add(field, "not_finite", "must be a finite number");
+        }
+        value
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -173,5 +234,50 @@ mod tests {
         let mut errors = FieldErrors::new();
         errors.add("x", "bad", "is bad");
         assert!(matches!(errors.into_result(), Err(DomainError::Validation(v)) if v.len() == 1));
+    }
+}
+
+#[cfg(test)]
+mod field_rule_tests {
+    use super::*;
+
+    fn codes(errors: FieldErrors) -> Vec<String> {
+        errors.into_vec().into_iter().map(|e| e.code).collect()
+    }
+
+    #[test]
+    fn lines_are_trimmed_bounded_and_single_line() {
+        let mut errors = FieldErrors::new();
+        assert_eq!(errors.line("name", "  Ada  ", 5), "Ada");
+        assert!(errors.is_empty());
+        errors.line("name", "   ", 5);
+        errors.line("name", "abcdef", 5);
+        errors.line("name", "a\nb", 5);
+        assert_eq!(codes(errors), ["length", "length", "control_characters"]);
+
+        let mut errors = FieldErrors::new();
+        assert_eq!(errors.optional_line("nick", Some("  "), 5), None);
+        assert_eq!(errors.optional_line("nick", None, 5), None);
+        assert_eq!(
+            errors.optional_line("nick", Some(" x "), 5).as_deref(),
+            Some("x")
+        );
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn text_keeps_its_layout_but_not_nul_or_excess() {
+        let mut errors = FieldErrors::new();
+        assert_eq!(errors.text("body", " two\nlines ", 20), " two\nlines ");
+        assert!(errors.is_empty());
+        errors.text("body", "", 20);
+        errors.text("body", &"x".repeat(21), 20);
+        errors.text("body", "a\0b", 20);
+        assert_eq!(codes(errors), ["length", "length", "control_characters"]);
+        let mut errors = FieldErrors::new();
+        assert_eq!(errors.optional_text("body", Some(" "), 20), None);
+        errors.finite("ratio", f64::NAN);
+        errors.finite("ratio", 1.5);
+        assert_eq!(codes(errors), ["not_finite"]);
     }
 }

@@ -101,44 +101,6 @@ pub struct ProjectPatch {
     pub status: Option<ProjectStatus>,
 }
 
-fn check_name(raw: &str, errors: &mut FieldErrors) -> String {
-    let name = raw.trim();
-    let length = name.chars().count();
-    if length == 0 || length > NAME_MAX_CHARS {
-        errors.add(
-            "name",
-            "length",
-            format!("must be between 1 and {NAME_MAX_CHARS} characters long"),
-        );
-    } else if name.chars().any(char::is_control) {
-        errors.add(
-            "name",
-            "control_characters",
-            "must not contain control characters",
-        );
-    }
-    name.to_owned()
-}
-
-fn check_description(raw: Option<&str>, errors: &mut FieldErrors) -> Option<String> {
-    let description = raw.map(str::trim).filter(|d| !d.is_empty())?;
-    if description.chars().count() > DESCRIPTION_MAX_CHARS {
-        errors.add(
-            "description",
-            "length",
-            format!("must be at most {DESCRIPTION_MAX_CHARS} characters long"),
-        );
-    }
-    if description.contains('\0') {
-        errors.add(
-            "description",
-            "control_characters",
-            "must not contain NUL characters",
-        );
-    }
-    Some(description.to_owned())
-}
-
 impl Resource for Project {
     type Id = ProjectId;
     type New = NewProject;
@@ -169,8 +131,12 @@ impl Resource for Project {
 
     fn build(id: ProjectId, input: NewProject, meta: Meta) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let name = check_name(&input.name, &mut errors);
-        let description = check_description(input.description.as_deref(), &mut errors);
+        let name = errors.line("name", &input.name, NAME_MAX_CHARS);
+        let description = errors.optional_text(
+            "description",
+            input.description.as_deref(),
+            DESCRIPTION_MAX_CHARS,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -197,14 +163,15 @@ impl Resource for Project {
         }
         let mut changed = Vec::new();
         if let Some(raw) = &patch.name {
-            let name = check_name(raw, &mut errors);
+            let name = errors.line("name", raw, NAME_MAX_CHARS);
             if name != self.name {
                 self.name = name;
                 changed.push("name");
             }
         }
         if let Some(raw) = &patch.description {
-            let description = check_description(raw.as_deref(), &mut errors);
+            let description =
+                errors.optional_text("description", raw.as_deref(), DESCRIPTION_MAX_CHARS);
             if description != self.description {
                 self.description = description;
                 changed.push("description");

@@ -1,0 +1,270 @@
+//! `cargo xtask bench …`: the measurements recorded in docs/benchmarks.md.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use xshell::{Shell, cmd};
+
+use crate::process::{start_api, start_api_with, target_dir, wait_ready};
+
+pub(crate) fn bench_startup(sh: &Shell, runs: u32) -> anyhow::Result<()> {
+    cmd!(sh, "cargo build --release --locked --bin api").run()?;
+    let binary = target_dir().join("release/api");
+    let port = 18_080;
+    let mut ready_ms = Vec::new();
+    let mut rss_kib = Vec::new();
+    for run in 0..runs {
+        let dir = sh.create_temp_dir()?;
+        // The first start creates and migrates the database; later ones reuse it, as a
+        // restart would.
+        let reuse = run > 0;
+        let data_dir = dir.path().to_path_buf();
+        if reuse {
+            let warm = start_api(&binary, &data_dir, port)?;
+            wait_ready(port, Duration::from_secs(30))?;
+            drop(warm);
+        }
+        let started = Instant::now();
+        let api = start_api(&binary, &data_dir, port)?;
+        wait_ready(port, Duration::from_secs(30))?;
+        ready_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_secs(1));
+        rss_kib.push(rss_of(api.0.id())?);
+    }
+    ready_ms.sort_by(f64::total_cmp);
+    rss_kib.sort_unstable();
+    let median = |v: &[f64]| v[v.len() / 2];
+    println!("| metric | median | min | max |");
+    println!("|---|---|---|---|");
+    println!(
+        "| time to ready (ms) | {:.1} | {:.1} | {:.1} |",
+        median(&ready_ms),
+        ready_ms[0],
+        ready_ms[ready_ms.len() - 1]
+    );
+    println!(
+        "| idle RSS (MiB) | {:.1} | {:.1} | {:.1} |",
+        rss_kib[rss_kib.len() / 2] as f64 / 1024.0,
+        rss_kib[0] as f64 / 1024.0,
+        rss_kib[rss_kib.len() - 1] as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")
+}
+
+/// What `wrk --latency` reports.
+#[derive(Debug, Clone, Copy, Default)]
+struct WrkResult {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+}
+
+fn wrk_millis(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(v) = text.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = text.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = text.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+fn parse_wrk(output: &str) -> WrkResult {
+    let mut result = WrkResult::default();
+    for line in output.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("50%"), Some(v)) => result.p50_ms = wrk_millis(v).unwrap_or_default(),
+            (Some("99%"), Some(v)) => result.p99_ms = wrk_millis(v).unwrap_or_default(),
+            (Some("Requests/sec:"), Some(v)) => {
+                result.requests_per_second = v.parse().unwrap_or_default();
+            }
+            (Some("Non-2xx"), _) => {
+                result.non_2xx = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    result
+}
+
+fn wrk(args: &[String]) -> anyhow::Result<WrkResult> {
+    let output = Command::new("wrk")
+        .args(args)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "wrk failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(parse_wrk(&String::from_utf8_lossy(&output.stdout)))
+}
+
+fn curl_json(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("curl")
+        .arg("-sS")
+        .args(args)
+        .output()
+        .context("running curl")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+const LOGIN_SCRIPT: &str = r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"email":"bench@example.com","password":"plum-orbit-kettle-7"}'
+"#;
+
+pub(crate) fn bench_auth(sh: &Shell, postgres: bool, seconds: u32) -> anyhow::Result<()> {
+    cmd!(sh, "cargo build --release --locked --bin api").run()?;
+    let binary = target_dir().join("release/api");
+    let dir = sh.create_temp_dir()?;
+    let database = if postgres {
+        let name = format!("keel_bench_{}", std::process::id());
+        let create = format!("CREATE DATABASE \"{name}\"");
+        cmd!(
+            sh,
+            "psql -q postgres://postgres@127.0.0.1:5432/postgres -c {create}"
+        )
+        .run()?;
+        (
+            format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            Some(name),
+        )
+    } else {
+        (
+            format!("sqlite://{}/keel.db?mode=rwc", dir.path().display()),
+            None,
+        )
+    };
+    let port = 18_081;
+    let base = format!("http://127.0.0.1:{port}");
+    let result = (|| -> anyhow::Result<()> {
+        let _api = start_api_with(
+            &binary,
+            dir.path(),
+            port,
+            &[
+                ("DATABASE_URL", database.0.as_str()),
+                // One client IP sends everything: the per-IP limit would measure itself.
+                ("APP__RATE_LIMIT__ENABLED", "false"),
+            ],
+        )?;
+        wait_ready(port, Duration::from_secs(60))?;
+        curl_json(&[
+            "-XPOST",
+            &format!("{base}/api/v1/auth/register"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"email":"bench@example.com","password":"plum-orbit-kettle-7"}"#,
+        ])?;
+        let tokens = curl_json(&[
+            "-XPOST",
+            &format!("{base}/api/v1/auth/login"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"email":"bench@example.com","password":"plum-orbit-kettle-7"}"#,
+        ])?;
+        let token = tokens
+            .split("\"access_token\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .context("no access token in the login answer")?
+            .to_owned();
+        let script = dir.path().join("login.lua");
+        std::fs::write(&script, LOGIN_SCRIPT)?;
+        let duration = format!("{seconds}s");
+        let read_args = |d: &str| -> Vec<String> {
+            [
+                "-t2",
+                "-c64",
+                "-d",
+                d,
+                "--latency",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &format!("{base}/api/v1/auth/me"),
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+        };
+        let login_args = |d: &str| -> Vec<String> {
+            [
+                "-t1",
+                "-c16",
+                "-d",
+                d,
+                "--latency",
+                "-s",
+                &script.display().to_string(),
+                &format!("{base}/api/v1/auth/login"),
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+        };
+
+        let read_alone = wrk(&read_args(&duration))?;
+        let login = wrk(&login_args(&duration))?;
+        let flood = {
+            let args = login_args(&format!("{}s", seconds + 4));
+            std::thread::spawn(move || wrk(&args))
+        };
+        std::thread::sleep(Duration::from_secs(2));
+        let read_flooded = wrk(&read_args(&duration))?;
+        let flood = flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("the flood thread panicked"))??;
+
+        println!("| measurement | req/s | p50 (ms) | p99 (ms) | non-2xx |");
+        println!("|---|---|---|---|---|");
+        for (name, r) in [
+            ("GET /auth/me alone (64 conn.)", read_alone),
+            ("POST /auth/login alone (16 conn.)", login),
+            ("GET /auth/me during a login flood", read_flooded),
+            ("POST /auth/login (the flood)", flood),
+        ] {
+            println!(
+                "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+                r.requests_per_second, r.p50_ms, r.p99_ms, r.non_2xx
+            );
+        }
+        Ok(())
+    })();
+    if let Some(name) = database.1 {
+        let drop = format!("DROP DATABASE \"{name}\" WITH (FORCE)");
+        cmd!(
+            sh,
+            "psql -q postgres://postgres@127.0.0.1:5432/postgres -c {drop}"
+        )
+        .run()?;
+    }
+    result
+}
