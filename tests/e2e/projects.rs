@@ -597,3 +597,50 @@ async fn bulk_updates_and_deletes_are_scoped_and_all_or_nothing() {
     assert_eq!(bobs_project.meta.version, 1);
     assert_eq!(bobs_project.name, "Project 00");
 }
+
+#[tokio::test]
+async fn the_summary_counts_only_what_the_caller_may_see() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let (_, ada) = app.member("ada@example.com").await;
+    let (_, bob) = app.member("bob@example.com").await;
+    bulk_create(&app, &ada, 2).await; // active
+    create_named(&app, &ada, "Later").await; // planned
+    let gone = create_named(&app, &ada, "Gone").await;
+    let deleted = app
+        .authed(
+            Method::DELETE,
+            &format!("{PROJECTS}/{}", gone["id"].as_str().unwrap()),
+            &ada,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    bulk_create(&app, &bob, 1).await;
+
+    let summary = |token: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .authed(Method::GET, &format!("{PROJECTS}/summary"), &token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        summary(ada.clone()).await,
+        json!({ "total": 3, "by_status": { "planned": 1, "active": 2, "completed": 0, "archived": 0 } })
+    );
+    assert_eq!(summary(bob.clone()).await["total"], 1);
+    assert_eq!(summary(admin.clone()).await["by_status"]["active"], 3);
+    assert_problem(
+        app.get(&format!("{PROJECTS}/summary")).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+}

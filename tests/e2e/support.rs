@@ -7,7 +7,8 @@ use keel_app::{ApiApplication, Services};
 use keel_config::{Settings, Sources};
 use keel_infrastructure::testing::TestDatabase;
 use keel_infrastructure::{DatabaseConnection, connect};
-use keel_releases::{ChangeType, NewReleaseNote, ReleaseNote, ReleaseNoteService};
+use keel_releases::testing::NewReleaseNoteFactory;
+use keel_releases::{ChangeType, ReleaseNote, ReleaseNoteService};
 use serde_json::Value;
 
 /// A running app with its own database.
@@ -149,12 +150,13 @@ impl TestApp {
     ) -> ReleaseNote {
         let notes = self.release_notes();
         let note = notes
-            .create(NewReleaseNote {
-                version: version.to_owned(),
-                title: title.to_owned(),
-                body: format!("Notes for {version}"),
-                change_type: ChangeType::Feature,
-            })
+            .create(
+                NewReleaseNoteFactory::new()
+                    .version(version)
+                    .title(title)
+                    .change_type(ChangeType::Feature)
+                    .build(),
+            )
             .await
             .expect("the note is created");
         if publish {

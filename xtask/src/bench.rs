@@ -144,17 +144,8 @@ pub(crate) fn bench_auth(sh: &Shell, postgres: bool, seconds: u32) -> anyhow::Re
     let binary = target_dir().join("release/api");
     let dir = sh.create_temp_dir()?;
     let database = if postgres {
-        let name = format!("keel_bench_{}", std::process::id());
-        let create = format!("CREATE DATABASE \"{name}\"");
-        cmd!(
-            sh,
-            "psql -q postgres://postgres@127.0.0.1:5432/postgres -c {create}"
-        )
-        .run()?;
-        (
-            format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            Some(name),
-        )
+        let (url, name) = create_database(sh, "keel_bench")?;
+        (url, Some(name))
     } else {
         (
             format!("sqlite://{}/keel.db?mode=rwc", dir.path().display()),
@@ -259,12 +250,179 @@ pub(crate) fn bench_auth(sh: &Shell, postgres: bool, seconds: u32) -> anyhow::Re
         Ok(())
     })();
     if let Some(name) = database.1 {
-        let drop = format!("DROP DATABASE \"{name}\" WITH (FORCE)");
-        cmd!(
-            sh,
-            "psql -q postgres://postgres@127.0.0.1:5432/postgres -c {drop}"
-        )
-        .run()?;
+        drop_database(sh, &name)?;
     }
+    result
+}
+
+/// A fresh PostgreSQL database on the local server, dropped by [`drop_database`].
+fn create_database(sh: &Shell, prefix: &str) -> anyhow::Result<(String, String)> {
+    let name = format!("{prefix}_{}", std::process::id());
+    let create = format!("CREATE DATABASE \"{name}\"");
+    cmd!(
+        sh,
+        "psql -q postgres://postgres@127.0.0.1:5432/postgres -c {create}"
+    )
+    .run()?;
+    Ok((format!("postgres://postgres@127.0.0.1:5432/{name}"), name))
+}
+
+fn drop_database(sh: &Shell, name: &str) -> anyhow::Result<()> {
+    let drop = format!("DROP DATABASE \"{name}\" WITH (FORCE)");
+    cmd!(
+        sh,
+        "psql -q postgres://postgres@127.0.0.1:5432/postgres -c {drop}"
+    )
+    .run()?;
+    Ok(())
+}
+
+/// The value of `"key":"…"` in a JSON text (xtask has no HTTP client; curl answers text).
+fn json_string(text: &str, key: &str) -> anyhow::Result<String> {
+    let value: serde_json::Value = serde_json::from_str(text).context("a JSON answer")?;
+    value
+        .pointer(key)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .with_context(|| format!("no {key} in {text}"))
+}
+
+fn wrk_get(seconds: u32, url: &str, token: Option<&str>) -> anyhow::Result<WrkResult> {
+    let mut args: Vec<String> = ["-t2", "-c64", "-d"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.push(format!("{seconds}s"));
+    args.push("--latency".to_owned());
+    if let Some(token) = token {
+        args.push("-H".to_owned());
+        args.push(format!("Authorization: Bearer {token}"));
+    }
+    args.push(url.to_owned());
+    wrk(&args)
+}
+
+/// Authenticated project reads on PostgreSQL, next to a minimal actix + sqlx server reading
+/// the same table, in one run.
+pub(crate) fn bench_crud(sh: &Shell, seconds: u32) -> anyhow::Result<()> {
+    cmd!(
+        sh,
+        "cargo build --release --locked -p keel-app --bin api -p keel-bench-baseline"
+    )
+    .run()?;
+    let release = target_dir().join("release");
+    let dir = sh.create_temp_dir()?;
+    let (url, name) = create_database(sh, "keel_bench_crud")?;
+    let result = (|| -> anyhow::Result<()> {
+        let port = crate::process::free_port()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let api = start_api_with(
+            &release.join("api"),
+            dir.path(),
+            port,
+            &[
+                ("DATABASE_URL", url.as_str()),
+                ("APP__RATE_LIMIT__ENABLED", "false"),
+            ],
+        )?;
+        wait_ready(port, Duration::from_secs(60))?;
+        let credentials = r#"{"email":"bench@example.com","password":"plum-orbit-kettle-7"}"#;
+        let json = ["-H", "content-type: application/json"];
+        curl_json(
+            &[
+                &["-XPOST", &format!("{base}/api/v1/auth/register")][..],
+                &json,
+                &["-d", credentials],
+            ]
+            .concat(),
+        )?;
+        let tokens = curl_json(
+            &[
+                &["-XPOST", &format!("{base}/api/v1/auth/login")][..],
+                &json,
+                &["-d", credentials],
+            ]
+            .concat(),
+        )?;
+        let token = json_string(&tokens, "/access_token")?;
+        let auth = format!("Authorization: Bearer {token}");
+        let items: Vec<String> = (0..100)
+            .map(|i| format!(r#"{{"name":"Project {i:03}","description":"A project for the read benchmark","status":"active"}}"#))
+            .collect();
+        let bulk = format!(r#"{{"items":[{}]}}"#, items.join(","));
+        let mut last = String::new();
+        for _ in 0..2 {
+            last = curl_json(
+                &[
+                    &[
+                        "-XPOST",
+                        &format!("{base}/api/v1/projects/bulk"),
+                        "-H",
+                        &auth,
+                    ][..],
+                    &json,
+                    &["-d", &bulk],
+                ]
+                .concat(),
+            )?;
+        }
+        let id = json_string(&last, "/items/0/id")?;
+
+        let keel_one = wrk_get(
+            seconds,
+            &format!("{base}/api/v1/projects/{id}"),
+            Some(&token),
+        )?;
+        let keel_list = wrk_get(
+            seconds,
+            &format!("{base}/api/v1/projects?limit=20"),
+            Some(&token),
+        )?;
+        drop(api);
+
+        let baseline_port = crate::process::free_port()?;
+        let _baseline = crate::process::Running(
+            Command::new(release.join("keel-bench-baseline"))
+                .env("DATABASE_URL", &url)
+                .env("PORT", baseline_port.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .context("starting the baseline server")?,
+        );
+        let baseline = format!("http://127.0.0.1:{baseline_port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", baseline_port)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the baseline server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let base_one = wrk_get(seconds, &format!("{baseline}/projects/{id}"), None)?;
+        let base_list = wrk_get(seconds, &format!("{baseline}/projects?limit=20"), None)?;
+
+        println!(
+            "| read (64 connections, {seconds} s) | server | req/s | p50 (ms) | p99 (ms) | non-2xx |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (read, server, r) in [
+            ("`GET /projects/{id}`", "Keel", keel_one),
+            ("`GET /projects/{id}`", "actix + sqlx", base_one),
+            ("`GET /projects?limit=20`", "Keel", keel_list),
+            ("`GET /projects?limit=20`", "actix + sqlx", base_list),
+        ] {
+            println!(
+                "| {read} | {server} | {:.0} | {:.2} | {:.2} | {} |",
+                r.requests_per_second, r.p50_ms, r.p99_ms, r.non_2xx
+            );
+        }
+        println!(
+            "\nKeel / baseline throughput: single row {:.2}, list {:.2}",
+            keel_one.requests_per_second / base_one.requests_per_second,
+            keel_list.requests_per_second / base_list.requests_per_second
+        );
+        Ok(())
+    })();
+    drop_database(sh, &name)?;
     result
 }

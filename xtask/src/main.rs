@@ -134,6 +134,13 @@ enum BenchTarget {
         #[arg(long, default_value_t = 15)]
         seconds: u32,
     },
+    /// Authenticated project reads on PostgreSQL next to a minimal actix + sqlx server
+    /// (needs `wrk`, `curl`, `psql` and the local PostgreSQL).
+    Crud {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 15)]
+        seconds: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -172,6 +179,9 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             what: BenchTarget::Auth { postgres, seconds },
         } => bench::bench_auth(&sh, postgres, seconds),
+        Task::Bench {
+            what: BenchTarget::Crud { seconds },
+        } => bench::bench_crud(&sh, seconds),
     }
 }
 

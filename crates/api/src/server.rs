@@ -34,6 +34,8 @@ pub struct ApiServices {
     pub activity: Activity,
     /// Projects (the example domain).
     pub projects: Projects,
+    /// Project reports (its custom query).
+    pub project_reports: keel_projects::ProjectReports,
     // keel:new-domain:api-services
     /// Per-IP limits on authentication endpoints.
     pub auth_rate_limit: AuthRateLimit,
@@ -144,6 +146,7 @@ pub fn api_server(
     let identity = web::Data::new(services.identity);
     let activity = web::Data::new(services.activity);
     let projects = web::Data::new(services.projects);
+    let project_reports = web::Data::new(services.project_reports);
     // keel:new-domain:app-data-let
 
     let auth_rate_limit = web::Data::new(services.auth_rate_limit);
@@ -165,6 +168,7 @@ pub fn api_server(
             .app_data(identity.clone())
             .app_data(activity.clone())
             .app_data(projects.clone())
+            .app_data(project_reports.clone())
             // keel:new-domain:app-data
             .app_data(auth_rate_limit.clone())
             .app_data(jwks_document.clone())

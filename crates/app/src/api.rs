@@ -61,6 +61,8 @@ impl ApiApplication {
                 identity: services.identity,
                 activity: services.activity,
                 projects: services.projects,
+                project_reports: services.project_reports,
+
                 // keel:new-domain:api-services-from
                 auth_rate_limit: AuthRateLimit {
                     counters: services.counters,

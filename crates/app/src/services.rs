@@ -9,6 +9,7 @@ use keel_identity::password::PasswordPolicy;
 use keel_identity::{Identity, IdentityPorts, IdentitySettings};
 use keel_infrastructure::activity::SeaActivity;
 use keel_infrastructure::crud::SeaCrud;
+use keel_infrastructure::projects::SeaProjectReports;
 
 use keel_infrastructure::identity::SeaIdentityStore;
 use keel_infrastructure::mail::LettreMailer;
@@ -17,7 +18,7 @@ use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
 use keel_infrastructure::{DatabaseConnection, SeaReleaseNoteRepository, SeaUnitOfWork};
 use keel_kernel::throttle::{Cache, Counters};
 use keel_kernel::{PermissionDef, SystemClock};
-use keel_projects::Projects;
+use keel_projects::{ProjectReports, Projects};
 use keel_releases::ReleaseNotes;
 
 use secrecy::ExposeSecret;
@@ -45,6 +46,8 @@ pub struct Services {
     pub activity: Activity,
     /// Projects (the example domain).
     pub projects: Projects,
+    /// Project reports (its custom query).
+    pub project_reports: ProjectReports,
     // keel:new-domain:services
     /// Rate-limit counters (memory, or Redis when configured).
     pub counters: Arc<dyn Counters>,
@@ -128,6 +131,7 @@ impl Services {
                 activity_store.clone(),
                 clock.clone(),
             ),
+            project_reports: ProjectReports::new(Arc::new(SeaProjectReports::new(db.clone()))),
             // keel:new-domain:services-build
             identity,
             activity: Activity::new(activity_store),

@@ -9,8 +9,8 @@ use keel_kernel::crud::{CrudRepository, Deleted, Resource, RowScope};
 use keel_kernel::{ListQuery, Page, RepoError, Transaction};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IdenStatic, IntoActiveModel,
-    Iterable, QueryFilter, QuerySelect, Select,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, IdenStatic,
+    IntoActiveModel, Iterable, QueryFilter, QuerySelect, Select,
 };
 
 use crate::error::repo_err;
@@ -38,6 +38,17 @@ pub trait SeaResource: Resource {
     fn version_column() -> Column<Self>;
     /// The soft-deletion column.
     fn deleted_at_column() -> Column<Self>;
+
+    /// Layer two: the rows `scope` may see, as a condition added to every query. The default
+    /// is "the owner's rows" (all rows when the scope has no owner). Override it for a custom
+    /// scope, e.g. rows shared with everyone readable but only the owner's writable (see
+    /// `docs/adding-a-domain.md`).
+    fn scope_condition(scope: RowScope) -> Condition {
+        match scope.owner() {
+            Some(owner) => Condition::all().add(Self::owner_column().eq(owner.as_uuid())),
+            None => Condition::all(),
+        }
+    }
 }
 
 /// [`CrudRepository`] on a sea-orm connection pool.
@@ -58,11 +69,7 @@ impl<R> SeaCrud<R> {
 }
 
 fn scoped<R: SeaResource>(scope: RowScope) -> Select<R::Entity> {
-    let select = R::Entity::find();
-    match scope.owner() {
-        Some(owner) => select.filter(R::owner_column().eq(owner.as_uuid())),
-        None => select,
-    }
+    R::Entity::find().filter(R::scope_condition(scope))
 }
 
 fn uuid_of<R: SeaResource>(id: R::Id) -> uuid::Uuid {

@@ -1,10 +1,13 @@
 //! Projects in the `projects` table, through the generic [`SeaCrud`](crate::crud::SeaCrud).
 
-use keel_kernel::crud::Meta;
+use async_trait::async_trait;
+use keel_kernel::crud::{Meta, RowScope};
 use keel_kernel::{RepoError, UserId};
-use keel_projects::{Project, ProjectId, ProjectStatus};
+use keel_projects::{Project, ProjectId, ProjectReportRepository, ProjectStatus};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 
 use crate::crud::SeaResource;
+use crate::error::repo_err;
 use crate::listing::Listable;
 
 /// The sea-orm entity for `projects`.
@@ -122,6 +125,48 @@ impl SeaResource for Project {
 
     fn deleted_at_column() -> Column {
         Column::DeletedAt
+    }
+}
+
+/// The project reports on a connection pool.
+#[derive(Debug, Clone)]
+pub struct SeaProjectReports {
+    db: DatabaseConnection,
+}
+
+impl SeaProjectReports {
+    /// The reports on this pool.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl ProjectReportRepository for SeaProjectReports {
+    async fn count_by_status(
+        &self,
+        scope: RowScope,
+    ) -> Result<Vec<(ProjectStatus, u64)>, RepoError> {
+        // The same scope condition as every CRUD query: one GROUP BY, never another owner's rows.
+        let rows: Vec<(String, i64)> = Entity::find()
+            .select_only()
+            .column(Column::Status)
+            .column_as(Column::Id.count(), "count")
+            .filter(<Project as SeaResource>::scope_condition(scope))
+            .filter(Column::DeletedAt.is_null())
+            .group_by(Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(repo_err)?;
+        rows.into_iter()
+            .map(|(status, count)| {
+                let status = status
+                    .parse::<ProjectStatus>()
+                    .map_err(|e| RepoError::Other(e.into()))?;
+                Ok((status, u64::try_from(count).unwrap_or_default()))
+            })
+            .collect()
     }
 }
 

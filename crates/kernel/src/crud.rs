@@ -18,7 +18,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::activity::{ActivityLog, NewActivity};
-use crate::auth::{Actor, Caller, Permission, Scope};
+use crate::auth::{Caller, Permission, Scope};
 use crate::clock::Clock;
 use crate::error::{DomainError, FieldError};
 use crate::id::UserId;
@@ -95,11 +95,23 @@ pub trait Resource: Clone + Debug + Send + Sync + 'static {
     fn apply(&mut self, patch: &Self::Patch) -> Result<Vec<&'static str>, FieldErrors>;
 }
 
-/// Which rows a query may touch: every owner's, or one owner's. Built only by this module,
-/// from a caller, so a repository cannot be asked for an unscoped read by accident.
+/// Why rows are being read: a custom scope may show more rows than it lets change (say,
+/// everyone reads shared rows but only their owner edits them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Listing or reading.
+    Read,
+    /// Reading in order to change (update, delete, restore).
+    Write,
+}
+
+/// Which rows a query may touch: every owner's, or one owner's, and for what. Only built
+/// from a caller (after the permission check), so a repository cannot be handed an unscoped
+/// read by accident; repositories turn it into a condition inside every query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowScope {
     owner: Option<UserId>,
+    purpose: Purpose,
 }
 
 impl RowScope {
@@ -108,12 +120,25 @@ impl RowScope {
         self.owner
     }
 
-    /// Layer one (the permission) and layer two (the scope) for `R`, from the caller.
-    fn for_actor<R: Resource>(actor: &Actor) -> Result<Self, DomainError> {
+    /// What the rows are read for.
+    pub fn purpose(&self) -> Purpose {
+        self.purpose
+    }
+
+    /// Layer one (the permission) and layer two (the scope) for `R`, from the caller: for
+    /// custom queries a domain adds next to the generic use cases.
+    pub fn for_caller<R: Resource>(caller: &Caller, purpose: Purpose) -> Result<Self, DomainError> {
+        let actor = &caller.actor;
         actor.require(&R::ACCESS)?;
         Ok(match actor.owner_scope(&R::SEE_ALL)? {
-            Scope::All => Self { owner: None },
-            Scope::OwnedBy(user) => Self { owner: Some(user) },
+            Scope::All => Self {
+                owner: None,
+                purpose,
+            },
+            Scope::OwnedBy(user) => Self {
+                owner: Some(user),
+                purpose,
+            },
         })
     }
 }
@@ -226,8 +251,8 @@ pub struct CrudService<'a, R: Resource> {
 }
 
 impl<R: Resource> CrudService<'_, R> {
-    fn scope(&self) -> Result<RowScope, DomainError> {
-        RowScope::for_actor::<R>(&self.caller.actor)
+    fn scope(&self, purpose: Purpose) -> Result<RowScope, DomainError> {
+        RowScope::for_caller::<R>(self.caller, purpose)
     }
 
     fn owner(&self) -> Result<UserId, DomainError> {
@@ -253,13 +278,13 @@ impl<R: Resource> CrudService<'_, R> {
 
     /// One page of the caller's rows (every owner's with the see-all permission).
     pub async fn list(&self, query: ListQuery) -> Result<Page<R>, DomainError> {
-        let scope = self.scope()?;
+        let scope = self.scope(Purpose::Read)?;
         Ok(self.crud.repository.list(scope, &query).await?)
     }
 
     /// One row; another owner's row is not found.
     pub async fn get(&self, id: R::Id) -> Result<R, DomainError> {
-        let scope = self.scope()?;
+        let scope = self.scope(Purpose::Read)?;
         self.crud
             .repository
             .find(scope, id, Deleted::Exclude)
@@ -282,7 +307,7 @@ impl<R: Resource> CrudService<'_, R> {
 
     /// Creates a row owned by the caller.
     pub async fn create(&self, input: R::New) -> Result<R, DomainError> {
-        self.scope()?;
+        self.scope(Purpose::Write)?;
         let owner = self.owner()?;
         let row = R::build(R::Id::from(Uuid::now_v7()), input, self.fresh_meta(owner))
             .map_err(|errors| DomainError::Validation(errors.into_vec()))?;
@@ -300,7 +325,7 @@ impl<R: Resource> CrudService<'_, R> {
     /// Creates up to [`MAX_BULK`] rows in one statement: all or nothing. Every invalid item
     /// is reported, as `items[i].field`.
     pub async fn create_many(&self, inputs: Vec<R::New>) -> Result<Vec<R>, DomainError> {
-        self.scope()?;
+        self.scope(Purpose::Write)?;
         let owner = self.owner()?;
         check_bulk_size(inputs.len())?;
         let mut errors = Vec::new();
@@ -337,7 +362,7 @@ impl<R: Resource> CrudService<'_, R> {
         patch: R::Patch,
         if_match: Option<&[i64]>,
     ) -> Result<R, DomainError> {
-        let scope = self.scope()?;
+        let scope = self.scope(Purpose::Write)?;
         let mut tx = self.crud.unit_of_work.begin().await?;
         let mut row = self
             .crud
@@ -380,7 +405,7 @@ impl<R: Resource> CrudService<'_, R> {
     /// Applies the same patch to up to [`MAX_BULK`] rows, in one statement: all or nothing.
     /// A row outside the caller's scope makes the whole request "not found".
     pub async fn update_many(&self, ids: &[R::Id], patch: R::Patch) -> Result<Vec<R>, DomainError> {
-        let scope = self.scope()?;
+        let scope = self.scope(Purpose::Write)?;
         check_bulk_size(ids.len())?;
         let ids = unique(ids);
         let mut tx = self.crud.unit_of_work.begin().await?;
@@ -449,7 +474,7 @@ impl<R: Resource> CrudService<'_, R> {
         delete: bool,
         if_match: Option<&[i64]>,
     ) -> Result<Vec<R>, DomainError> {
-        let scope = self.scope()?;
+        let scope = self.scope(Purpose::Write)?;
         let mut tx = self.crud.unit_of_work.begin().await?;
         let mut rows = self
             .crud

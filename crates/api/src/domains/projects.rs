@@ -1,16 +1,20 @@
 //! `/api/v1/projects`: the example owner-scoped resource, entirely on the generic CRUD
 //! endpoints. A domain made by `cargo xtask new-domain` gets a module of this shape.
 
-use actix_web::web;
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use keel_projects::{NewProject, Project, ProjectPatch, ProjectStatus};
+use keel_projects::{NewProject, Project, ProjectPatch, ProjectReports, ProjectStatus};
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi as _;
 use utoipa::ToSchema;
 use utoipa::openapi::schema::Schema;
 use uuid::Uuid;
 
 use crate::crud::{self, CrudApi};
-use crate::extract::double_option;
+use crate::error::ApiError;
+use crate::extract::{Caller, double_option};
 use crate::openapi::string_enum;
 
 /// The HTTP face of projects.
@@ -27,15 +31,61 @@ impl CrudApi for ProjectsApi {
     const TAG: &'static str = "projects";
 }
 
-/// Registers the project routes.
+/// Registers the project routes: a custom one, then the generic CRUD.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Before `/projects/{id}`, which would otherwise take "summary" for an id.
+    cfg.service(web::resource("/projects/summary").route(web::get().to(summary)));
     crud::configure::<ProjectsApi>(cfg);
 }
 
 /// The OpenAPI document of the project routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    crud::openapi::<ProjectsApi>()
+    let mut document = crud::openapi::<ProjectsApi>();
+    document.merge(SummaryDoc::openapi());
+    document
 }
+
+/// Live projects the caller can see, per status.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"total": 3, "by_status": {"planned": 0, "active": 2, "completed": 0, "archived": 1}}))]
+pub struct ProjectSummary {
+    /// All of them.
+    pub total: u64,
+    /// Count per status (every status present).
+    pub by_status: BTreeMap<String, u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/projects/summary",
+    tag = "projects",
+    operation_id = "project_summary",
+    summary = "Count the caller's projects by status (everyone's with `projects:manage_all`)",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The counts.", body = ProjectSummary),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+    )
+)]
+async fn summary(
+    Caller(caller): Caller,
+    reports: web::Data<ProjectReports>,
+) -> Result<HttpResponse, ApiError> {
+    let summary = reports.status_summary(&caller).await?;
+    Ok(HttpResponse::Ok().json(ProjectSummary {
+        total: summary.total,
+        by_status: summary
+            .by_status
+            .into_iter()
+            .map(|(status, count)| (status.as_str().to_owned(), count))
+            .collect(),
+    }))
+}
+
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(summary))]
+struct SummaryDoc;
 
 fn status_schema() -> Schema {
     string_enum(ProjectStatus::NAMES)

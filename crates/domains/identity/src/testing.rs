@@ -626,3 +626,73 @@ pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
         cache,
     }
 }
+
+/// Builds a valid [`Registration`](crate::Registration) with fake but realistic values: a
+/// unique address (a fresh suffix, so factories never collide), a passphrase that passes the
+/// default policy, a full name. Override what a test cares about.
+#[derive(Debug, Clone)]
+pub struct RegistrationFactory {
+    registration: crate::Registration,
+}
+
+impl Default for RegistrationFactory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RegistrationFactory {
+    /// A plausible sign-up.
+    pub fn new() -> Self {
+        use fake::Fake;
+        use fake::faker::internet::en::FreeEmailProvider;
+        use fake::faker::lorem::en::Words;
+        use fake::faker::name::en::{FirstName, LastName};
+
+        let first: String = FirstName().fake();
+        let last: String = LastName().fake();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let provider: String = FreeEmailProvider().fake();
+        let words: Vec<String> = Words(4..6).fake();
+        Self {
+            registration: crate::Registration {
+                email: format!(
+                    "{}.{}.{}@{provider}",
+                    first.to_lowercase(),
+                    last.to_lowercase(),
+                    &suffix[..8]
+                )
+                .replace(['\'', ' '], ""),
+                // Four or more words and digits: long, and never on the common list.
+                password: format!("{}-{}", words.join("-"), (1000..9999).fake::<u32>()),
+                full_name: Some(format!("{first} {last}")),
+            },
+        }
+    }
+
+    /// Sets the email address.
+    #[must_use]
+    pub fn email(mut self, email: impl Into<String>) -> Self {
+        self.registration.email = email.into();
+        self
+    }
+
+    /// Sets the password.
+    #[must_use]
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.registration.password = password.into();
+        self
+    }
+
+    /// Sets or clears the full name.
+    #[must_use]
+    pub fn full_name(mut self, full_name: Option<&str>) -> Self {
+        self.registration.full_name = full_name.map(str::to_owned);
+        self
+    }
+
+    /// The input.
+    pub fn build(self) -> crate::Registration {
+        self.registration
+    }
+}

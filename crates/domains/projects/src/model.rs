@@ -38,6 +38,9 @@ pub enum ProjectStatus {
 impl ProjectStatus {
     /// The wire and storage names.
     pub const NAMES: &'static [&'static str] = &["planned", "active", "completed", "archived"];
+    /// Every status, in lifecycle order.
+    pub const ALL: &'static [Self] =
+        &[Self::Planned, Self::Active, Self::Completed, Self::Archived];
 
     /// The wire and storage name.
     pub fn as_str(self) -> &'static str {

@@ -361,6 +361,20 @@ mod tests {
     }
 
     #[test]
+    fn factory_notes_are_valid() {
+        let f = fixture();
+        let writer = f.service.for_caller(&f.writer);
+        for minor in 0..20 {
+            let input = crate::testing::NewReleaseNoteFactory::new()
+                .version(format!("2.{minor}.0"))
+                .build();
+            let note = block_on(writer.create(input.clone())).unwrap();
+            assert_eq!(note.title, input.title.trim());
+            assert_eq!(note.change_type, input.change_type);
+        }
+    }
+
+    #[test]
     fn publishing_twice_keeps_the_first_date() {
         let f = fixture();
         let writer = f.service.for_caller(&f.writer);

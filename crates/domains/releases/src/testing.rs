@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use keel_kernel::query::Position;
 use keel_kernel::{ListQuery, Page, RepoError, Transaction};
 
-use crate::model::{ReleaseNote, ReleaseNoteId, ReleaseStatus};
+use crate::model::{ChangeType, NewReleaseNote, ReleaseNote, ReleaseNoteId, ReleaseStatus};
 use crate::policy::Visibility;
 use crate::repository::ReleaseNoteRepository;
 
@@ -143,5 +143,83 @@ impl ReleaseNoteRepository for InMemoryReleaseNotes {
             notes.retain(|note| note.id != id);
             notes.len() != before
         }))
+    }
+}
+
+/// Builds a valid [`NewReleaseNote`] with fake but realistic values (a random version, a
+/// catch-phrase title, a Markdown body); override what a test cares about.
+#[derive(Debug, Clone)]
+pub struct NewReleaseNoteFactory {
+    note: NewReleaseNote,
+}
+
+impl Default for NewReleaseNoteFactory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NewReleaseNoteFactory {
+    /// A plausible release note.
+    pub fn new() -> Self {
+        use fake::Fake;
+        use fake::faker::company::en::CatchPhrase;
+        use fake::faker::lorem::en::Sentences;
+
+        let version = format!(
+            "{}.{}.{}",
+            (0..10).fake::<u32>(),
+            (0..50).fake::<u32>(),
+            (0..100).fake::<u32>()
+        );
+        let bullets: Vec<String> = Sentences(2..5).fake();
+        let body = format!(
+            "## What's new\n{}",
+            bullets
+                .iter()
+                .map(|line| format!("- {line}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let change_type = match (0..4).fake::<u8>() {
+            0 => ChangeType::Feature,
+            1 => ChangeType::Improvement,
+            2 => ChangeType::Bugfix,
+            _ => ChangeType::Breaking,
+        };
+        Self {
+            note: NewReleaseNote {
+                version,
+                title: CatchPhrase().fake(),
+                body,
+                change_type,
+            },
+        }
+    }
+
+    /// Sets the version.
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.note.version = version.into();
+        self
+    }
+
+    /// Sets the title.
+    #[must_use]
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.note.title = title.into();
+        self
+    }
+
+    /// Sets the kind of change.
+    #[must_use]
+    pub fn change_type(mut self, change_type: ChangeType) -> Self {
+        self.note.change_type = change_type;
+        self
+    }
+
+    /// The input.
+    pub fn build(self) -> NewReleaseNote {
+        self.note
     }
 }

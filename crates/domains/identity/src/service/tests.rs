@@ -538,3 +538,26 @@ fn bootstrap_creates_the_first_admin_only_once() {
     .unwrap();
     assert!(second.is_none());
 }
+
+#[test]
+fn factory_registrations_are_valid_and_distinct() {
+    let w = world();
+    let caller = anonymous();
+    let service = w.identity.for_caller(&caller);
+    let mut emails = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let registration = crate::testing::RegistrationFactory::new().build();
+        let user = block_on(service.register(registration.clone())).unwrap();
+        assert!(emails.insert(user.email.as_str().to_owned()));
+        assert_eq!(user.full_name, registration.full_name);
+    }
+    let named = crate::testing::RegistrationFactory::new()
+        .email("grace@example.com")
+        .full_name(None)
+        .build();
+    let user = block_on(service.register(named)).unwrap();
+    assert_eq!(
+        (user.email.as_str(), user.full_name),
+        ("grace@example.com", None)
+    );
+}
