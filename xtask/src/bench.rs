@@ -305,9 +305,10 @@ fn wrk_get(seconds: u32, url: &str, token: Option<&str>) -> anyhow::Result<WrkRe
 /// Authenticated project reads on PostgreSQL, next to a minimal actix + sqlx server reading
 /// the same table, in one run.
 pub(crate) fn bench_crud(sh: &Shell, seconds: u32) -> anyhow::Result<()> {
+    // One command, so both binaries share one feature resolution (and one dependency build).
     cmd!(
         sh,
-        "cargo build --release --locked -p keel-app --bin api -p keel-bench-baseline"
+        "cargo build --release --locked --workspace --bin api --bin keel-bench-baseline"
     )
     .run()?;
     let release = target_dir().join("release");

@@ -250,6 +250,19 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 #[derive(Debug, Clone)]
 pub struct Caller(pub keel_kernel::Caller);
 
+/// Runs an authentication on its own task, so it finishes (and fills the session cache) even
+/// when the request is dropped: actix drops every extractor as soon as one fails, and a
+/// database query cancelled mid-flight costs the pool its connection. Without this, a client
+/// sending valid tokens with invalid ids would make Keel reconnect to the database per request.
+async fn completed(
+    authentication: impl Future<Output = Result<Actor, IdentityError>> + 'static,
+) -> Result<Actor, ApiError> {
+    actix_web::rt::spawn(authentication)
+        .await
+        .map_err(|_| ApiError::Domain(DomainError::internal("the authentication task failed")))?
+        .map_err(|e| ApiError::Domain(e.into()))
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
@@ -283,18 +296,14 @@ impl FromRequest for Caller {
                         .filter(|t| !t.is_empty())
                         .ok_or_else(invalid)?;
                     let identity = identity.ok_or_else(invalid)?;
-                    identity
-                        .authenticate_bearer(token)
-                        .await
-                        .map_err(|e| ApiError::Domain(e.into()))?
+                    let token = token.to_owned();
+                    completed(async move { identity.authenticate_bearer(&token).await }).await?
                 }
                 (None, Some(value)) => {
                     let key = value.map_err(|_| invalid())?;
                     let identity = identity.ok_or_else(invalid)?;
-                    identity
-                        .authenticate_api_key(key.trim())
-                        .await
-                        .map_err(|e| ApiError::Domain(e.into()))?
+                    completed(async move { identity.authenticate_api_key(key.trim()).await })
+                        .await?
                 }
             };
             Ok(Self(keel_kernel::Caller { actor, origin }))

@@ -86,18 +86,7 @@ where
     async fn list(&self, scope: RowScope, query: &ListQuery) -> Result<Page<R>, RepoError> {
         let live = scoped::<R>(scope).filter(R::deleted_at_column().is_null());
         let page = fetch_page(&self.db, live, query).await?;
-        let items = page
-            .items
-            .into_iter()
-            .map(R::from_model)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            items,
-            total: page.total,
-            limit: page.limit,
-            offset: page.offset,
-            next_cursor: page.next_cursor,
-        })
+        page.try_map(R::from_model)
     }
 
     async fn find(

@@ -531,18 +531,7 @@ impl SeaIdentityStore {
 impl UserRepository for SeaIdentityStore {
     async fn list(&self, query: &ListQuery) -> Result<Page<User>, RepoError> {
         let page = fetch_page(&self.db, users::Entity::find(), query).await?;
-        let items = page
-            .items
-            .into_iter()
-            .map(user_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            items,
-            total: page.total,
-            limit: page.limit,
-            offset: page.offset,
-            next_cursor: page.next_cursor,
-        })
+        page.try_map(user_from)
     }
 
     async fn find(&self, id: UserId) -> Result<Option<User>, RepoError> {

@@ -149,18 +149,7 @@ impl ReleaseNoteRepository for SeaReleaseNoteRepository {
         query: &ListQuery,
     ) -> Result<Page<ReleaseNote>, RepoError> {
         let page = fetch_page(&self.db, scoped(visibility), query).await?;
-        let items = page
-            .items
-            .into_iter()
-            .map(to_domain)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            items,
-            total: page.total,
-            limit: page.limit,
-            offset: page.offset,
-            next_cursor: page.next_cursor,
-        })
+        page.try_map(to_domain)
     }
 
     async fn find(

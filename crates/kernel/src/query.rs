@@ -618,6 +618,18 @@ impl<T> Page<T> {
             next_cursor: self.next_cursor,
         }
     }
+
+    /// Converts every item with a fallible conversion (e.g. a stored row into an entity),
+    /// failing on the first error.
+    pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page {
+            items: self.items.into_iter().map(f).collect::<Result<_, _>>()?,
+            total: self.total,
+            limit: self.limit,
+            offset: self.offset,
+            next_cursor: self.next_cursor,
+        })
+    }
 }
 
 #[cfg(test)]
