@@ -12,6 +12,7 @@ mod m20261123_000001_create_release_notes;
 mod m20261124_000001_create_identity;
 mod m20261124_000002_create_activity;
 mod m20261125_000001_create_projects;
+mod m20261126_000001_create_job_outbox;
 // keel:new-domain:migration-modules
 
 /// Every migration, oldest first.
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_identity::Migration),
             Box::new(m20261124_000002_create_activity::Migration),
             Box::new(m20261125_000001_create_projects::Migration),
+            Box::new(m20261126_000001_create_job_outbox::Migration),
             // keel:new-domain:migrations
         ]
     }

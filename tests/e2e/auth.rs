@@ -209,6 +209,7 @@ async fn a_password_change_kills_other_sessions_access_tokens() {
 #[tokio::test]
 async fn forgot_and_reset_by_mail_work_once() {
     let app = spawn_app().await;
+    let _worker = app.start_worker().await;
     app.register("ada@example.com").await;
     let old_session = app.token("ada@example.com").await;
 
@@ -222,7 +223,7 @@ async fn forgot_and_reset_by_mail_work_once() {
             .await;
         assert_eq!(response.status(), 202, "always 202, account or not");
     }
-    let mails = app.mails();
+    let mails = app.wait_for_mails(1).await;
     assert_eq!(mails.len(), 1, "a mail only for the real account");
     assert!(mails[0].contains("To: ada@example.com"));
     assert!(mails[0].contains("http://127.0.0.1:8080/reset-password?token="));
@@ -278,9 +279,10 @@ async fn forgot_and_reset_by_mail_work_once() {
 #[tokio::test]
 async fn email_verification_when_required() {
     let app = spawn_app_with(&[("APP__AUTH__REQUIRE_EMAIL_VERIFICATION", "true")]).await;
+    let _worker = app.start_worker().await;
     let user = app.register("ada@example.com").await;
     assert_eq!(user["status"], "pending_verification");
-    assert!(app.mails()[0].contains("/verify-email?token="));
+    assert!(app.wait_for_mails(1).await[0].contains("/verify-email?token="));
     let token = app.token_from_last_mail();
     let confirm = app
         .post(

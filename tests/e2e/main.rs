@@ -14,6 +14,7 @@ mod deploy;
 mod errors;
 mod health;
 mod http_basics;
+mod jobs;
 mod migrations;
 mod openapi;
 mod projects;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use keel_app::api::ServerHandle;
-use keel_app::{ApiApplication, Services};
+use keel_app::{ApiApplication, Services, WorkerApplication};
 use keel_config::{Settings, Sources};
 use keel_infrastructure::testing::TestDatabase;
 use keel_infrastructure::{DatabaseConnection, connect};
@@ -54,6 +54,12 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
         ("APP__SERVER__PORT", "0"),
         ("APP__SERVER__WORKERS", "1"),
         ("APP__DATABASE__MAX_CONNECTIONS", "5"),
+        ("APP__WORKER__PORT", "0"),
+        // Fast job turnaround for tests: idle polls every 50 ms, a silent worker is dead
+        // after 2 s.
+        ("APP__JOBS__POLL_INTERVAL", "50ms"),
+        ("APP__JOBS__HEARTBEAT_INTERVAL", "1s"),
+        ("APP__JOBS__MISSED_HEARTBEATS", "2"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -284,6 +290,87 @@ impl TestApp {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .collect()
+    }
+}
+
+/// A worker process running in the test (same code as the `worker` binary); stops on drop.
+pub(crate) struct TestWorker {
+    /// `http://127.0.0.1:<ops port>` (health and metrics).
+    pub(crate) base: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    stopped: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestWorker {
+    /// Stops taking jobs, lets running ones finish, and waits for the worker to exit.
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(stopped) = self.stopped.take() {
+            stopped
+                .await
+                .expect("the worker task")
+                .expect("a clean stop");
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    /// Starts a worker on the app's database and configuration.
+    pub(crate) async fn start_worker(&self) -> TestWorker {
+        let worker = WorkerApplication::build(self.settings.clone())
+            .await
+            .expect("the worker starts");
+        let base = format!("http://127.0.0.1:{}", worker.ops_port());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stopped = tokio::spawn(worker.run(shutdown.clone()));
+        TestWorker {
+            base,
+            shutdown,
+            stopped: Some(stopped),
+        }
+    }
+
+    /// Waits (up to 15 s) until at least `count` mails were written; returns them all.
+    pub(crate) async fn wait_for_mails(&self, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let mails = self.mails();
+            if mails.len() >= count || std::time::Instant::now() > deadline {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `GET /api/v1/jobs/{id}` (as `token`) until `done` accepts the job or 15 s pass;
+    /// returns the last body.
+    pub(crate) async fn wait_for_job(
+        &self,
+        id: &str,
+        token: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let job: Value = self
+                .authed(reqwest::Method::GET, &format!("/api/v1/jobs/{id}"), token)
+                .send()
+                .await
+                .expect("the request completes")
+                .json()
+                .await
+                .expect("a job");
+            if done(&job) || std::time::Instant::now() > deadline {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

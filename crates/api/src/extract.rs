@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use validator::Validate;
 
-use crate::context::RequestId;
+use crate::context::{RequestId, TraceParent};
 use crate::error::ApiError;
 
 /// The largest request body, from `server.body_limit`; registered as app data.
@@ -237,6 +237,10 @@ pub fn origin(req: &HttpRequest) -> Origin {
             .extensions()
             .get::<RequestId>()
             .map(|id| id.as_str().to_owned()),
+        trace_parent: req
+            .extensions()
+            .get::<TraceParent>()
+            .map(TraceParent::header_value),
     }
 }
 

@@ -18,7 +18,7 @@ use keel_config::CorsSettings;
 use keel_telemetry::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 use tracing::Instrument;
 
-use crate::context::{self, RequestContext, RequestId};
+use crate::context::{self, RequestContext, RequestId, TraceParent};
 use crate::error::{ApiError, PROBLEM_JSON, status_problem};
 
 /// The request and response header carrying the request id.
@@ -53,6 +53,13 @@ where
             .and_then(|v| v.to_str().ok()),
     );
     req.extensions_mut().insert(request_id.clone());
+    let trace = TraceParent::from_header(
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let trace_id = trace.trace_id().to_owned();
+    req.extensions_mut().insert(trace);
     let timeout = req
         .app_data::<RequestTimeout>()
         .map_or(Duration::from_secs(30), |t| t.0);
@@ -63,6 +70,7 @@ where
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
+        trace_id = %trace_id,
         method = %req.method(),
         path = %req.path(),
     );

@@ -37,6 +37,8 @@ pub struct ApiServices {
     /// Project reports (its custom query).
     pub project_reports: keel_projects::ProjectReports,
     // keel:new-domain:api-services
+    /// Background jobs (read, retry, delete, probe).
+    pub jobs: domains::jobs::JobServices,
     /// Per-IP limits on authentication endpoints.
     pub auth_rate_limit: AuthRateLimit,
     /// The JWKS document (`None` with HS256, which has no public keys).
@@ -148,6 +150,7 @@ pub fn api_server(
     let projects = web::Data::new(services.projects);
     let project_reports = web::Data::new(services.project_reports);
     // keel:new-domain:app-data-let
+    let jobs = web::Data::new(services.jobs);
 
     let auth_rate_limit = web::Data::new(services.auth_rate_limit);
     let jwks_document = web::Data::new(Jwks(services.jwks));
@@ -170,6 +173,7 @@ pub fn api_server(
             .app_data(projects.clone())
             .app_data(project_reports.clone())
             // keel:new-domain:app-data
+            .app_data(jobs.clone())
             .app_data(auth_rate_limit.clone())
             .app_data(jwks_document.clone())
             .app_data(openapi_document.clone())

@@ -62,6 +62,7 @@ impl ApiApplication {
                 activity: services.activity,
                 projects: services.projects,
                 project_reports: services.project_reports,
+                jobs: services.jobs,
 
                 // keel:new-domain:api-services-from
                 auth_rate_limit: AuthRateLimit {

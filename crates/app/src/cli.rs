@@ -108,6 +108,43 @@ pub struct WorkerCli {
 pub enum WorkerCommand {
     /// Run background work until SIGTERM or SIGINT.
     Run,
+    /// Inspect and manage stored jobs.
+    Jobs {
+        /// What to do.
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+}
+
+/// `worker jobs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobsAction {
+    /// List jobs, newest first.
+    List {
+        /// enqueued, pending, running, retrying, succeeded or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// high, default or low.
+        #[arg(long)]
+        queue: Option<String>,
+        /// A job kind, e.g. mail.send.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many (1 to 100).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Put a dead job back in its queue with fresh attempts.
+    Retry {
+        /// The job id.
+        id: String,
+    },
+    /// Delete finished (succeeded or dead) jobs older than a duration, e.g. `7d` or `12h`.
+    Purge {
+        /// Finished longer ago than this.
+        #[arg(long)]
+        older_than: String,
+    },
 }
 
 /// Loads configuration and starts logging; on failure prints why and returns the exit code.
@@ -186,12 +223,95 @@ pub async fn run_api(cli: ApiCli) -> ExitCode {
 
 /// Runs the `worker` binary.
 pub async fn run_worker(cli: WorkerCli) -> ExitCode {
-    let WorkerCommand::Run = cli.command.unwrap_or(WorkerCommand::Run);
-    let settings = match prepare(LogTarget::Stdout) {
-        Ok(settings) => settings,
-        Err(code) => return code,
-    };
-    finish(work(settings).await)
+    match cli.command.unwrap_or(WorkerCommand::Run) {
+        WorkerCommand::Run => {
+            let settings = match prepare(LogTarget::Stdout) {
+                Ok(settings) => settings,
+                Err(code) => return code,
+            };
+            finish(work(settings).await)
+        }
+        WorkerCommand::Jobs { action } => {
+            let settings = match prepare(LogTarget::Stderr) {
+                Ok(settings) => settings,
+                Err(code) => return code,
+            };
+            finish(manage_jobs(&settings, action).await)
+        }
+    }
+}
+
+async fn manage_jobs(settings: &Settings, action: JobsAction) -> anyhow::Result<()> {
+    use keel_kernel::jobs::{JobFilter, JobId, JobRepository, JobState, Queue};
+    let db = open_database(settings, "keel-worker-cli").await?;
+    let store = keel_infrastructure::jobs::JobStore::new(&db);
+    match action {
+        JobsAction::List {
+            state,
+            queue,
+            kind,
+            limit,
+        } => {
+            let filter = JobFilter {
+                state: state
+                    .map(|s| {
+                        JobState::parse(&s).with_context(|| format!("--state: unknown state `{s}`"))
+                    })
+                    .transpose()?,
+                queue: queue
+                    .map(|q| {
+                        Queue::parse(&q).with_context(|| format!("--queue: unknown queue `{q}`"))
+                    })
+                    .transpose()?,
+                kind,
+                limit: limit.clamp(1, 100),
+                offset: 0,
+            };
+            let (jobs, total) = store.list(&filter).await?;
+            println!(
+                "{:<36}  {:<24}  {:<7}  {:<9}  {:>8}  created",
+                "id", "kind", "queue", "state", "attempts"
+            );
+            for job in &jobs {
+                println!(
+                    "{:<36}  {:<24}  {:<7}  {:<9}  {:>4}/{:<3}  {}",
+                    job.id,
+                    job.kind,
+                    job.queue.as_str(),
+                    job.state.as_str(),
+                    job.attempts,
+                    job.max_attempts,
+                    job.created_at.format("%Y-%m-%d %H:%M:%S"),
+                );
+            }
+            println!("{} of {total} shown", jobs.len());
+        }
+        JobsAction::Retry { id } => {
+            let id: JobId = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("`{id}` is not a job id (a UUID)"))?;
+            let Some(job) = store.get(id).await? else {
+                anyhow::bail!("no job {id}");
+            };
+            if !store.retry(id).await? {
+                anyhow::bail!(
+                    "job {id} is {}; only dead jobs can be retried",
+                    job.state.as_str()
+                );
+            }
+            println!("job {id} is pending again");
+        }
+        JobsAction::Purge { older_than } => {
+            let age = humantime::parse_duration(&older_than).with_context(|| {
+                format!("--older-than: `{older_than}` is not a duration like 7d or 12h")
+            })?;
+            let before = chrono::Utc::now() - chrono::Duration::from_std(age)?;
+            let purged = store.purge_finished(before).await?;
+            println!("purged {purged} finished jobs older than {older_than}");
+        }
+    }
+    db.close().await?;
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

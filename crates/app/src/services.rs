@@ -12,7 +12,7 @@ use keel_infrastructure::crud::SeaCrud;
 use keel_infrastructure::projects::SeaProjectReports;
 
 use keel_infrastructure::identity::SeaIdentityStore;
-use keel_infrastructure::mail::LettreMailer;
+use keel_infrastructure::jobs::{JobStore, SeaJobQueue};
 use keel_infrastructure::security::{Argon2Hasher, HmacSecrets, JwtTokens};
 use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
 use keel_infrastructure::{DatabaseConnection, SeaReleaseNoteRepository, SeaUnitOfWork};
@@ -30,6 +30,7 @@ pub fn permission_catalog() -> Vec<PermissionDef> {
         .chain(keel_activity::PERMISSIONS)
         .chain(keel_releases::PERMISSIONS)
         .chain(keel_projects::PERMISSIONS)
+        .chain(keel_kernel::jobs::PERMISSIONS)
         // keel:new-domain:permissions
         .cloned()
         .collect()
@@ -49,6 +50,10 @@ pub struct Services {
     /// Project reports (its custom query).
     pub project_reports: ProjectReports,
     // keel:new-domain:services
+    /// Background jobs: the store, and the outbox use cases enqueue into.
+    pub jobs: keel_api::domains::jobs::JobServices,
+    /// The job store itself (the worker runs it).
+    pub job_store: JobStore,
     /// Rate-limit counters (memory, or Redis when configured).
     pub counters: Arc<dyn Counters>,
     /// The JWKS document when access tokens are signed asymmetrically.
@@ -99,7 +104,7 @@ impl Services {
             secrets: Arc::new(HmacSecrets::new(auth)?),
             counters: counters.clone(),
             cache,
-            mailer: Arc::new(LettreMailer::new(&settings.mail)?),
+            jobs: Arc::new(SeaJobQueue),
         };
         let identity = Identity::new(
             ports,
@@ -133,6 +138,12 @@ impl Services {
             ),
             project_reports: ProjectReports::new(Arc::new(SeaProjectReports::new(db.clone()))),
             // keel:new-domain:services-build
+            jobs: keel_api::domains::jobs::JobServices {
+                repository: Arc::new(JobStore::new(db)),
+                unit_of_work: unit_of_work.clone(),
+                queue: Arc::new(SeaJobQueue),
+            },
+            job_store: JobStore::new(db),
             identity,
             activity: Activity::new(activity_store),
             counters,

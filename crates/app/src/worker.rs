@@ -1,9 +1,19 @@
-//! The `worker` process: supervised background tasks plus its own health and metrics server.
+//! The `worker` process: the job queues, schedules and housekeeping, supervised, plus its own
+//! health and metrics server.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use keel_api::ops_server;
-use keel_config::Settings;
+use keel_config::{JobsSettings, Settings};
+use keel_infrastructure::jobs::{JobStore, MailDeliveries};
+use keel_infrastructure::mail::LettreMailer;
+use keel_kernel::jobs::{JobFailure, JobRepository, NewJob, Probe, PurgeFinishedJobs, Queue};
+use keel_kernel::mail::{Mailer, SendEmail};
 use keel_worker::Supervisor;
+use keel_worker::jobs::{Handlers, relay_outbox, run_queue, sample_queue_depth};
+use keel_worker::schedules::{self, Schedule};
 use tokio_util::sync::CancellationToken;
 
 use crate::background::housekeeping;
@@ -44,12 +54,20 @@ impl WorkerApplication {
             health,
             metrics.clone(),
         )?;
+        let store = JobStore::new(&db);
+        let mailer: Arc<dyn Mailer> = Arc::new(
+            LettreMailer::new(&settings.mail).context("setting up mail delivery ([mail])")?,
+        );
+        let handlers = Arc::new(handlers(&store, mailer, MailDeliveries::new(db.clone())));
+        let armed = schedules::arm(builtin_schedules(&settings.jobs), &settings.jobs)?;
+        tracing::info!(kinds = ?handlers.kinds(), schedules = armed.len(), "job handlers registered");
         let supervisor = housekeeping(
             Supervisor::new(settings.worker.shutdown_timeout),
             db.clone(),
             metrics,
             settings.database.max_connections,
         );
+        let supervisor = job_tasks(supervisor, &store, &handlers, &settings.jobs, armed);
         Ok(Self {
             supervisor,
             ops,
@@ -80,4 +98,113 @@ impl WorkerApplication {
         tracing::info!("worker stopped");
         result.context("stopping background tasks")
     }
+}
+
+/// Every job handler this worker runs.
+fn handlers(store: &JobStore, mailer: Arc<dyn Mailer>, deliveries: MailDeliveries) -> Handlers {
+    let purge_store = store.clone();
+    Handlers::default()
+        .register(move |job: SendEmail, context| {
+            let mailer = Arc::clone(&mailer);
+            let deliveries = deliveries.clone();
+            async move {
+                // A retry after a send that succeeded but was not acknowledged must not send
+                // again: the ledger remembers every key handed to the transport.
+                if deliveries
+                    .was_sent(&job.dedupe_key)
+                    .await
+                    .map_err(JobFailure::transient)?
+                {
+                    tracing::info!(dedupe_key = %job.dedupe_key, "mail already sent; skipping");
+                    return Ok(());
+                }
+                mailer
+                    .send(job.email, Some(&job.dedupe_key))
+                    .await
+                    .map_err(JobFailure::transient)?;
+                deliveries
+                    .record(&job.dedupe_key, context.id)
+                    .await
+                    .map_err(JobFailure::transient)
+            }
+        })
+        .register(|probe: Probe, context| async move {
+            if probe.sleep_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(probe.sleep_ms)).await;
+            }
+            probe.outcome(context.attempt)
+        })
+        .register(move |job: PurgeFinishedJobs, _context| {
+            let store = purge_store.clone();
+            async move {
+                let purged = store
+                    .purge_finished(job.finished_before)
+                    .await
+                    .map_err(JobFailure::transient)?;
+                tracing::info!(purged, before = %job.finished_before, "finished jobs purged");
+                Ok(())
+            }
+        })
+}
+
+/// The schedules declared in code (overridable by `jobs.schedules.<name>`).
+fn builtin_schedules(settings: &JobsSettings) -> Vec<Schedule> {
+    let retention =
+        chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::days(7));
+    vec![Schedule {
+        name: "purge_finished_jobs",
+        // Hourly, at a minute unlikely to collide with other hourly work.
+        cron: "0 17 * * * *".to_owned(),
+        make: Arc::new(move |tick| {
+            NewJob::of(&PurgeFinishedJobs {
+                finished_before: tick - retention,
+            })
+            .map_err(|e| e.to_string())
+        }),
+    }]
+}
+
+/// Adds the queue workers, the outbox relay, the queue-depth gauge and the schedules.
+fn job_tasks(
+    mut supervisor: Supervisor,
+    store: &JobStore,
+    handlers: &Arc<Handlers>,
+    settings: &JobsSettings,
+    armed: Vec<schedules::Armed>,
+) -> Supervisor {
+    for queue in Queue::ALL {
+        let name = match queue {
+            Queue::High => "jobs-high",
+            Queue::Default => "jobs-default",
+            Queue::Low => "jobs-low",
+        };
+        let (store, handlers, settings) = (store.clone(), Arc::clone(handlers), settings.clone());
+        supervisor = supervisor.task(name, move |token| {
+            run_queue(
+                store.clone(),
+                Arc::clone(&handlers),
+                queue,
+                settings.clone(),
+                token,
+            )
+        });
+    }
+    let relay_store = store.clone();
+    let gauge_store = store.clone();
+    supervisor = supervisor
+        .periodic("jobs-outbox", settings.poll_interval, move || {
+            let store = relay_store.clone();
+            async move { relay_outbox(&store).await.map(|_| ()) }
+        })
+        .periodic("jobs-queued-gauge", Duration::from_secs(5), move || {
+            let store = gauge_store.clone();
+            async move { sample_queue_depth(&store).await }
+        });
+    for schedule in armed {
+        let store = store.clone();
+        supervisor = supervisor.task(schedule.name(), move |token| {
+            schedules::run(schedule.clone(), store.clone(), token)
+        });
+    }
+    supervisor
 }

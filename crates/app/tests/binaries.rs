@@ -331,3 +331,108 @@ fn migrate_and_seed_commands() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("--force"));
 }
+
+/// Sends `body` as JSON with an optional bearer token; returns status and JSON body.
+async fn post_json(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn job_state(base: &str, token: &str, id: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v1/jobs/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_for_state(base: &str, token: &str, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = job_state(base, token, id).await;
+        if job["state"] == state {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job never reached {state}: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_survives_its_worker_being_killed_mid_run() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [
+        ("APP__SERVER__PORT", "0"),
+        ("APP__WORKER__PORT", "0"),
+        ("APP__JOBS__POLL_INTERVAL", "50ms"),
+        ("APP__JOBS__HEARTBEAT_INTERVAL", "1s"),
+        ("APP__JOBS__MISSED_HEARTBEATS", "2"),
+    ];
+    let mut api = start(API, dir.path(), "api.log", &vars);
+    let listening = wait_for_log(&mut api, "api listening");
+    let base = format!("http://127.0.0.1:{}", listening["port"]);
+    let mut create = command(API, dir.path(), &vars)
+        .args([
+            "create-admin",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"plum-orbit-kettle-7\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let (status, tokens) = post_json(
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        &serde_json::json!({"email": "root@example.com", "password": "plum-orbit-kettle-7"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+
+    let mut first = start(WORKER, dir.path(), "worker-1.log", &vars);
+    wait_for_log(&mut first, "worker running");
+    let (status, job) = post_json(
+        &format!("{base}/api/v1/admin/jobs/probe"),
+        Some(&token),
+        &serde_json::json!({"sleep_ms": 4000}),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for_state(&base, &token, &id, "running").await;
+
+    // SIGKILL: no cleanup and no acknowledgement; the job stays claimed by a dead worker.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert_eq!(job_state(&base, &token, &id).await["state"], "running");
+
+    let mut second = start(WORKER, dir.path(), "worker-2.log", &vars);
+    wait_for_log(&mut second, "worker running");
+    let job = wait_for_state(&base, &token, &id, "succeeded").await;
+    assert_eq!(job["attempts"], 2, "the killed attempt counts: {job}");
+    assert!(terminate(&mut second).success());
+    assert!(terminate(&mut api).success());
+}

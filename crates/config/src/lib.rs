@@ -93,6 +93,8 @@ pub struct Settings {
     pub bootstrap: BootstrapSettings,
     /// Outgoing mail.
     pub mail: MailSettings,
+    /// Background jobs and schedules.
+    pub jobs: JobsSettings,
     /// Readiness checks.
     pub health: HealthSettings,
     /// Logs.
@@ -338,6 +340,93 @@ pub enum MailTransport {
     File,
     /// A log line per message (bodies not logged).
     Log,
+    /// An SMTP relay (`[mail.smtp]`).
+    Smtp,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, refused if the server does not offer it.
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or in tests.
+    None,
+}
+
+/// `[mail.smtp]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// Relay host name (also the name its certificate must carry).
+    pub host: String,
+    /// Relay port (587 for STARTTLS, 465 for TLS, 25 plain).
+    pub port: u16,
+    /// Transport security.
+    pub tls: SmtpTls,
+    /// Login, if the relay requires authentication.
+    pub username: Option<String>,
+    /// Its password (use `APP__MAIL__SMTP__PASSWORD_FILE`).
+    #[serde(serialize_with = "redact_optional")]
+    pub password: Option<SecretString>,
+    /// Longest one SMTP command may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// `[jobs]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSettings {
+    /// How often an idle worker looks for new jobs.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often a worker proves it is alive; its running jobs go back to the queue after
+    /// `heartbeat_interval × missed_heartbeats` of silence (a killed worker).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Heartbeats missed before a worker counts as dead.
+    pub missed_heartbeats: u32,
+    /// Finished jobs (succeeded or dead) older than this are purged by the `jobs.purge` schedule.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Per-queue settings.
+    pub queues: QueuesSettings,
+    /// Schedule overrides by name (`jobs.schedules.<name>.cron`, `.enabled`).
+    #[serde(default)]
+    pub schedules: std::collections::BTreeMap<String, ScheduleSettings>,
+}
+
+/// `[jobs.queues]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesSettings {
+    /// The `high` queue.
+    pub high: QueueSettings,
+    /// The `default` queue.
+    pub default: QueueSettings,
+    /// The `low` queue.
+    pub low: QueueSettings,
+}
+
+/// `[jobs.queues.<name>]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Jobs of this queue one worker process runs at once.
+    pub concurrency: usize,
+}
+
+/// `[jobs.schedules.<name>]`: overrides a schedule declared in code.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// A cron expression with seconds: `sec min hour day-of-month month day-of-week`.
+    pub cron: Option<String>,
+    /// `false` turns the schedule off.
+    pub enabled: Option<bool>,
 }
 
 /// `[mail]`
@@ -350,6 +439,8 @@ pub struct MailSettings {
     pub dir: String,
     /// Sender mailbox, e.g. `Keel <no-reply@example.com>`.
     pub from: String,
+    /// The relay, when `transport = "smtp"`.
+    pub smtp: SmtpSettings,
 }
 
 /// `[health]`

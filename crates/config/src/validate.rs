@@ -26,6 +26,69 @@ impl Problems {
     }
 }
 
+fn validate_jobs(settings: &Settings, problems: &mut Problems) {
+    let jobs = &settings.jobs;
+    problems.check(
+        jobs.poll_interval >= std::time::Duration::from_millis(10),
+        "jobs.poll_interval",
+        "must be at least 10ms",
+    );
+    problems.check(
+        jobs.heartbeat_interval >= std::time::Duration::from_secs(1),
+        "jobs.heartbeat_interval",
+        "must be at least 1s (heartbeats are stored with second precision)",
+    );
+    problems.check(
+        (2..=100).contains(&jobs.missed_heartbeats),
+        "jobs.missed_heartbeats",
+        "must be between 2 and 100",
+    );
+    problems.check(
+        !jobs.retention.is_zero(),
+        "jobs.retention",
+        "must be greater than zero",
+    );
+    for (name, queue) in [
+        ("high", &jobs.queues.high),
+        ("default", &jobs.queues.default),
+        ("low", &jobs.queues.low),
+    ] {
+        problems.check(
+            (1..=1024).contains(&queue.concurrency),
+            &format!("jobs.queues.{name}.concurrency"),
+            "must be between 1 and 1024",
+        );
+    }
+}
+
+fn validate_smtp(settings: &Settings, production: bool, problems: &mut Problems) {
+    if settings.mail.transport != crate::MailTransport::Smtp {
+        return;
+    }
+    let smtp = &settings.mail.smtp;
+    problems.check(
+        !smtp.host.trim().is_empty(),
+        "mail.smtp.host",
+        "must not be empty",
+    );
+    problems.check(smtp.port != 0, "mail.smtp.port", "must not be 0");
+    problems.check(
+        smtp.username.is_some() == smtp.password.is_some(),
+        "mail.smtp.password",
+        "username and password go together: set both or neither",
+    );
+    problems.check(
+        !smtp.timeout.is_zero(),
+        "mail.smtp.timeout",
+        "must be greater than zero",
+    );
+    problems.check(
+        !(production && smtp.tls == crate::SmtpTls::None && smtp.password.is_some()),
+        "mail.smtp.tls",
+        "`none` would send the SMTP password in clear text; use starttls or tls in production",
+    );
+}
+
 pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     let mut problems = Problems::default();
     let production = settings.environment == Environment::Production;
@@ -62,6 +125,9 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         "server.body_limit",
         "must be between 1024 bytes and 1 GiB",
     );
+    validate_jobs(settings, &mut problems);
+    validate_smtp(settings, production, &mut problems);
+
     let origins = &server.cors.allowed_origins;
     let wildcard = origins.iter().any(|o| o == "*");
     problems.check(

@@ -27,6 +27,9 @@ pub enum InfraError {
     /// A migration failed; the database is left as the last successful migration made it.
     #[error("migration failed: {0}")]
     Migration(#[source] DbErr),
+    /// The job queue's tables could not be set up.
+    #[error("job queue setup failed: {0}")]
+    JobQueue(#[source] RepoError),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] DbErr),

@@ -9,6 +9,7 @@ pub mod crud;
 pub mod database;
 pub mod error;
 pub mod identity;
+pub mod jobs;
 pub mod listing;
 pub mod mail;
 pub mod migrate;

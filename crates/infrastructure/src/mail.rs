@@ -1,14 +1,18 @@
-//! Mail delivery behind the kernel's `Mailer` port: `.eml` files (the local default) or log
-//! lines. SMTP arrives with the job queue.
+//! Mail delivery behind the kernel's `Mailer` port: `.eml` files (the local default), log
+//! lines, or an SMTP relay (STARTTLS, TLS or plain; optional login). The worker calls it from
+//! the `mail.send` job, never a request handler.
 
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use keel_config::{MailSettings, MailTransport};
+use keel_config::{MailSettings, MailTransport, SmtpTls};
 use keel_kernel::error::BoxError;
 use keel_kernel::mail::{Email, Mailer};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
 
 /// The mail transport could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,7 @@ pub struct LettreMailer {
 enum Transport {
     File(AsyncFileTransport<Tokio1Executor>, PathBuf),
     Log,
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, String),
 }
 
 impl LettreMailer {
@@ -53,12 +58,17 @@ impl LettreMailer {
                 Transport::File(AsyncFileTransport::new(&dir), dir)
             }
             MailTransport::Log => Transport::Log,
+            MailTransport::Smtp => smtp(settings)?,
         };
         Ok(Self { from, transport })
     }
 
-    fn message(&self, email: &Email) -> Result<Message, BoxError> {
-        Ok(Message::builder()
+    fn message(&self, email: &Email, dedupe_key: Option<&str>) -> Result<Message, BoxError> {
+        let mut builder = Message::builder();
+        if let Some(key) = dedupe_key {
+            builder = builder.message_id(Some(message_id(key, &self.from)));
+        }
+        Ok(builder
             .from(self.from.clone())
             .to(email.to.parse::<Mailbox>()?)
             .subject(email.subject.clone())
@@ -71,13 +81,18 @@ impl LettreMailer {
 
 #[async_trait]
 impl Mailer for LettreMailer {
-    async fn send(&self, email: Email) -> Result<(), BoxError> {
-        let message = self.message(&email)?;
+    async fn send(&self, email: Email, dedupe_key: Option<&str>) -> Result<(), BoxError> {
+        let message = self.message(&email, dedupe_key)?;
         let result = match &self.transport {
             Transport::File(transport, dir) => transport
                 .send(message)
                 .await
                 .map(|id| tracing::info!(subject = %email.subject, file = %dir.join(format!("{id}.eml")).display(), "mail written"))
+                .map_err(|e| Box::new(e) as BoxError),
+            Transport::Smtp(transport, relay) => transport
+                .send(message)
+                .await
+                .map(|response| tracing::info!(subject = %email.subject, %relay, code = %response.code(), "mail relayed"))
                 .map_err(|e| Box::new(e) as BoxError),
             Transport::Log => {
                 // Bodies carry single-use links: never logged.
@@ -90,6 +105,40 @@ impl Mailer for LettreMailer {
         }
         result
     }
+}
+
+fn smtp(settings: &MailSettings) -> Result<Transport, MailConfigError> {
+    let smtp = &settings.smtp;
+    let invalid = |e: lettre::transport::smtp::Error| MailConfigError {
+        key: "mail.smtp.host",
+        message: format!("cannot use `{}`: {e}", smtp.host),
+    };
+    let builder = match smtp.tls {
+        SmtpTls::Starttls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host).map_err(invalid)?
+        }
+        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(invalid)?,
+        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
+    };
+    let mut builder = builder.port(smtp.port).timeout(Some(smtp.timeout));
+    if let (Some(username), Some(password)) = (&smtp.username, &smtp.password) {
+        builder = builder.credentials(Credentials::new(
+            username.clone(),
+            password.expose_secret().to_owned(),
+        ));
+    }
+    Ok(Transport::Smtp(
+        builder.build(),
+        format!("{}:{}", smtp.host, smtp.port),
+    ))
+}
+
+/// A `Message-ID` derived from the dedupe key (hashed: keys may hold characters a message id
+/// cannot), at the sender's domain.
+fn message_id(dedupe_key: &str, from: &Mailbox) -> String {
+    let digest = Sha256::digest(dedupe_key.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}@{}>", from.email.domain())
 }
 
 #[cfg(test)]
@@ -107,12 +156,15 @@ mod tests {
         settings.dir = dir.path().join("mail").display().to_string();
         let mailer = LettreMailer::new(&settings).unwrap();
         mailer
-            .send(Email {
-                to: "ada@example.com".into(),
-                subject: "Reset your password".into(),
-                text: "Set a new password: https://x/reset-password?token=abc".into(),
-                html: "<p>hi</p>".into(),
-            })
+            .send(
+                Email {
+                    to: "ada@example.com".into(),
+                    subject: "Reset your password".into(),
+                    text: "Set a new password: https://x/reset-password?token=abc".into(),
+                    html: "<p>hi</p>".into(),
+                },
+                Some("identity.password_reset:42"),
+            )
             .await
             .unwrap();
         let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
@@ -124,18 +176,25 @@ mod tests {
         let content = std::fs::read_to_string(path).unwrap();
         assert!(content.contains("Subject: Reset your password"));
         assert!(content.contains("To: ada@example.com"));
+        assert!(content.contains(&message_id(
+            "identity.password_reset:42",
+            &"Keel <no-reply@keel.invalid>".parse().unwrap()
+        )));
         assert!(
             content.contains("reset-password?token=3Dabc")
                 || content.contains("reset-password?token=abc")
         );
         assert!(
             mailer
-                .send(Email {
-                    to: "not an address".into(),
-                    subject: "x".into(),
-                    text: String::new(),
-                    html: String::new(),
-                })
+                .send(
+                    Email {
+                        to: "not an address".into(),
+                        subject: "x".into(),
+                        text: String::new(),
+                        html: String::new(),
+                    },
+                    None
+                )
                 .await
                 .is_err()
         );

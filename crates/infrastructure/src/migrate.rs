@@ -16,6 +16,7 @@ use sea_orm_migration::migrator::MigrationStatus;
 
 use crate::database::connect_with_pool_size;
 use crate::error::InfraError;
+use crate::jobs::JobStore;
 
 /// Key of the PostgreSQL advisory lock held while migrating ("keelmigr" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6B65_656C_6D69_6772;
@@ -73,9 +74,24 @@ pub async fn status(settings: &DatabaseSettings) -> Result<Vec<MigrationState>, 
 
 async fn run(settings: &DatabaseSettings, operation: Operation) -> Result<Vec<String>, InfraError> {
     let db = connect_with_pool_size(settings, "keel-migrate", 1).await?;
+    let queue = JobStore::new(&db);
+    if let Operation::Fresh = operation {
+        queue.drop_all().await.map_err(InfraError::JobQueue)?;
+    }
     let result = match db.get_database_backend() {
         DatabaseBackend::Postgres => run_postgres(&db, operation).await,
         _ => run_sqlite(&db, operation).await,
+    };
+    // The job queue's tables follow Keel's (apalis migrates them itself); rollbacks leave them.
+    let result = match (result, operation) {
+        (Ok(names), Operation::Up | Operation::Fresh) => match queue.migrate().await {
+            Ok(()) => Ok(names),
+            Err(error) => {
+                close(db).await;
+                return Err(InfraError::JobQueue(error));
+            }
+        },
+        (other, _) => other,
     };
     close(db).await;
     result.map_err(InfraError::Migration)

@@ -242,6 +242,9 @@ pub struct Origin {
     pub user_agent: Option<String>,
     /// The request id.
     pub request_id: Option<String>,
+    /// The request's W3C `traceparent` (the caller's trace, or one started for the request):
+    /// jobs it enqueues continue that trace.
+    pub trace_parent: Option<String>,
 }
 
 /// Who is acting and from where: what every service is built for.
@@ -270,6 +273,7 @@ pub static SYSTEM: Caller = Caller {
         ip: None,
         user_agent: None,
         request_id: None,
+        trace_parent: None,
     },
 };
 

@@ -11,6 +11,7 @@ pub mod crud;
 pub mod error;
 pub mod health;
 pub mod id;
+pub mod jobs;
 pub mod mail;
 pub mod query;
 pub mod repo;
@@ -22,6 +23,7 @@ pub use auth::{Actor, Caller, Origin, Permission, PermissionDef, PermissionSet, 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DomainError, FieldError};
 pub use id::{ApiKeyId, SessionId, UserId};
+pub use jobs::{Job, JobFailure, JobId, JobQueue, NewJob, Queue, RetryPolicy};
 pub use query::{ListQuery, ListSpec, Page};
 pub use repo::{RepoError, Transaction, UnitOfWork};
 

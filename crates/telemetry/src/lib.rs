@@ -28,6 +28,14 @@ pub mod names {
     /// `logout`, `password_change`, `password_forgot`, `password_reset`, `email_verify`) and
     /// `outcome` (`success`, `failure`, `rate_limited`, `error`).
     pub const AUTH_EVENTS_TOTAL: &str = "auth_events_total";
+    /// Counter of finished job attempts, labelled `queue`, `job` (kind) and `outcome`
+    /// (`succeeded`, `failed` = will be retried, `dead`).
+    pub const JOBS_TOTAL: &str = "jobs_total";
+    /// Histogram of job attempt durations in seconds, labelled `queue`, `job`.
+    pub const JOB_DURATION_SECONDS: &str = "job_duration_seconds";
+    /// Gauge of jobs waiting to run (pending, retrying, or committed but not yet queued),
+    /// labelled `queue`.
+    pub const JOBS_QUEUED: &str = "jobs_queued";
 }
 
 /// Latency buckets (seconds) from 1 ms to 10 s: fine where an API spends its time.
@@ -149,6 +157,16 @@ fn describe_metrics() {
         names::AUTH_EVENTS_TOTAL,
         "Authentication events, by event and outcome"
     );
+    metrics::describe_counter!(
+        names::JOBS_TOTAL,
+        "Job attempts finished, by queue, job kind and outcome (succeeded, failed, dead)"
+    );
+    metrics::describe_histogram!(
+        names::JOB_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Job attempt duration, by queue and job kind"
+    );
+    metrics::describe_gauge!(names::JOBS_QUEUED, "Jobs waiting to run, by queue");
     metrics::describe_gauge!(
         names::DB_POOL_CONNECTIONS,
         "Database pool connections, by state (idle, in_use, max)"

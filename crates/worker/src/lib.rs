@@ -6,6 +6,9 @@
 //! and the supervisor waits up to its deadline for them to finish their current work before
 //! aborting the stragglers.
 
+pub mod jobs;
+pub mod schedules;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;

@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod api_keys;
 pub mod auth;
+pub mod jobs;
 pub mod projects;
 // keel:new-domain:modules
 
@@ -23,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     rbac::configure(cfg);
     api_keys::configure(cfg);
     activity::configure(cfg);
+    jobs::configure(cfg);
     release_notes::configure(cfg);
     projects::configure(cfg);
     // keel:new-domain:configure
@@ -35,6 +37,7 @@ pub fn merge_openapi(document: &mut OpenApi) {
     document.merge(users::UsersDoc::openapi());
     document.merge(rbac::RbacDoc::openapi());
     document.merge(activity::ActivityDoc::openapi());
+    document.merge(jobs::JobsDoc::openapi());
     document.merge(release_notes::ReleaseNotesDoc::openapi());
     document.merge(projects::openapi());
     // keel:new-domain:openapi

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use keel_kernel::activity::InMemoryActivityLog;
 use keel_kernel::error::BoxError;
-use keel_kernel::mail::InMemoryMailer;
+use keel_kernel::jobs::InMemoryJobQueue;
+use keel_kernel::mail::{self, SendEmail};
 use keel_kernel::query::Position;
 use keel_kernel::repo::InMemoryUnitOfWork;
 use keel_kernel::throttle::{InMemoryCache, InMemoryCounters};
@@ -584,8 +585,8 @@ pub struct Fakes {
     pub ports: IdentityPorts,
     /// The store behind every repository.
     pub store: Arc<InMemoryIdentityStore>,
-    /// Sent mail.
-    pub mailer: Arc<InMemoryMailer>,
+    /// Enqueued jobs (mail among them).
+    pub jobs: Arc<InMemoryJobQueue>,
     /// Recorded activity.
     pub activity: Arc<InMemoryActivityLog>,
     /// The hasher.
@@ -594,10 +595,21 @@ pub struct Fakes {
     pub cache: Arc<InMemoryCache>,
 }
 
+impl Fakes {
+    /// Mail enqueued for delivery so far.
+    pub fn sent_mail(&self) -> Vec<mail::Email> {
+        self.jobs
+            .payloads::<SendEmail>()
+            .into_iter()
+            .map(|job| job.email)
+            .collect()
+    }
+}
+
 /// Every port faked, on `clock`, with access tokens living 15 minutes.
 pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
     let store = Arc::new(InMemoryIdentityStore::default());
-    let mailer = Arc::new(InMemoryMailer::default());
+    let jobs = Arc::new(InMemoryJobQueue::default());
     let activity = Arc::new(InMemoryActivityLog::default());
     let hasher = Arc::new(FakeHasher::default());
     let cache = Arc::new(InMemoryCache::default());
@@ -615,12 +627,12 @@ pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
         secrets: Arc::new(FakeSecrets::default()),
         counters: Arc::new(InMemoryCounters::default()),
         cache: cache.clone(),
-        mailer: mailer.clone(),
+        jobs: jobs.clone(),
     };
     Fakes {
         ports,
         store,
-        mailer,
+        jobs,
         activity,
         hasher,
         cache,

@@ -1,8 +1,10 @@
 //! The caller's own account: profile, password change, reset and email verification.
 
 use chrono::{DateTime, Utc};
+use keel_kernel::mail::{Email, SendEmail};
 use keel_kernel::validation::FieldErrors;
 use keel_kernel::{DomainError, NewActivity, PermissionSet, Transaction};
+use keel_kernel::{NewJob, RepoError};
 use serde_json::json;
 
 use super::IdentityService;
@@ -165,7 +167,8 @@ impl IdentityService<'_> {
         purpose: TokenPurpose,
         ttl: std::time::Duration,
         action: &'static str,
-    ) -> Result<String, IdentityError> {
+        compose: impl FnOnce(&str) -> Email + Send,
+    ) -> Result<(), IdentityError> {
         let now = self.ports().clock.now();
         let plain = self
             .ports()
@@ -193,50 +196,45 @@ impl IdentityService<'_> {
         self.identity
             .record(tx.as_mut(), self.caller, entry)
             .await?;
+        // The mail is a job in the same transaction: nothing is sent for a rolled-back
+        // request, and a committed one cannot lose its mail (the worker retries delivery).
+        let mail = SendEmail {
+            email: compose(&plain),
+            dedupe_key: format!("{action}:{}", token.id),
+        };
+        let job = NewJob::of(&mail)
+            .map_err(RepoError::from)?
+            .caused_by(Some(user.id), &self.caller.origin);
+        self.ports().jobs.enqueue(tx.as_mut(), job).await?;
         tx.commit().await?;
-        Ok(plain)
+        Ok(())
     }
 
-    /// Issues a reset token and mails its link (after the commit, so a rolled-back request
-    /// sends nothing). Delivery failures are the mailer's to report.
+    /// Issues a reset token and enqueues the mail with its link.
     pub(super) async fn send_password_reset(&self, user: &User) -> Result<(), IdentityError> {
         let ttl = self.settings().reset_token_ttl;
-        let token = self
-            .issue_one_time_token(
-                user,
-                TokenPurpose::PasswordReset,
-                ttl,
-                "auth.password_reset_requested",
-            )
-            .await?;
-        let email = mail::password_reset(
-            user.email.as_str(),
-            &self.settings().public_url,
-            &token,
+        let public_url = &self.settings().public_url;
+        self.issue_one_time_token(
+            user,
+            TokenPurpose::PasswordReset,
             ttl,
-        );
-        let _ = self.ports().mailer.send(email).await;
-        Ok(())
+            "auth.password_reset_requested",
+            |token| mail::password_reset(user.email.as_str(), public_url, token, ttl),
+        )
+        .await
     }
 
     pub(super) async fn send_verification(&self, user: &User) -> Result<(), IdentityError> {
         let ttl = self.settings().verification_token_ttl;
-        let token = self
-            .issue_one_time_token(
-                user,
-                TokenPurpose::EmailVerification,
-                ttl,
-                "auth.email_verification_requested",
-            )
-            .await?;
-        let email = mail::email_verification(
-            user.email.as_str(),
-            &self.settings().public_url,
-            &token,
+        let public_url = &self.settings().public_url;
+        self.issue_one_time_token(
+            user,
+            TokenPurpose::EmailVerification,
             ttl,
-        );
-        let _ = self.ports().mailer.send(email).await;
-        Ok(())
+            "auth.email_verification_requested",
+            |token| mail::email_verification(user.email.as_str(), public_url, token, ttl),
+        )
+        .await
     }
 
     /// The unused, unexpired token for `purpose` and the live account it belongs to.

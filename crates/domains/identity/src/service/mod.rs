@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::auth::SYSTEM;
-use keel_kernel::mail::Mailer;
+use keel_kernel::jobs::JobQueue;
 use keel_kernel::throttle::{Cache, Counters, Quota, check};
 use keel_kernel::{
     Caller, Clock, NewActivity, PermissionSet, SessionId, Transaction, UnitOfWork, UserId,
@@ -63,8 +63,8 @@ pub struct IdentityPorts {
     pub counters: Arc<dyn Counters>,
     /// The session-state cache.
     pub cache: Arc<dyn Cache>,
-    /// Outgoing mail.
-    pub mailer: Arc<dyn Mailer>,
+    /// Background jobs (mail is delivered by one).
+    pub jobs: Arc<dyn JobQueue>,
 }
 
 /// Identity's tunables, from the `auth` and `app` configuration sections.

@@ -41,7 +41,7 @@ fn world() -> World {
         secrets: fakes.ports.secrets.clone(),
         counters: fakes.ports.counters.clone(),
         cache: fakes.ports.cache.clone(),
-        mailer: fakes.ports.mailer.clone(),
+        jobs: fakes.ports.jobs.clone(),
     };
     let identity = Identity::new(ports, IdentitySettings::default());
     block_on(identity.for_system().sync_rbac(&catalog())).unwrap();
@@ -71,6 +71,7 @@ fn anonymous() -> Caller {
             ip: Some("203.0.113.9".parse().unwrap()),
             user_agent: Some("test-agent".into()),
             request_id: Some("req-1".into()),
+            trace_parent: None,
         },
     }
 }
@@ -313,11 +314,11 @@ fn reset_links_work_once_and_end_every_session() {
     let service = w.identity.for_caller(&visitor);
     block_on(service.forgot_password("nobody@example.com")).unwrap();
     assert!(
-        w.fakes.mailer.sent().is_empty(),
+        w.fakes.sent_mail().is_empty(),
         "no mail for unknown addresses"
     );
     block_on(service.forgot_password("ADA@example.com")).unwrap();
-    let mail = w.fakes.mailer.sent().pop().unwrap();
+    let mail = w.fakes.sent_mail().pop().unwrap();
     assert_eq!(mail.to, "ada@example.com");
     let token = mail
         .text
@@ -346,7 +347,7 @@ fn reset_links_expire() {
     let visitor = anonymous();
     let service = w.identity.for_caller(&visitor);
     block_on(service.forgot_password("ada@example.com")).unwrap();
-    let mail = w.fakes.mailer.sent().pop().unwrap();
+    let mail = w.fakes.sent_mail().pop().unwrap();
     let token = mail
         .text
         .split("?token=")

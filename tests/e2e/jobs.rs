@@ -1,0 +1,339 @@
+//! Background jobs: mail delivered by the worker, retries, dead jobs, the outbox's
+//! all-or-nothing enqueue, job visibility, and the worker's health and metrics.
+
+use keel_infrastructure::SeaUnitOfWork;
+use keel_infrastructure::jobs::{JobStore, SeaJobQueue};
+use keel_kernel::UnitOfWork;
+use keel_kernel::jobs::{JobQueue, JobRepository, JobState, NewJob, Probe};
+use serde_json::{Value, json};
+
+use crate::support::{assert_problem, spawn_app};
+
+async fn probe(app: &crate::support::TestApp, token: &str, body: Value) -> String {
+    let response = app
+        .post("/api/v1/admin/jobs/probe", Some(token), &body)
+        .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn finished(job: &Value) -> bool {
+    job["state"] == "succeeded" || job["state"] == "dead"
+}
+
+#[tokio::test]
+async fn reset_mail_waits_for_a_worker_and_its_link_works_once() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let response = app
+        .post(
+            "/api/v1/auth/password/forgot",
+            None,
+            &json!({ "email": "ada@example.com" }),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(app.mails().is_empty(), "no worker, no mail");
+
+    // The job is committed and visible to operators as enqueued.
+    let admin = app.admin("root@example.com").await;
+    let page = app
+        .authed(
+            reqwest::Method::GET,
+            "/api/v1/admin/jobs?kind=mail.send",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["items"][0]["state"], "enqueued");
+    let job_id = page["items"][0]["id"].as_str().unwrap().to_owned();
+
+    let worker = app.start_worker().await;
+    let mails = app.wait_for_mails(1).await;
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("/reset-password?token="));
+    let job = app.wait_for_job(&job_id, &admin, finished).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 1);
+
+    let token = app.token_from_last_mail();
+    let reset = json!({ "token": token, "new_password": "fresh-quartz-lamp-3" });
+    let first = app.post("/api/v1/auth/password/reset", None, &reset).await;
+    assert_eq!(first.status(), 204);
+    let again = app.post("/api/v1/auth/password/reset", None, &reset).await;
+    assert_problem(again, 422, "validation_failed").await;
+    app.login_with("ada@example.com", "fresh-quartz-lamp-3")
+        .await;
+
+    // The worker answers health and metrics on its own port.
+    let ready = app
+        .client
+        .get(format!("{}/health/ready", worker.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", worker.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"jobs_total{queue="high",job="mail.send",outcome="succeeded"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("jobs_queued{queue="), "{metrics}");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn failing_jobs_retry_then_succeed_and_permanent_failures_die() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let _worker = app.start_worker().await;
+
+    let flaky = probe(
+        &app,
+        &admin,
+        json!({ "fail_attempts": 2, "max_attempts": 3 }),
+    )
+    .await;
+    let doomed = probe(&app, &admin, json!({ "permanent": true })).await;
+    let exhausted = probe(
+        &app,
+        &admin,
+        json!({ "fail_attempts": 5, "max_attempts": 2 }),
+    )
+    .await;
+
+    let job = app.wait_for_job(&flaky, &admin, finished).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(job["last_error"], Value::Null);
+
+    let job = app.wait_for_job(&doomed, &admin, finished).await;
+    assert_eq!(job["state"], "dead", "{job}");
+    assert_eq!(job["attempts"], 1, "permanent failures are not retried");
+    assert!(job["last_error"].as_str().unwrap().contains("permanently"));
+
+    let job = app.wait_for_job(&exhausted, &admin, finished).await;
+    assert_eq!(job["state"], "dead", "{job}");
+    assert_eq!(job["attempts"], 2);
+
+    let dead: Value = app
+        .authed(
+            reqwest::Method::GET,
+            "/api/v1/admin/jobs?state=dead",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dead["total"], 2, "{dead}");
+
+    // A succeeded job is not retried (409); a dead one is, and runs again.
+    let conflict = app
+        .authed(
+            reqwest::Method::POST,
+            &format!("/api/v1/admin/jobs/{flaky}/retry"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(conflict, 409, "job.not_dead").await;
+    let retried = app
+        .authed(
+            reqwest::Method::POST,
+            &format!("/api/v1/admin/jobs/{exhausted}/retry"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    let job = app
+        .wait_for_job(&exhausted, &admin, |j| {
+            j["state"] == "dead" && j["attempts"] == 2
+        })
+        .await;
+    assert_eq!(
+        job["state"], "dead",
+        "ran its fresh attempts and died again: {job}"
+    );
+
+    // Finished jobs can be deleted.
+    let deleted = app
+        .authed(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/admin/jobs/{doomed}"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = app
+        .authed(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{doomed}"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test]
+async fn a_rolled_back_use_case_enqueues_nothing() {
+    let app = spawn_app().await;
+    let unit_of_work = SeaUnitOfWork::new(app.pool.clone());
+    let store = JobStore::new(&app.pool);
+    let probe = Probe {
+        fail_attempts: 0,
+        permanent: false,
+        sleep_ms: 0,
+    };
+
+    let mut tx = unit_of_work.begin().await.unwrap();
+    let rolled_back = SeaJobQueue
+        .enqueue(tx.as_mut(), NewJob::of(&probe).unwrap())
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(store.get(rolled_back).await.unwrap(), None);
+
+    let mut tx = unit_of_work.begin().await.unwrap();
+    let committed = SeaJobQueue
+        .enqueue(tx.as_mut(), NewJob::of(&probe).unwrap())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let job = store.get(committed).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Enqueued);
+
+    // The relay moves it into its queue exactly once.
+    assert_eq!(store.relay(100).await.unwrap(), 1);
+    assert_eq!(store.relay(100).await.unwrap(), 0);
+    assert_eq!(
+        store.get(committed).await.unwrap().unwrap().state,
+        JobState::Pending
+    );
+}
+
+#[tokio::test]
+async fn jobs_are_visible_to_their_owner_and_operators_only() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let (_, member) = app.member("mallory@example.com").await;
+    let id = probe(&app, &admin, json!({})).await;
+
+    let own = app
+        .authed(reqwest::Method::GET, &format!("/api/v1/jobs/{id}"), &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let other = app
+        .authed(reqwest::Method::GET, &format!("/api/v1/jobs/{id}"), &member)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(other, 404, "not_found").await;
+    let anonymous = app.get(&format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(anonymous.status(), 401);
+    let list = app
+        .authed(reqwest::Method::GET, "/api/v1/admin/jobs", &member)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(list, 403, "forbidden").await;
+    let probe_as_member = app
+        .post("/api/v1/admin/jobs/probe", Some(&member), &json!({}))
+        .await;
+    assert_problem(probe_as_member, 403, "forbidden").await;
+
+    for bad in ["state=finished", "queue=urgent", "limit=1000", "owner=me"] {
+        let response = app
+            .authed(
+                reqwest::Method::GET,
+                &format!("/api/v1/admin/jobs?{bad}"),
+                &admin,
+            )
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(response, 422, "validation_failed").await;
+        let field = bad.split('=').next().unwrap();
+        assert_eq!(body["errors"][0]["field"], field, "{bad}: {body}");
+    }
+    let bad_body = app
+        .post(
+            "/api/v1/admin/jobs/probe",
+            Some(&admin),
+            &json!({ "max_attempts": 0 }),
+        )
+        .await;
+    let body = assert_problem(bad_body, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "max_attempts");
+}
+
+#[tokio::test]
+async fn a_schedule_runs_once_per_tick_with_two_workers() {
+    let app = crate::support::spawn_app_with(&[(
+        "APP__JOBS__SCHEDULES__PURGE_FINISHED_JOBS__CRON",
+        "* * * * * *",
+    )])
+    .await;
+    let first = app.start_worker().await;
+    let second = app.start_worker().await;
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    first.stop().await;
+    second.stop().await;
+
+    use sea_orm::ConnectionTrait;
+    let backend = app.pool.get_database_backend();
+    let table = match backend {
+        sea_orm::DatabaseBackend::Postgres => "apalis.jobs",
+        _ => "Jobs",
+    };
+    let count = |sql: String| {
+        let pool = app.pool.clone();
+        async move {
+            let row = pool
+                .query_one_raw(sea_orm::Statement::from_string(backend, sql))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap()
+        }
+    };
+    let ticks = count(format!(
+        "SELECT COUNT(*) FROM {table} WHERE idempotency_key LIKE 'purge_finished_jobs@%'"
+    ))
+    .await;
+    let distinct = count(format!(
+        "SELECT COUNT(DISTINCT idempotency_key) FROM {table} \
+         WHERE idempotency_key LIKE 'purge_finished_jobs@%'"
+    ))
+    .await;
+    assert!(
+        ticks >= 2,
+        "a per-second schedule ticked {ticks} times in 3.5 s"
+    );
+    assert_eq!(ticks, distinct, "each tick ran once across both workers");
+}
