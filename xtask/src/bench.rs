@@ -427,3 +427,202 @@ pub(crate) fn bench_crud(sh: &Shell, seconds: u32) -> anyhow::Result<()> {
     drop_database(sh, &name)?;
     result
 }
+
+/// Sends `POST /admin/jobs/probe` (a no-op job) and returns the new job's id.
+fn enqueue_probe(base: &str, token: &str) -> anyhow::Result<String> {
+    let answer = curl_json(&[
+        "-XPOST",
+        &format!("{base}/api/v1/admin/jobs/probe"),
+        "-H",
+        &format!("authorization: Bearer {token}"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        "{}",
+    ])?;
+    json_string(&answer, "/id")
+}
+
+/// `total` of `GET /admin/jobs?<query>`.
+fn job_total(base: &str, token: &str, query: &str) -> anyhow::Result<u64> {
+    let answer = curl_json(&[
+        &format!("{base}/api/v1/admin/jobs?{query}&limit=1"),
+        "-H",
+        &format!("authorization: Bearer {token}"),
+    ])?;
+    let value: serde_json::Value = serde_json::from_str(&answer)?;
+    value["total"]
+        .as_u64()
+        .with_context(|| format!("no total in {answer}"))
+}
+
+/// The millisecond timestamp inside a UUIDv7 (a job id): when the job was enqueued.
+fn uuid_v7_millis(id: &str) -> Option<i64> {
+    let hex: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    i64::from_str_radix(&hex, 16).ok()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Jobs drained per second (no-op jobs enqueued while no worker runs, then one worker started)
+/// and enqueue→start latency of jobs sent one at a time to a running worker.
+pub(crate) fn bench_jobs(sh: &Shell, postgres: bool, jobs: u32) -> anyhow::Result<()> {
+    cmd!(sh, "cargo build --release --locked --bin api --bin worker").run()?;
+    let api_binary = target_dir().join("release/api");
+    let worker_binary = target_dir().join("release/worker");
+    let dir = sh.create_temp_dir()?;
+    let database = if postgres {
+        let (url, name) = create_database(sh, "keel_bench_jobs")?;
+        (url, Some(name))
+    } else {
+        (
+            format!("sqlite://{}/keel.db?mode=rwc", dir.path().display()),
+            None,
+        )
+    };
+    let port = 18_082;
+    let base = format!("http://127.0.0.1:{port}");
+    let result = (|| -> anyhow::Result<()> {
+        let vars = [
+            ("DATABASE_URL", database.0.as_str()),
+            ("APP__RATE_LIMIT__ENABLED", "false"),
+        ];
+        let _api = start_api_with(&api_binary, dir.path(), port, &vars)?;
+        wait_ready(port, Duration::from_secs(60))?;
+        let mut create = Command::new(&api_binary)
+            .current_dir(dir.path())
+            .envs(vars)
+            .env("APP__TELEMETRY__LOG_LEVEL", "warn")
+            .args([
+                "create-admin",
+                "--email",
+                "bench@example.com",
+                "--password-stdin",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        {
+            use std::io::Write as _;
+            let mut stdin = create.stdin.take().context("stdin")?;
+            stdin.write_all(b"plum-orbit-kettle-7\n")?;
+        }
+        anyhow::ensure!(create.wait()?.success(), "create-admin failed");
+        let tokens = curl_json(&[
+            "-XPOST",
+            &format!("{base}/api/v1/auth/login"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"email":"bench@example.com","password":"plum-orbit-kettle-7"}"#,
+        ])?;
+        let token = json_string(&tokens, "/access_token")?;
+
+        // Drain: enqueue with no worker, then time one worker emptying the queue.
+        let mut rows = Vec::new();
+        for (label, concurrency) in [("default concurrency (4)", "4"), ("concurrency 32", "32")] {
+            for _ in 0..jobs {
+                enqueue_probe(&base, &token)?;
+            }
+            let already = job_total(&base, &token, "state=succeeded")?;
+            let log = std::fs::File::create(dir.path().join("worker-drain.log"))?;
+            let started = Instant::now();
+            let mut worker = crate::process::Running(
+                Command::new(&worker_binary)
+                    .current_dir(dir.path())
+                    .envs(vars)
+                    .env("APP__WORKER__PORT", "0")
+                    .env("APP__TELEMETRY__LOG_LEVEL", "warn")
+                    .env("APP__JOBS__QUEUES__DEFAULT__CONCURRENCY", concurrency)
+                    .stdout(log)
+                    .stderr(std::process::Stdio::null())
+                    .spawn()?,
+            );
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while job_total(&base, &token, "state=succeeded")? < already + u64::from(jobs) {
+                anyhow::ensure!(Instant::now() < deadline, "the queue did not drain");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let _ = worker.0.kill();
+            let _ = worker.0.wait();
+            rows.push((label, f64::from(jobs) / elapsed, elapsed));
+        }
+
+        // Latency: one job at a time (every 50 ms) to a running worker, read back from its log.
+        let log_path = dir.path().join("worker-latency.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut worker = crate::process::Running(
+            Command::new(&worker_binary)
+                .current_dir(dir.path())
+                .envs(vars)
+                .env("APP__WORKER__PORT", "0")
+                .env("APP__TELEMETRY__LOG_FORMAT", "json")
+                .env("APP__TELEMETRY__LOG_LEVEL", "warn,keel_worker::jobs=info")
+                .stdout(log)
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let samples = 200;
+        let mut ids = Vec::new();
+        for _ in 0..samples {
+            ids.push(enqueue_probe(&base, &token)?);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = worker.0.kill();
+        let _ = worker.0.wait();
+        let mut latencies = Vec::new();
+        for line in std::fs::read_to_string(&log_path)?.lines() {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if value["message"] != "job succeeded" {
+                continue;
+            }
+            let (Some(id), Some(at)) = (
+                value.pointer("/span/job_id").and_then(|v| v.as_str()),
+                value["timestamp"].as_str(),
+            ) else {
+                continue;
+            };
+            if !ids.iter().any(|i| i == id) {
+                continue;
+            }
+            let finished = chrono::DateTime::parse_from_rfc3339(at)?.timestamp_micros() as f64;
+            let enqueued = uuid_v7_millis(id).context("a UUIDv7 job id")? as f64 * 1000.0;
+            latencies.push((finished - enqueued) / 1000.0);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let backend = if postgres { "PostgreSQL" } else { "SQLite" };
+        println!("| {backend} | jobs/s | seconds for {jobs} |");
+        println!("|---|---|---|");
+        for (label, rate, elapsed) in rows {
+            println!("| drain, {label} | {rate:.0} | {elapsed:.1} |");
+        }
+        println!();
+        println!(
+            "enqueue→done latency over {} of {samples} no-op jobs ({backend}, poll 200 ms): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            latencies.len(),
+            percentile(&latencies, 50.0),
+            percentile(&latencies, 99.0),
+            latencies.last().copied().unwrap_or(f64::NAN),
+        );
+        Ok(())
+    })();
+    if let Some(name) = database.1 {
+        drop_database(sh, &name)?;
+    }
+    result
+}

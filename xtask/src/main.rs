@@ -134,6 +134,15 @@ enum BenchTarget {
         #[arg(long, default_value_t = 15)]
         seconds: u32,
     },
+    /// Jobs drained per second and enqueue→done latency, on SQLite or PostgreSQL (needs curl).
+    Jobs {
+        /// Run on a fresh PostgreSQL database on the local server instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
+        /// No-op jobs per drain measurement.
+        #[arg(long, default_value_t = 2000)]
+        jobs: u32,
+    },
     /// Authenticated project reads on PostgreSQL next to a minimal actix + sqlx server
     /// (needs `wrk`, `curl`, `psql` and the local PostgreSQL).
     Crud {
@@ -182,6 +191,9 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             what: BenchTarget::Crud { seconds },
         } => bench::bench_crud(&sh, seconds),
+        Task::Bench {
+            what: BenchTarget::Jobs { postgres, jobs },
+        } => bench::bench_jobs(&sh, postgres, jobs),
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use keel_api::ops_server;
 use keel_config::{JobsSettings, Settings};
+use keel_identity::jobs::PurgeExpiredCredentials;
 use keel_infrastructure::jobs::{JobStore, MailDeliveries};
 use keel_infrastructure::mail::LettreMailer;
 use keel_kernel::jobs::{JobFailure, JobRepository, NewJob, Probe, PurgeFinishedJobs, Queue};
@@ -58,7 +59,15 @@ impl WorkerApplication {
         let mailer: Arc<dyn Mailer> = Arc::new(
             LettreMailer::new(&settings.mail).context("setting up mail delivery ([mail])")?,
         );
-        let handlers = Arc::new(handlers(&store, mailer, MailDeliveries::new(db.clone())));
+        let services = crate::services::Services::build(&db, &settings)
+            .await
+            .context("building the domain services")?;
+        let handlers = Arc::new(handlers(
+            &store,
+            mailer,
+            MailDeliveries::new(db.clone()),
+            services.identity,
+        ));
         let armed = schedules::arm(builtin_schedules(&settings.jobs), &settings.jobs)?;
         tracing::info!(kinds = ?handlers.kinds(), schedules = armed.len(), "job handlers registered");
         let supervisor = housekeeping(
@@ -96,14 +105,42 @@ impl WorkerApplication {
             tracing::warn!(%error, "closing the database pool failed");
         }
         tracing::info!("worker stopped");
-        result.context("stopping background tasks")
+        match result {
+            // Jobs still running at the deadline are abandoned, not lost: the heartbeat
+            // recovery hands them to another worker. Stopping as asked is a clean exit.
+            Err(keel_worker::WorkerError::ShutdownTimedOut { pending, .. }) => {
+                tracing::warn!(
+                    ?pending,
+                    "work abandoned at the shutdown deadline will run again elsewhere"
+                );
+                Ok(())
+            }
+            other => other.context("stopping background tasks"),
+        }
     }
 }
 
 /// Every job handler this worker runs.
-fn handlers(store: &JobStore, mailer: Arc<dyn Mailer>, deliveries: MailDeliveries) -> Handlers {
+fn handlers(
+    store: &JobStore,
+    mailer: Arc<dyn Mailer>,
+    deliveries: MailDeliveries,
+    identity: keel_identity::Identity,
+) -> Handlers {
     let purge_store = store.clone();
     Handlers::default()
+        .register(move |job: PurgeExpiredCredentials, _context| {
+            let identity = identity.clone();
+            async move {
+                let (sessions, tokens) = identity
+                    .for_system()
+                    .purge_expired_credentials(job.ended_before)
+                    .await
+                    .map_err(JobFailure::transient)?;
+                tracing::info!(sessions, tokens, "expired credentials purged");
+                Ok(())
+            }
+        })
         .register(move |job: SendEmail, context| {
             let mailer = Arc::clone(&mailer);
             let deliveries = deliveries.clone();
@@ -151,17 +188,30 @@ fn handlers(store: &JobStore, mailer: Arc<dyn Mailer>, deliveries: MailDeliverie
 fn builtin_schedules(settings: &JobsSettings) -> Vec<Schedule> {
     let retention =
         chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::days(7));
-    vec![Schedule {
-        name: "purge_finished_jobs",
-        // Hourly, at a minute unlikely to collide with other hourly work.
-        cron: "0 17 * * * *".to_owned(),
-        make: Arc::new(move |tick| {
-            NewJob::of(&PurgeFinishedJobs {
-                finished_before: tick - retention,
-            })
-            .map_err(|e| e.to_string())
-        }),
-    }]
+    vec![
+        Schedule {
+            name: "purge_expired_credentials",
+            cron: "0 */15 * * * *".to_owned(),
+            // A day of grace: a session that just ended still explains recent activity.
+            make: Arc::new(|tick| {
+                NewJob::of(&PurgeExpiredCredentials {
+                    ended_before: tick - chrono::Duration::days(1),
+                })
+                .map_err(|e| e.to_string())
+            }),
+        },
+        Schedule {
+            name: "purge_finished_jobs",
+            // Hourly, at a minute unlikely to collide with other hourly work.
+            cron: "0 17 * * * *".to_owned(),
+            make: Arc::new(move |tick| {
+                NewJob::of(&PurgeFinishedJobs {
+                    finished_before: tick - retention,
+                })
+                .map_err(|e| e.to_string())
+            }),
+        },
+    ]
 }
 
 /// Adds the queue workers, the outbox relay, the queue-depth gauge and the schedules.

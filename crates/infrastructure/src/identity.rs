@@ -17,8 +17,8 @@ use keel_kernel::{
 };
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -967,6 +967,36 @@ impl SessionRepository for SeaIdentityStore {
             .map_err(repo_err)?;
         Ok(())
     }
+
+    async fn purge_ended(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let ended = Condition::any()
+            .add(sessions::Column::ExpiresAt.lt(before))
+            .add(sessions::Column::IdleExpiresAt.lt(before))
+            .add(sessions::Column::RevokedAt.lt(before));
+        let txn = self.db.begin().await.map_err(repo_err)?;
+        // Refresh tokens first: the foreign key cascades too, but not on a SQLite connection
+        // opened without `foreign_keys`.
+        refresh_tokens::Entity::delete_many()
+            .filter(
+                refresh_tokens::Column::SessionId.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(sessions::Column::Id)
+                        .from(sessions::Entity)
+                        .cond_where(ended.clone())
+                        .to_owned(),
+                ),
+            )
+            .exec(&txn)
+            .await
+            .map_err(repo_err)?;
+        let result = sessions::Entity::delete_many()
+            .filter(ended)
+            .exec(&txn)
+            .await
+            .map_err(repo_err)?;
+        txn.commit().await.map_err(repo_err)?;
+        Ok(result.rows_affected)
+    }
 }
 
 #[async_trait]
@@ -1029,6 +1059,19 @@ impl OneTimeTokenRepository for SeaIdentityStore {
             .await
             .map_err(repo_err)?;
         Ok(result.rows_affected == 1)
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let result = one_time_tokens::Entity::delete_many()
+            .filter(
+                Condition::any()
+                    .add(one_time_tokens::Column::ExpiresAt.lt(before))
+                    .add(one_time_tokens::Column::UsedAt.lt(before)),
+            )
+            .exec(&self.db)
+            .await
+            .map_err(repo_err)?;
+        Ok(result.rows_affected)
     }
 }
 

@@ -831,11 +831,14 @@ fn state_of(row: &TaskRow) -> JobState {
 fn last_error(result: Option<&str>) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(result?).ok()?;
     let error = value.get("Err")?;
-    Some(
-        error
-            .as_str()
-            .map_or_else(|| error.to_string(), str::to_owned),
-    )
+    let text = error
+        .as_str()
+        .map_or_else(|| error.to_string(), str::to_owned);
+    // Permanent failures travel as apalis' `AbortError`, whose text starts with its name.
+    Some(match text.strip_prefix("AbortError: ") {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
 }
 
 fn record(row: &TaskRow) -> JobRecord {

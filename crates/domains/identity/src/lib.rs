@@ -6,6 +6,7 @@
 //! rules here are unit-tested against in-memory fakes (`testing`).
 
 pub mod error;
+pub mod jobs;
 pub mod mail;
 pub mod model;
 pub mod password;

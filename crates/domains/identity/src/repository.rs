@@ -138,6 +138,9 @@ pub trait SessionRepository: Send + Sync + std::fmt::Debug {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<(), RepoError>;
+    /// Deletes sessions (and their refresh tokens) that ended before `before`: expired, idle
+    /// too long, or revoked. Returns how many sessions.
+    async fn purge_ended(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
 }
 
 /// Password-reset and email-verification tokens.
@@ -159,6 +162,8 @@ pub trait OneTimeTokenRepository: Send + Sync + std::fmt::Debug {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<bool, RepoError>;
+    /// Deletes tokens that expired, or were used, before `before`; returns how many.
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
 }
 
 /// API keys, always scoped to their owner.

@@ -377,6 +377,18 @@ impl SessionRepository for InMemoryIdentityStore {
         });
         Ok(())
     }
+
+    async fn purge_ended(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        Ok(self.with(|s| {
+            let kept = s.sessions.len();
+            s.sessions.retain(|x| {
+                x.expires_at >= before
+                    && x.idle_expires_at >= before
+                    && x.revoked_at.is_none_or(|r| r >= before)
+            });
+            (kept - s.sessions.len()) as u64
+        }))
+    }
 }
 
 #[async_trait]
@@ -421,6 +433,15 @@ impl OneTimeTokenRepository for InMemoryIdentityStore {
                 }
                 None => false,
             }
+        }))
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        Ok(self.with(|s| {
+            let kept = s.tokens.len();
+            s.tokens
+                .retain(|t| t.expires_at >= before && t.used_at.is_none_or(|u| u >= before));
+            (kept - s.tokens.len()) as u64
         }))
     }
 }

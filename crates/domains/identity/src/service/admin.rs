@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
+
 use keel_kernel::validation::FieldErrors;
 use keel_kernel::{
     DomainError, ListQuery, NewActivity, Page, Permission, PermissionDef, PermissionSet, RepoError,
@@ -58,6 +60,24 @@ fn check_role_name(name: &str, errors: &mut FieldErrors) -> String {
 impl IdentityService<'_> {
     fn require(&self, permission: &Permission) -> Result<(), IdentityError> {
         Ok(self.caller.actor.require(permission)?)
+    }
+
+    /// Deletes sessions that ended and one-time tokens that expired or were used before
+    /// `before` (Keel itself only: the `identity.purge_expired_credentials` job). Returns the
+    /// numbers of sessions and tokens removed.
+    pub async fn purge_expired_credentials(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<(u64, u64), IdentityError> {
+        if self.caller.actor != keel_kernel::Actor::System {
+            return Err(DomainError::Forbidden {
+                permission: "system".to_owned(),
+            }
+            .into());
+        }
+        let sessions = self.ports().sessions.purge_ended(before).await?;
+        let tokens = self.ports().one_time_tokens.purge(before).await?;
+        Ok((sessions, tokens))
     }
 
     async fn admin_role(&self) -> Result<Role, IdentityError> {

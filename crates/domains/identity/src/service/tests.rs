@@ -562,3 +562,34 @@ fn factory_registrations_are_valid_and_distinct() {
         ("grace@example.com", None)
     );
 }
+
+#[test]
+fn ended_sessions_and_spent_tokens_are_purged_by_the_system_only() {
+    let w = world();
+    w.register("ada@example.com");
+    w.login("ada@example.com");
+    let visitor = anonymous();
+    block_on(
+        w.identity
+            .for_caller(&visitor)
+            .forgot_password("ada@example.com"),
+    )
+    .unwrap();
+
+    let now = w.clock.now();
+    let nothing_yet = block_on(w.identity.for_system().purge_expired_credentials(now)).unwrap();
+    assert_eq!(nothing_yet, (0, 0), "live credentials stay");
+
+    w.clock.advance(Duration::days(200));
+    let later = w.clock.now();
+    assert!(
+        block_on(
+            w.identity
+                .for_caller(&visitor)
+                .purge_expired_credentials(later)
+        )
+        .is_err()
+    );
+    let purged = block_on(w.identity.for_system().purge_expired_credentials(later)).unwrap();
+    assert_eq!(purged, (1, 1), "the session and the reset token");
+}
