@@ -434,32 +434,9 @@ impl JobStore {
                     "SELECT id, job_type, status, attempts, max_attempts, run_at, done_at, \
                      last_result, metadata FROM Jobs {filter}{paging}"
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                    };
-                }
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), binds);
                 let rows = query.fetch_all(pool).await.map_err(sqlx_err)?;
-                rows.iter()
-                    .map(|row| {
-                        let metadata: Option<String> = row.try_get("metadata").map_err(sqlx_err)?;
-                        Ok(TaskRow {
-                            id: row.try_get("id").map_err(sqlx_err)?,
-                            queue: row.try_get("job_type").map_err(sqlx_err)?,
-                            status: row.try_get("status").map_err(sqlx_err)?,
-                            attempts: row.try_get("attempts").map_err(sqlx_err)?,
-                            max_attempts: row.try_get("max_attempts").map_err(sqlx_err)?,
-                            run_at: row.try_get("run_at").map_err(sqlx_err)?,
-                            done_at: row.try_get("done_at").map_err(sqlx_err)?,
-                            last_result: row.try_get("last_result").map_err(sqlx_err)?,
-                            metadata: metadata
-                                .and_then(|m| serde_json::from_str(&m).ok())
-                                .unwrap_or_default(),
-                        })
-                    })
-                    .collect()
+                rows.iter().map(task_row).collect()
             }
             Pool::Postgres(pool) => {
                 let sql = format!(
@@ -470,32 +447,9 @@ impl JobStore {
                      last_result::text AS last_result, \
                      hstore_to_json(metadata)::text AS metadata FROM apalis.jobs {filter}{paging}"
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                    };
-                }
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), binds);
                 let rows = query.fetch_all(pool).await.map_err(sqlx_err)?;
-                rows.iter()
-                    .map(|row| {
-                        let metadata: Option<String> = row.try_get("metadata").map_err(sqlx_err)?;
-                        Ok(TaskRow {
-                            id: row.try_get("id").map_err(sqlx_err)?,
-                            queue: row.try_get("job_type").map_err(sqlx_err)?,
-                            status: row.try_get("status").map_err(sqlx_err)?,
-                            attempts: row.try_get("attempts").map_err(sqlx_err)?,
-                            max_attempts: row.try_get("max_attempts").map_err(sqlx_err)?,
-                            run_at: row.try_get("run_at").map_err(sqlx_err)?,
-                            done_at: row.try_get("done_at").map_err(sqlx_err)?,
-                            last_result: row.try_get("last_result").map_err(sqlx_err)?,
-                            metadata: metadata
-                                .and_then(|m| serde_json::from_str(&m).ok())
-                                .unwrap_or_default(),
-                        })
-                    })
-                    .collect()
+                rows.iter().map(task_row).collect()
             }
         }
     }
@@ -504,23 +458,11 @@ impl JobStore {
         let sql = format!("SELECT COUNT(*) FROM {table} {filter}");
         let count: i64 = match &self.pool {
             Pool::Sqlite(pool) => {
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                    };
-                }
+                let query = bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone())), binds);
                 query.fetch_one(pool).await
             }
             Pool::Postgres(pool) => {
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                    };
-                }
+                let query = bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone())), binds);
                 query.fetch_one(pool).await
             }
         }
@@ -531,23 +473,11 @@ impl JobStore {
     async fn execute(&self, sql: &str, binds: &[Bind]) -> Result<u64, RepoError> {
         match &self.pool {
             Pool::Sqlite(pool) => {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                    };
-                }
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), binds);
                 query.execute(pool).await.map(|r| r.rows_affected())
             }
             Pool::Postgres(pool) => {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                    };
-                }
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), binds);
                 query.execute(pool).await.map(|r| r.rows_affected())
             }
         }
@@ -634,13 +564,7 @@ impl JobStore {
         let sql = format!("SELECT * FROM job_outbox {filter}{paging}");
         let rows: Vec<OutboxRow> = match &self.pool {
             Pool::Sqlite(pool) => {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                    };
-                }
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), binds);
                 query
                     .fetch_all(pool)
                     .await
@@ -650,13 +574,7 @@ impl JobStore {
                     .collect::<Result<_, _>>()?
             }
             Pool::Postgres(pool) => {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                    };
-                }
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), binds);
                 query
                     .fetch_all(pool)
                     .await
@@ -668,6 +586,46 @@ impl JobStore {
         };
         Ok(rows.into_iter().map(|r| r.record()).collect())
     }
+}
+
+/// Binds every value of `$binds` to `$query`, in order.
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for bind in $binds {
+            query = match bind {
+                Bind::Text(v) => query.bind(v.clone()),
+                Bind::Int(v) => query.bind(*v),
+            };
+        }
+        query
+    }};
+}
+use bind_all;
+
+fn task_row<R>(row: &R) -> Result<TaskRow, RepoError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let metadata: Option<String> = row.try_get("metadata").map_err(sqlx_err)?;
+    Ok(TaskRow {
+        id: row.try_get("id").map_err(sqlx_err)?,
+        queue: row.try_get("job_type").map_err(sqlx_err)?,
+        status: row.try_get("status").map_err(sqlx_err)?,
+        attempts: row.try_get("attempts").map_err(sqlx_err)?,
+        max_attempts: row.try_get("max_attempts").map_err(sqlx_err)?,
+        run_at: row.try_get("run_at").map_err(sqlx_err)?,
+        done_at: row.try_get("done_at").map_err(sqlx_err)?,
+        last_result: row.try_get("last_result").map_err(sqlx_err)?,
+        metadata: metadata
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, Clone)]
