@@ -373,8 +373,11 @@ async fn wait_for_state(base: &str, token: &str, id: &str, state: &str) -> Value
 #[tokio::test]
 async fn a_job_survives_its_worker_being_killed_mid_run() {
     use std::io::Write as _;
+    // PostgreSQL when TEST_DATABASE_URL is set (CI runs both); SQLite in a temp dir otherwise.
+    let database = TestDatabase::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let vars = [
+        ("DATABASE_URL", database.url()),
         ("APP__SERVER__PORT", "0"),
         ("APP__WORKER__PORT", "0"),
         ("APP__JOBS__POLL_INTERVAL", "50ms"),
@@ -433,6 +436,23 @@ async fn a_job_survives_its_worker_being_killed_mid_run() {
     wait_for_log(&mut second, "worker running");
     let job = wait_for_state(&base, &token, &id, "succeeded").await;
     assert_eq!(job["attempts"], 2, "the killed attempt counts: {job}");
-    assert!(terminate(&mut second).success());
+
+    // SIGTERM while a job runs: the worker stops taking jobs, lets it finish, exits 0.
+    let (status, job) = post_json(
+        &format!("{base}/api/v1/admin/jobs/probe"),
+        Some(&token),
+        &serde_json::json!({"sleep_ms": 1500}),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for_state(&base, &token, &id, "running").await;
+    assert!(terminate(&mut second).success(), "exit 0 after draining");
+    let job = job_state(&base, &token, &id).await;
+    assert_eq!(
+        job["state"], "succeeded",
+        "the running job finished first: {job}"
+    );
+    assert_eq!(job["attempts"], 1);
     assert!(terminate(&mut api).success());
 }
