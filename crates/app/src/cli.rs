@@ -176,7 +176,17 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "stopped with an error");
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            // Values that load but cannot be used (a cron expression, a mail sender) are
+            // configuration errors too, with the same exit code as the loader's.
+            let configuration = error.chain().any(|cause| {
+                cause.is::<keel_worker::schedules::ScheduleError>()
+                    || cause.is::<keel_infrastructure::mail::MailConfigError>()
+            });
+            if configuration {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -456,3 +456,40 @@ async fn a_job_survives_its_worker_being_killed_mid_run() {
     assert_eq!(job["attempts"], 1);
     assert!(terminate(&mut api).success());
 }
+
+#[test]
+fn unusable_schedule_and_mail_settings_stop_the_worker_with_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (vars, key) in [
+        (
+            vec![(
+                "APP__JOBS__SCHEDULES__NO_SUCH_SCHEDULE__CRON",
+                "0 * * * * *",
+            )],
+            "jobs.schedules.no_such_schedule",
+        ),
+        (
+            vec![(
+                "APP__JOBS__SCHEDULES__PURGE_FINISHED_JOBS__CRON",
+                "every tuesday",
+            )],
+            "jobs.schedules.purge_finished_jobs.cron",
+        ),
+        (vec![("APP__MAIL__FROM", "not a mailbox")], "mail.from"),
+    ] {
+        let mut all = vars.clone();
+        all.push(("APP__WORKER__PORT", "0"));
+        let output = run(WORKER, dir.path(), &[], &all);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{vars:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            text(&output.stderr).contains(key),
+            "{vars:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
