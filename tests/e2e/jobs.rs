@@ -290,6 +290,17 @@ async fn jobs_are_visible_to_their_owner_and_operators_only() {
         .await;
     let body = assert_problem(bad_body, 422, "validation_failed").await;
     assert_eq!(body["errors"][0]["field"], "max_attempts");
+    for (bad, field) in [
+        (json!({ "queue": "urgent" }), "queue"),
+        (json!({ "sleep_ms": -1 }), "sleep_ms"),
+        (json!({ "owner_id": "x" }), "owner_id"),
+    ] {
+        let response = app
+            .post("/api/v1/admin/jobs/probe", Some(&admin), &bad)
+            .await;
+        let body = assert_problem(response, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], field, "{bad}: {body}");
+    }
 }
 
 #[tokio::test]
