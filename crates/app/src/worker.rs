@@ -11,7 +11,7 @@ use keel_identity::jobs::PurgeExpiredCredentials;
 use keel_infrastructure::jobs::{JobStore, MailDeliveries};
 use keel_infrastructure::mail::LettreMailer;
 use keel_kernel::jobs::{JobFailure, JobRepository, NewJob, Probe, PurgeFinishedJobs, Queue};
-use keel_kernel::mail::{Mailer, SendEmail};
+use keel_kernel::mail::{Delivery, Mailer, SendEmail, deliver_once};
 use keel_worker::Supervisor;
 use keel_worker::jobs::{Handlers, relay_outbox, run_queue, sample_queue_depth};
 use keel_worker::schedules::{self, Schedule};
@@ -145,24 +145,13 @@ fn handlers(
             let mailer = Arc::clone(&mailer);
             let deliveries = deliveries.clone();
             async move {
-                // A retry after a send that succeeded but was not acknowledged must not send
-                // again: the ledger remembers every key handed to the transport.
-                if deliveries
-                    .was_sent(&job.dedupe_key)
-                    .await
-                    .map_err(JobFailure::transient)?
+                let key = job.dedupe_key.clone();
+                if deliver_once(mailer.as_ref(), &deliveries, job, context.id).await?
+                    == Delivery::AlreadySent
                 {
-                    tracing::info!(dedupe_key = %job.dedupe_key, "mail already sent; skipping");
-                    return Ok(());
+                    tracing::info!(dedupe_key = %key, "mail already sent; skipping");
                 }
-                mailer
-                    .send(job.email, Some(&job.dedupe_key))
-                    .await
-                    .map_err(JobFailure::transient)?;
-                deliveries
-                    .record(&job.dedupe_key, context.id)
-                    .await
-                    .map_err(JobFailure::transient)
+                Ok(())
             }
         })
         .register(|probe: Probe, context| async move {

@@ -925,9 +925,11 @@ impl MailDeliveries {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
     }
+}
 
-    /// Whether a message with this key was sent.
-    pub async fn was_sent(&self, dedupe_key: &str) -> Result<bool, RepoError> {
+#[async_trait]
+impl keel_kernel::mail::DeliveryLedger for MailDeliveries {
+    async fn was_sent(&self, dedupe_key: &str) -> Result<bool, RepoError> {
         use sea_orm::ConnectionTrait;
         let backend = self.db.get_database_backend();
         let sql = match backend {
@@ -948,8 +950,7 @@ impl MailDeliveries {
         Ok(row.is_some())
     }
 
-    /// Records that the message with this key was sent (a second record is a no-op).
-    pub async fn record(&self, dedupe_key: &str, job: JobId) -> Result<(), RepoError> {
+    async fn record(&self, dedupe_key: &str, job: JobId) -> Result<(), RepoError> {
         use sea_orm::ConnectionTrait;
         let backend = self.db.get_database_backend();
         let sql = match backend {

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BoxError;
-use crate::jobs::{Job, Queue, RetryPolicy};
+use crate::jobs::{Job, JobFailure, JobId, Queue, RetryPolicy};
+use crate::repo::RepoError;
 
 /// A message to one recipient, with text and HTML bodies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,75 @@ pub trait Mailer: Send + Sync + std::fmt::Debug {
     async fn send(&self, email: Email, dedupe_key: Option<&str>) -> Result<(), BoxError>;
 }
 
+/// Remembers which dedupe keys were handed to the transport.
+#[async_trait]
+pub trait DeliveryLedger: Send + Sync + std::fmt::Debug {
+    /// Whether a message with this key was sent.
+    async fn was_sent(&self, dedupe_key: &str) -> Result<bool, RepoError>;
+    /// Records that it was (a second record is a no-op).
+    async fn record(&self, dedupe_key: &str, job: JobId) -> Result<(), RepoError>;
+}
+
+/// What [`deliver_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to the transport now.
+    Sent,
+    /// An earlier attempt already sent it.
+    AlreadySent,
+}
+
+/// Runs a [`SendEmail`] job: sends unless the ledger knows its key, then records the key, so a
+/// retried job never sends twice. Storage and transport errors are transient (retried).
+pub async fn deliver_once(
+    mailer: &dyn Mailer,
+    ledger: &dyn DeliveryLedger,
+    job: SendEmail,
+    id: JobId,
+) -> Result<Delivery, JobFailure> {
+    if ledger
+        .was_sent(&job.dedupe_key)
+        .await
+        .map_err(JobFailure::transient)?
+    {
+        return Ok(Delivery::AlreadySent);
+    }
+    mailer
+        .send(job.email, Some(&job.dedupe_key))
+        .await
+        .map_err(JobFailure::transient)?;
+    ledger
+        .record(&job.dedupe_key, id)
+        .await
+        .map_err(JobFailure::transient)?;
+    Ok(Delivery::Sent)
+}
+
+/// A ledger in memory, for unit tests.
+#[derive(Debug, Default)]
+pub struct InMemoryDeliveryLedger {
+    keys: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+#[async_trait]
+impl DeliveryLedger for InMemoryDeliveryLedger {
+    async fn was_sent(&self, dedupe_key: &str) -> Result<bool, RepoError> {
+        Ok(self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(dedupe_key))
+    }
+
+    async fn record(&self, dedupe_key: &str, _job: JobId) -> Result<(), RepoError> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dedupe_key.to_owned());
+        Ok(())
+    }
+}
+
 /// A mailer that keeps messages in memory, for unit tests.
 #[derive(Debug, Default)]
 pub struct InMemoryMailer {
@@ -79,5 +149,45 @@ impl Mailer for InMemoryMailer {
             .unwrap_or_else(|p| p.into_inner())
             .push(email);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        // The futures here never wait on I/O: polling once with a no-op waker completes them.
+        let mut future = std::pin::pin!(future);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("an in-memory future did not complete"),
+        }
+    }
+
+    #[test]
+    fn a_retried_mail_job_sends_once() {
+        let mailer = InMemoryMailer::default();
+        let ledger = InMemoryDeliveryLedger::default();
+        let job = SendEmail {
+            email: Email {
+                to: "ada@example.com".into(),
+                subject: "Reset your password".into(),
+                text: "link".into(),
+                html: "<p>link</p>".into(),
+            },
+            dedupe_key: "identity.password_reset:1".into(),
+        };
+        let id = JobId::new();
+        assert_eq!(
+            block_on(deliver_once(&mailer, &ledger, job.clone(), id)).unwrap(),
+            Delivery::Sent
+        );
+        assert_eq!(
+            block_on(deliver_once(&mailer, &ledger, job, id)).unwrap(),
+            Delivery::AlreadySent
+        );
+        assert_eq!(mailer.sent().len(), 1);
     }
 }
