@@ -13,6 +13,7 @@ mod m20261124_000001_create_identity;
 mod m20261124_000002_create_activity;
 mod m20261125_000001_create_projects;
 mod m20261126_000001_create_job_outbox;
+mod m20261130_000001_harden_identity;
 // keel:new-domain:migration-modules
 
 /// Every migration, oldest first.
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_create_activity::Migration),
             Box::new(m20261125_000001_create_projects::Migration),
             Box::new(m20261126_000001_create_job_outbox::Migration),
+            Box::new(m20261130_000001_harden_identity::Migration),
             // keel:new-domain:migrations
         ]
     }

@@ -42,7 +42,7 @@ async fn reset_mail_waits_for_a_worker_and_its_link_works_once() {
     let page = app
         .authed(
             reqwest::Method::GET,
-            "/api/v1/admin/jobs?kind=mail.send",
+            "/api/v1/admin/jobs?kind=identity.send_token_mail",
             &admin,
         )
         .send()
@@ -89,7 +89,9 @@ async fn reset_mail_waits_for_a_worker_and_its_link_works_once() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"jobs_total{queue="high",job="mail.send",outcome="succeeded"}"#),
+        metrics.contains(
+            r#"jobs_total{queue="high",job="identity.send_token_mail",outcome="succeeded"}"#
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("jobs_queued{queue="), "{metrics}");

@@ -121,6 +121,10 @@ impl Services {
                 require_email_verification: auth.require_email_verification,
                 login_backoff_after: auth.login_backoff_after,
                 public_url: settings.app.public_url.clone(),
+                reauthentication_window: auth.reauthentication_window,
+                api_key_default_ttl: auth.api_key_default_ttl,
+                api_key_max_ttl: auth.api_key_max_ttl,
+                refresh_grace: auth.refresh_token_grace,
             },
         );
         Ok(Self {

@@ -183,6 +183,8 @@ pub mod entities {
             pub ip: Option<String>,
             /// Sign-in.
             pub created_at: DateTimeUtc,
+            /// Last password proof (null: at sign-in, for sessions older than the column).
+            pub authenticated_at: Option<DateTimeUtc>,
             /// Last refresh.
             pub last_used_at: DateTimeUtc,
             /// Sliding expiry.
@@ -221,6 +223,8 @@ pub mod entities {
             pub created_at: DateTimeUtc,
             /// Exchange.
             pub rotated_at: Option<DateTimeUtc>,
+            /// The token issued in exchange.
+            pub replaced_by: Option<Uuid>,
         }
 
         /// No relations declared.
@@ -351,6 +355,7 @@ fn session_from(model: sessions::Model) -> Session {
         user_agent: model.user_agent,
         ip: model.ip,
         created_at: model.created_at,
+        authenticated_at: model.authenticated_at.unwrap_or(model.created_at),
         last_used_at: model.last_used_at,
         idle_expires_at: model.idle_expires_at,
         expires_at: model.expires_at,
@@ -366,6 +371,7 @@ fn session_to(session: &Session) -> sessions::Model {
         user_agent: session.user_agent.clone(),
         ip: session.ip.clone(),
         created_at: session.created_at,
+        authenticated_at: Some(session.authenticated_at),
         last_used_at: session.last_used_at,
         idle_expires_at: session.idle_expires_at,
         expires_at: session.expires_at,
@@ -423,6 +429,7 @@ fn refresh_from(model: refresh_tokens::Model) -> RefreshToken {
         digest: model.digest,
         created_at: model.created_at,
         rotated_at: model.rotated_at,
+        replaced_by: model.replaced_by.map(TokenId::from_uuid),
     }
 }
 
@@ -554,6 +561,20 @@ impl UserRepository for SeaIdentityStore {
             .transpose()
     }
 
+    async fn find_in(
+        &self,
+        tx: &mut dyn Transaction,
+        id: UserId,
+    ) -> Result<Option<User>, RepoError> {
+        let txn = sea_txn(tx)?;
+        users::Entity::find_by_id(id.as_uuid())
+            .one(txn)
+            .await
+            .map_err(repo_err)?
+            .map(user_from)
+            .transpose()
+    }
+
     async fn find_for_update(
         &self,
         tx: &mut dyn Transaction,
@@ -676,6 +697,22 @@ impl UserRepository for SeaIdentityStore {
             .map_err(repo_err)
     }
 
+    async fn holds_role(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        role: RoleId,
+    ) -> Result<bool, RepoError> {
+        let txn = sea_txn(tx)?;
+        Ok(
+            user_roles::Entity::find_by_id((user.as_uuid(), role.as_uuid()))
+                .one(txn)
+                .await
+                .map_err(repo_err)?
+                .is_some(),
+        )
+    }
+
     async fn holders_of(&self, role: RoleId) -> Result<Vec<UserId>, RepoError> {
         Ok(user_roles::Entity::find()
             .filter(user_roles::Column::RoleId.eq(role.as_uuid()))
@@ -715,6 +752,23 @@ impl RoleRepository for SeaIdentityStore {
             return Ok(None);
         };
         Ok(self.roles_by_ids(&self.db, vec![row.id]).await?.pop())
+    }
+
+    async fn find_by_name_in(
+        &self,
+        tx: &mut dyn Transaction,
+        name: &str,
+    ) -> Result<Option<Role>, RepoError> {
+        let txn = sea_txn(tx)?;
+        let Some(row) = roles::Entity::find()
+            .filter(roles::Column::Name.eq(name))
+            .one(txn)
+            .await
+            .map_err(repo_err)?
+        else {
+            return Ok(None);
+        };
+        Ok(self.roles_by_ids(txn, vec![row.id]).await?.pop())
     }
 
     async fn insert(&self, tx: &mut dyn Transaction, role: &Role) -> Result<(), RepoError> {
@@ -928,6 +982,7 @@ impl SessionRepository for SeaIdentityStore {
                 digest: token.digest.clone(),
                 created_at: token.created_at,
                 rotated_at: token.rotated_at,
+                replaced_by: token.replaced_by.map(|id| id.as_uuid()),
             }
             .into_active_model(),
         )
@@ -939,11 +994,26 @@ impl SessionRepository for SeaIdentityStore {
 
     async fn find_refresh_token(
         &self,
+        tx: &mut dyn Transaction,
         digests: &[String],
     ) -> Result<Option<RefreshToken>, RepoError> {
+        let txn = sea_txn(tx)?;
         Ok(refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::Digest.is_in(digests.iter().cloned()))
-            .one(&self.db)
+            .one(txn)
+            .await
+            .map_err(repo_err)?
+            .map(refresh_from))
+    }
+
+    async fn find_refresh_token_by_id(
+        &self,
+        tx: &mut dyn Transaction,
+        id: TokenId,
+    ) -> Result<Option<RefreshToken>, RepoError> {
+        let txn = sea_txn(tx)?;
+        Ok(refresh_tokens::Entity::find_by_id(id.as_uuid())
+            .one(txn)
             .await
             .map_err(repo_err)?
             .map(refresh_from))
@@ -953,19 +1023,26 @@ impl SessionRepository for SeaIdentityStore {
         &self,
         tx: &mut dyn Transaction,
         id: TokenId,
+        successor: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<(), RepoError> {
+    ) -> Result<bool, RepoError> {
         let txn = sea_txn(tx)?;
-        refresh_tokens::Entity::update_many()
+        // Conditional on `rotated_at IS NULL`: of two exchanges, exactly one updates a row.
+        let result = refresh_tokens::Entity::update_many()
             .col_expr(
                 refresh_tokens::Column::RotatedAt,
                 sea_orm::sea_query::Expr::value(at),
             )
+            .col_expr(
+                refresh_tokens::Column::ReplacedBy,
+                sea_orm::sea_query::Expr::value(successor.as_uuid()),
+            )
             .filter(refresh_tokens::Column::Id.eq(id.as_uuid()))
+            .filter(refresh_tokens::Column::RotatedAt.is_null())
             .exec(txn)
             .await
             .map_err(repo_err)?;
-        Ok(())
+        Ok(result.rows_affected == 1)
     }
 
     async fn purge_ended(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
@@ -1061,6 +1138,28 @@ impl OneTimeTokenRepository for SeaIdentityStore {
         Ok(result.rows_affected == 1)
     }
 
+    async fn consume_all(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        purpose: TokenPurpose,
+        at: DateTime<Utc>,
+    ) -> Result<u64, RepoError> {
+        let txn = sea_txn(tx)?;
+        let result = one_time_tokens::Entity::update_many()
+            .col_expr(
+                one_time_tokens::Column::UsedAt,
+                sea_orm::sea_query::Expr::value(at),
+            )
+            .filter(one_time_tokens::Column::UserId.eq(user.as_uuid()))
+            .filter(one_time_tokens::Column::Purpose.eq(purpose.as_str()))
+            .filter(one_time_tokens::Column::UsedAt.is_null())
+            .exec(txn)
+            .await
+            .map_err(repo_err)?;
+        Ok(result.rows_affected)
+    }
+
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
         let result = one_time_tokens::Entity::delete_many()
             .filter(
@@ -1137,6 +1236,20 @@ impl ApiKeyRepository for SeaIdentityStore {
             .await
             .map_err(repo_err)?;
         Ok(result.rows_affected > 0)
+    }
+
+    async fn delete_all_for(
+        &self,
+        tx: &mut dyn Transaction,
+        owner: UserId,
+    ) -> Result<u64, RepoError> {
+        let txn = sea_txn(tx)?;
+        let result = api_keys::Entity::delete_many()
+            .filter(api_keys::Column::UserId.eq(owner.as_uuid()))
+            .exec(txn)
+            .await
+            .map_err(repo_err)?;
+        Ok(result.rows_affected)
     }
 
     async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {

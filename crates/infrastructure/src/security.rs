@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use keel_config::{AuthSettings, JwtAlgorithm};
 use keel_identity::ports::{
-    AccessClaims, AccessTokens, IssuedToken, PasswordHasher, Secrets, Verification,
+    AccessClaims, AccessTokens, HashError, IssuedToken, PasswordHasher, Secrets, Verification,
 };
 use keel_kernel::error::BoxError;
 use keel_kernel::{SessionId, UserId};
@@ -43,11 +43,16 @@ fn config_error(key: &'static str, message: impl std::fmt::Display) -> SecurityC
     }
 }
 
-/// Argon2id hashing off the async reactor, at most `hashing_concurrency` at a time.
+/// Argon2id hashing off the async reactor, at most `hashing_concurrency` at a time and at
+/// most `hashing_queue_limit` more waiting; past that a request is told "busy" at once.
 #[derive(Debug, Clone)]
 pub struct Argon2Hasher {
     params: Params,
+    /// Hashes running now.
     permits: Arc<Semaphore>,
+    /// Hashes running or waiting: bounded so a flood queues a little, then is refused fast
+    /// instead of making every caller (logins included) wait behind it.
+    admission: Arc<Semaphore>,
     dummy_hash: Arc<str>,
 }
 
@@ -79,6 +84,9 @@ impl Argon2Hasher {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
+            admission: Arc::new(Semaphore::new(
+                concurrency.saturating_add(settings.hashing_queue_limit),
+            )),
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -91,31 +99,43 @@ impl Argon2Hasher {
         )
     }
 
-    /// Runs `work` on the blocking pool once a permit is free.
+    /// Runs `work` on the blocking pool once a permit is free, or fails with
+    /// [`HashError::Busy`] when the waiting line is full.
     async fn offload<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, BoxError> {
-        let _permit = self.permits.clone().acquire_owned().await?;
-        Ok(tokio::task::spawn_blocking(work).await?)
+    ) -> Result<T, HashError> {
+        let Ok(_admitted) = self.admission.clone().try_acquire_owned() else {
+            metrics::counter!("password_hashing_rejected_total").increment(1);
+            return Err(HashError::Busy);
+        };
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HashError::Failed(e.into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HashError::Failed(e.into()))
     }
 }
 
 #[async_trait]
 impl PasswordHasher for Argon2Hasher {
-    async fn hash(&self, password: &str) -> Result<String, BoxError> {
+    async fn hash(&self, password: &str) -> Result<String, HashError> {
         let argon2 = self.argon2();
         let password = password.to_owned();
         self.offload(move || {
             argon2
                 .hash_password(password.as_bytes())
                 .map(|hash| hash.to_string())
-                .map_err(|e| Box::new(e) as BoxError)
+                .map_err(|e| HashError::Failed(Box::new(e)))
         })
         .await?
     }
 
-    async fn verify(&self, password: &str, hash: Option<&str>) -> Result<Verification, BoxError> {
+    async fn verify(&self, password: &str, hash: Option<&str>) -> Result<Verification, HashError> {
         let known = hash.is_some();
         let stored = hash.map_or_else(|| self.dummy_hash.to_string(), str::to_owned);
         let argon2 = self.argon2();
@@ -454,6 +474,17 @@ impl Secrets for HmacSecrets {
             (Some(mac), Some(expected)) => mac.verify_slice(&expected).is_ok(),
             _ => false,
         }
+    }
+
+    fn derive(&self, context: &str) -> (String, String) {
+        let token = self.derive_with(&self.active, context).unwrap_or_default();
+        (self.active.clone(), token)
+    }
+
+    fn derive_with(&self, pepper_id: &str, context: &str) -> Option<String> {
+        // Its own label, so a derived token is never the digest of anything Keel stores.
+        let mac = self.mac(pepper_id, &format!("keel-derived-token-v1\0{context}"))?;
+        Some(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 }
 

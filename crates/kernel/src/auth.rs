@@ -153,6 +153,16 @@ pub enum Actor {
         /// The owner's permissions narrowed by the key's scopes.
         permissions: PermissionSet,
     },
+    /// A signed-in user whose email address is not confirmed while confirmation is required.
+    /// Holds no permission: every permission check refuses with
+    /// [`DomainError::EMAIL_UNVERIFIED`]; only the few use cases that allow it (reading the
+    /// profile, verification, refresh, sign-out) look past that.
+    Unverified {
+        /// The user.
+        id: UserId,
+        /// The session the access token belongs to.
+        session: SessionId,
+    },
     /// Keel itself (seeding, scheduled jobs). Holds every permission; never built from a request.
     System,
 }
@@ -161,7 +171,7 @@ impl Actor {
     /// The session of a signed-in user (not of API keys, which have none).
     pub fn session_id(&self) -> Option<SessionId> {
         match self {
-            Self::User { session, .. } => Some(*session),
+            Self::User { session, .. } | Self::Unverified { session, .. } => Some(*session),
             _ => None,
         }
     }
@@ -170,7 +180,7 @@ impl Actor {
     pub fn permissions(&self) -> Option<&PermissionSet> {
         match self {
             Self::User { permissions, .. } | Self::ApiKey { permissions, .. } => Some(permissions),
-            Self::Anonymous | Self::System => None,
+            Self::Anonymous | Self::Unverified { .. } | Self::System => None,
         }
     }
 
@@ -178,7 +188,7 @@ impl Actor {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Anonymous => "anonymous",
-            Self::User { .. } => "user",
+            Self::User { .. } | Self::Unverified { .. } => "user",
             Self::ApiKey { .. } => "api_key",
             Self::System => "system",
         }
@@ -187,9 +197,23 @@ impl Actor {
     /// The user on whose behalf the action runs, if any.
     pub fn user_id(&self) -> Option<UserId> {
         match self {
-            Self::User { id, .. } => Some(*id),
+            Self::User { id, .. } | Self::Unverified { id, .. } => Some(*id),
             Self::ApiKey { owner, .. } => Some(*owner),
             Self::Anonymous | Self::System => None,
+        }
+    }
+
+    /// Whether the actor holds every permission in `set` (the system actor holds all).
+    pub fn holds_all<'a>(&self, set: impl IntoIterator<Item = &'a Permission>) -> bool {
+        set.into_iter().all(|permission| self.can(permission))
+    }
+
+    /// Fails with [`DomainError::EMAIL_UNVERIFIED`] for an unverified account; use cases that
+    /// need no permission but must still be closed to such accounts call this.
+    pub fn require_verified(&self) -> Result<(), DomainError> {
+        match self {
+            Self::Unverified { .. } => Err(DomainError::EMAIL_UNVERIFIED),
+            _ => Ok(()),
         }
     }
 
@@ -197,7 +221,7 @@ impl Actor {
     pub fn can(&self, permission: &Permission) -> bool {
         match self {
             Self::System => true,
-            Self::Anonymous => false,
+            Self::Anonymous | Self::Unverified { .. } => false,
             Self::User { permissions, .. } | Self::ApiKey { permissions, .. } => {
                 permissions.contains(permission)
             }
@@ -213,6 +237,8 @@ impl Actor {
             Ok(())
         } else if matches!(self, Self::Anonymous) {
             Err(DomainError::Unauthenticated)
+        } else if matches!(self, Self::Unverified { .. }) {
+            Err(DomainError::EMAIL_UNVERIFIED)
         } else {
             Err(DomainError::Forbidden {
                 permission: permission.to_string(),
@@ -226,6 +252,9 @@ impl Actor {
     pub fn owner_scope(&self, see_all: &Permission) -> Result<Scope, DomainError> {
         if self.can(see_all) {
             return Ok(Scope::All);
+        }
+        if matches!(self, Self::Unverified { .. }) {
+            return Err(DomainError::EMAIL_UNVERIFIED);
         }
         self.user_id()
             .map(Scope::OwnedBy)
@@ -321,6 +350,32 @@ mod tests {
         ));
         assert!(member(&[WRITE]).require(&WRITE).is_ok());
         assert!(Actor::System.require(&WRITE).is_ok());
+    }
+
+    #[test]
+    fn unverified_accounts_hold_nothing_and_are_told_why() {
+        let actor = Actor::Unverified {
+            id: UserId::new(),
+            session: SessionId::new(),
+        };
+        assert!(!actor.can(&WRITE));
+        assert!(matches!(
+            actor.require(&WRITE),
+            Err(DomainError::Refused {
+                code: "auth.email_unverified",
+                ..
+            })
+        ));
+        assert!(matches!(
+            actor.owner_scope(&WRITE),
+            Err(DomainError::Refused {
+                code: "auth.email_unverified",
+                ..
+            })
+        ));
+        assert!(actor.require_verified().is_err());
+        assert!(member(&[]).require_verified().is_ok());
+        assert!(actor.user_id().is_some() && actor.session_id().is_some());
     }
 
     #[test]

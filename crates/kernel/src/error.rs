@@ -89,6 +89,15 @@ pub enum DomainError {
         /// The permission that was required.
         permission: String,
     },
+    /// The caller is known and the action is refused for a reason other than a missing
+    /// permission (an API key on account self-service, an unverified account).
+    #[error("{message}")]
+    Refused {
+        /// Stable machine-readable code, e.g. `auth.session_required`.
+        code: &'static str,
+        /// A sentence a person can act on.
+        message: &'static str,
+    },
     /// The caller's copy is stale (optimistic concurrency).
     #[error("the resource changed since it was read")]
     PreconditionFailed,
@@ -109,6 +118,12 @@ fn join_fields(errors: &[FieldError]) -> String {
 }
 
 impl DomainError {
+    /// The refusal for an account whose email address is not confirmed yet.
+    pub const EMAIL_UNVERIFIED: Self = Self::Refused {
+        code: "auth.email_unverified",
+        message: "confirm your email address first: this account may only read its profile, request or confirm verification, refresh and sign out",
+    };
+
     /// A validation error about a single field.
     pub fn invalid(
         field: impl Into<String>,
@@ -133,6 +148,7 @@ impl DomainError {
             Self::InvalidCredentials { code, .. } => code,
             Self::RateLimited { .. } => "rate_limited",
             Self::Forbidden { .. } => "forbidden",
+            Self::Refused { code, .. } => code,
             Self::PreconditionFailed => "precondition_failed",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",

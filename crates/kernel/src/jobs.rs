@@ -420,16 +420,7 @@ impl<'a> JobsAccess<'a> {
     }
 
     fn require(&self, permission: &Permission) -> Result<(), DomainError> {
-        if self.caller.actor.user_id().is_none() && !self.caller.actor.can(permission) {
-            return Err(DomainError::Unauthenticated);
-        }
-        if self.caller.actor.can(permission) {
-            Ok(())
-        } else {
-            Err(DomainError::Forbidden {
-                permission: permission.to_string(),
-            })
-        }
+        self.caller.actor.require(permission)
     }
 
     /// One job: the caller's own, or any with `jobs:read`; others are 404, never 403.
@@ -437,6 +428,7 @@ impl<'a> JobsAccess<'a> {
         if self.caller.actor.user_id().is_none() && !self.caller.actor.can(&JOBS_READ) {
             return Err(DomainError::Unauthenticated);
         }
+        self.caller.actor.require_verified()?;
         let job = self.repository.get(id).await?.ok_or_else(Self::not_found)?;
         let own = job.owner.is_some() && job.owner == self.caller.actor.user_id();
         if own || self.caller.actor.can(&JOBS_READ) {
@@ -552,15 +544,7 @@ pub async fn enqueue_probe(
     queue: Queue,
     max_attempts: u32,
 ) -> Result<JobId, DomainError> {
-    if !caller.actor.can(&JOBS_MANAGE) {
-        return Err(if caller.actor.user_id().is_none() {
-            DomainError::Unauthenticated
-        } else {
-            DomainError::Forbidden {
-                permission: JOBS_MANAGE.to_string(),
-            }
-        });
-    }
+    caller.actor.require(&JOBS_MANAGE)?;
     let mut errors = crate::validation::FieldErrors::default();
     if !(1..=20).contains(&max_attempts) {
         errors.add("max_attempts", "range", "must be between 1 and 20");

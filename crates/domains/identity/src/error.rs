@@ -17,6 +17,12 @@ pub enum IdentityError {
     /// The use case needs a signed-in session, and the caller used an API key.
     #[error("this action needs a signed-in session")]
     SessionRequired,
+    /// The session's password proof is older than `auth.reauthentication_window`.
+    #[error("sign in again to do this")]
+    ReauthenticationRequired,
+    /// Only administrators may grant or revoke `admin` or change the `member` role.
+    #[error("only administrators may do this")]
+    AdminOnly,
     /// A reset or verification token that is unknown, expired or used.
     #[error("the link is invalid, expired or already used")]
     InvalidOneTimeToken,
@@ -61,9 +67,17 @@ impl From<IdentityError> for DomainError {
                 code: "account_inactive",
                 message: "this account cannot sign in",
             },
-            IdentityError::SessionRequired => DomainError::InvalidCredentials {
-                code: "session_required",
+            IdentityError::SessionRequired => DomainError::Refused {
+                code: "auth.session_required",
                 message: "this action needs a signed-in session; API keys cannot perform it",
+            },
+            IdentityError::ReauthenticationRequired => DomainError::InvalidCredentials {
+                code: "auth.reauthentication_required",
+                message: "sign in again (or change your password) to do this: the session's sign-in is older than the re-authentication window",
+            },
+            IdentityError::AdminOnly => DomainError::Refused {
+                code: "role.admin_only",
+                message: "only administrators may grant or revoke the admin role or change the member role",
             },
             IdentityError::InvalidOneTimeToken => DomainError::invalid(
                 "token",

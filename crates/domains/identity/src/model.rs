@@ -187,6 +187,9 @@ pub struct Session {
     pub ip: Option<String>,
     /// Sign-in time.
     pub created_at: DateTime<Utc>,
+    /// When the password was last proved in this session (sign-in, password change):
+    /// sensitive actions need it to be recent (`auth.reauthentication_window`).
+    pub authenticated_at: DateTime<Utc>,
     /// Last refresh.
     pub last_used_at: DateTime<Utc>,
     /// Sliding expiry: a refresh after this fails.
@@ -222,12 +225,15 @@ pub struct RefreshToken {
     pub digest: String,
     /// Issue time.
     pub created_at: DateTime<Utc>,
-    /// Set when exchanged; presenting it again means it was stolen.
+    /// Set when exchanged; presenting it again after the grace window means it was stolen.
     pub rotated_at: Option<DateTime<Utc>>,
+    /// The token issued in exchange for this one.
+    pub replaced_by: Option<TokenId>,
 }
 
 /// What a one-time token is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TokenPurpose {
     /// Sets a new password without the old one.
     PasswordReset,

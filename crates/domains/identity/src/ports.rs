@@ -16,16 +16,29 @@ pub struct Verification {
     pub needs_rehash: bool,
 }
 
+/// Why hashing did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every hashing slot is taken and the waiting line is full: the caller is told to come
+    /// back shortly instead of queueing without bound behind a flood.
+    #[error("password hashing is saturated")]
+    Busy,
+    /// The hashing itself failed.
+    #[error(transparent)]
+    Failed(BoxError),
+}
+
 /// Hashes and checks passwords. Implementations run the work off the async reactor with
-/// bounded concurrency, so a flood of logins cannot starve other requests.
+/// bounded concurrency and a bounded waiting line, so a flood of logins or password changes
+/// cannot starve other requests.
 #[async_trait]
 pub trait PasswordHasher: Send + Sync + std::fmt::Debug {
     /// A new hash (PHC string) with the current parameters and a fresh salt.
-    async fn hash(&self, password: &str) -> Result<String, BoxError>;
+    async fn hash(&self, password: &str) -> Result<String, HashError>;
 
     /// Checks `password` against `hash`. With no hash (unknown account) it still does the same
     /// work against a dummy hash and reports no match, so both cases take the same time.
-    async fn verify(&self, password: &str, hash: Option<&str>) -> Result<Verification, BoxError>;
+    async fn verify(&self, password: &str, hash: Option<&str>) -> Result<Verification, HashError>;
 }
 
 /// The claims Keel puts in an access token.
@@ -82,4 +95,13 @@ pub trait Secrets: Send + Sync + std::fmt::Debug {
 
     /// Whether `digest` is the digest of `secret` under pepper `pepper_id` (constant time).
     fn verify(&self, pepper_id: &str, secret: &str, digest: &str) -> bool;
+
+    /// A token derived from `context` under the current pepper, with that pepper's id. The
+    /// same context always gives the same token, so a record naming only the context (a job
+    /// payload, a rotated refresh token) can rebuild it later, while a copy of the database,
+    /// which holds no pepper, cannot.
+    fn derive(&self, context: &str) -> (String, String);
+
+    /// The token derived from `context` under pepper `pepper_id`; `None` for an unknown pepper.
+    fn derive_with(&self, pepper_id: &str, context: &str) -> Option<String>;
 }

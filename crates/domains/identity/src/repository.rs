@@ -21,6 +21,13 @@ pub trait UserRepository: Send + Sync + std::fmt::Debug {
     async fn find(&self, id: UserId) -> Result<Option<User>, RepoError>;
     /// A non-deleted account by normalised email.
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepoError>;
+    /// An account by id, read in `tx` (a use case never takes a second connection while its
+    /// transaction holds one: under load that exhausts the pool).
+    async fn find_in(
+        &self,
+        tx: &mut dyn Transaction,
+        id: UserId,
+    ) -> Result<Option<User>, RepoError>;
     /// An account by id, locked until `tx` ends.
     async fn find_for_update(
         &self,
@@ -56,6 +63,13 @@ pub trait UserRepository: Send + Sync + std::fmt::Debug {
         tx: &mut dyn Transaction,
         role: RoleId,
     ) -> Result<u64, RepoError>;
+    /// Whether the user holds the role, read in `tx`.
+    async fn holds_role(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        role: RoleId,
+    ) -> Result<bool, RepoError>;
     /// Every account holding the role.
     async fn holders_of(&self, role: RoleId) -> Result<Vec<UserId>, RepoError>;
 }
@@ -69,6 +83,12 @@ pub trait RoleRepository: Send + Sync + std::fmt::Debug {
     async fn find(&self, id: RoleId) -> Result<Option<Role>, RepoError>;
     /// A role by name.
     async fn find_by_name(&self, name: &str) -> Result<Option<Role>, RepoError>;
+    /// A role by name, read in `tx`.
+    async fn find_by_name_in(
+        &self,
+        tx: &mut dyn Transaction,
+        name: &str,
+    ) -> Result<Option<Role>, RepoError>;
     /// Stores a new role with its permissions; a taken name is a unique violation.
     async fn insert(&self, tx: &mut dyn Transaction, role: &Role) -> Result<(), RepoError>;
     /// Replaces a role's permissions.
@@ -126,18 +146,27 @@ pub trait SessionRepository: Send + Sync + std::fmt::Debug {
         tx: &mut dyn Transaction,
         token: &RefreshToken,
     ) -> Result<(), RepoError>;
-    /// The refresh token with any of these digests.
+    /// The refresh token with any of these digests, read in `tx`.
     async fn find_refresh_token(
         &self,
+        tx: &mut dyn Transaction,
         digests: &[String],
     ) -> Result<Option<RefreshToken>, RepoError>;
-    /// Marks a refresh token as exchanged.
+    /// A refresh token by id, read in `tx`.
+    async fn find_refresh_token_by_id(
+        &self,
+        tx: &mut dyn Transaction,
+        id: TokenId,
+    ) -> Result<Option<RefreshToken>, RepoError>;
+    /// Marks a refresh token as exchanged for `successor`, only if it was not exchanged yet;
+    /// `false` when a concurrent exchange won.
     async fn mark_rotated(
         &self,
         tx: &mut dyn Transaction,
         id: TokenId,
+        successor: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<(), RepoError>;
+    ) -> Result<bool, RepoError>;
     /// Deletes sessions (and their refresh tokens) that ended before `before`: expired, idle
     /// too long, or revoked. Returns how many sessions.
     async fn purge_ended(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
@@ -162,6 +191,15 @@ pub trait OneTimeTokenRepository: Send + Sync + std::fmt::Debug {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<bool, RepoError>;
+    /// Marks every unused token of `user` for `purpose` used (a newer reset or a password
+    /// change ends the links still out there); returns how many.
+    async fn consume_all(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        purpose: TokenPurpose,
+        at: DateTime<Utc>,
+    ) -> Result<u64, RepoError>;
     /// Deletes tokens that expired, or were used, before `before`; returns how many.
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
 }
@@ -182,6 +220,12 @@ pub trait ApiKeyRepository: Send + Sync + std::fmt::Debug {
         owner: UserId,
         id: ApiKeyId,
     ) -> Result<bool, RepoError>;
+    /// Deletes every key of `owner` (account recovery); returns how many.
+    async fn delete_all_for(
+        &self,
+        tx: &mut dyn Transaction,
+        owner: UserId,
+    ) -> Result<u64, RepoError>;
     /// Records a use.
     async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError>;
 }

@@ -25,7 +25,7 @@ use crate::model::{
     TokenPurpose, User, UserStatus,
 };
 use crate::ports::{
-    AccessClaims, AccessTokens, IssuedToken, PasswordHasher, Secrets, Verification,
+    AccessClaims, AccessTokens, HashError, IssuedToken, PasswordHasher, Secrets, Verification,
 };
 use crate::repository::{
     ApiKeyRepository, OneTimeTokenRepository, RoleRepository, SessionRepository, UserRepository,
@@ -111,6 +111,14 @@ impl UserRepository for InMemoryIdentityStore {
                 .find(|u| &u.email == email && u.deleted_at.is_none())
                 .cloned()
         }))
+    }
+
+    async fn find_in(
+        &self,
+        _tx: &mut dyn Transaction,
+        id: UserId,
+    ) -> Result<Option<User>, RepoError> {
+        UserRepository::find(self, id).await
     }
 
     async fn find_for_update(
@@ -203,6 +211,15 @@ impl UserRepository for InMemoryIdentityStore {
         }))
     }
 
+    async fn holds_role(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+        role: RoleId,
+    ) -> Result<bool, RepoError> {
+        Ok(self.with(|s| s.grants.contains(&(user, role))))
+    }
+
     async fn holders_of(&self, role: RoleId) -> Result<Vec<UserId>, RepoError> {
         Ok(self.with(|s| {
             s.grants
@@ -230,6 +247,14 @@ impl RoleRepository for InMemoryIdentityStore {
 
     async fn find_by_name(&self, name: &str) -> Result<Option<Role>, RepoError> {
         Ok(self.with(|s| s.roles.iter().find(|r| r.name == name).cloned()))
+    }
+
+    async fn find_by_name_in(
+        &self,
+        _tx: &mut dyn Transaction,
+        name: &str,
+    ) -> Result<Option<Role>, RepoError> {
+        RoleRepository::find_by_name(self, name).await
     }
 
     async fn insert(&self, _tx: &mut dyn Transaction, role: &Role) -> Result<(), RepoError> {
@@ -354,6 +379,7 @@ impl SessionRepository for InMemoryIdentityStore {
 
     async fn find_refresh_token(
         &self,
+        _tx: &mut dyn Transaction,
         digests: &[String],
     ) -> Result<Option<RefreshToken>, RepoError> {
         Ok(self.with(|s| {
@@ -364,18 +390,35 @@ impl SessionRepository for InMemoryIdentityStore {
         }))
     }
 
+    async fn find_refresh_token_by_id(
+        &self,
+        _tx: &mut dyn Transaction,
+        id: TokenId,
+    ) -> Result<Option<RefreshToken>, RepoError> {
+        Ok(self.with(|s| s.refresh.iter().find(|t| t.id == id).cloned()))
+    }
+
     async fn mark_rotated(
         &self,
         _tx: &mut dyn Transaction,
         id: TokenId,
+        successor: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<(), RepoError> {
-        self.with(|s| {
-            if let Some(token) = s.refresh.iter_mut().find(|t| t.id == id) {
-                token.rotated_at = Some(at);
+    ) -> Result<bool, RepoError> {
+        Ok(self.with(|s| {
+            match s
+                .refresh
+                .iter_mut()
+                .find(|t| t.id == id && t.rotated_at.is_none())
+            {
+                Some(token) => {
+                    token.rotated_at = Some(at);
+                    token.replaced_by = Some(successor);
+                    true
+                }
+                None => false,
             }
-        });
-        Ok(())
+        }))
     }
 
     async fn purge_ended(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
@@ -436,6 +479,27 @@ impl OneTimeTokenRepository for InMemoryIdentityStore {
         }))
     }
 
+    async fn consume_all(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+        purpose: TokenPurpose,
+        at: DateTime<Utc>,
+    ) -> Result<u64, RepoError> {
+        Ok(self.with(|s| {
+            let mut ended = 0;
+            for token in s
+                .tokens
+                .iter_mut()
+                .filter(|t| t.user_id == user && t.purpose == purpose && t.used_at.is_none())
+            {
+                token.used_at = Some(at);
+                ended += 1;
+            }
+            ended
+        }))
+    }
+
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
         Ok(self.with(|s| {
             let kept = s.tokens.len();
@@ -485,6 +549,18 @@ impl ApiKeyRepository for InMemoryIdentityStore {
         }))
     }
 
+    async fn delete_all_for(
+        &self,
+        _tx: &mut dyn Transaction,
+        owner: UserId,
+    ) -> Result<u64, RepoError> {
+        Ok(self.with(|s| {
+            let before = s.keys.len();
+            s.keys.retain(|k| k.user_id != owner);
+            (before - s.keys.len()) as u64
+        }))
+    }
+
     async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {
         self.with(|s| {
             if let Some(key) = s.keys.iter_mut().find(|k| k.id == id) {
@@ -510,11 +586,11 @@ impl FakeHasher {
 
 #[async_trait]
 impl PasswordHasher for FakeHasher {
-    async fn hash(&self, password: &str) -> Result<String, BoxError> {
+    async fn hash(&self, password: &str) -> Result<String, HashError> {
         Ok(format!("fake${password}"))
     }
 
-    async fn verify(&self, password: &str, hash: Option<&str>) -> Result<Verification, BoxError> {
+    async fn verify(&self, password: &str, hash: Option<&str>) -> Result<Verification, HashError> {
         self.verifications.fetch_add(1, Ordering::SeqCst);
         Ok(match hash {
             Some(hash) => Verification {
@@ -596,6 +672,14 @@ impl Secrets for FakeSecrets {
 
     fn verify(&self, pepper_id: &str, secret: &str, digest: &str) -> bool {
         pepper_id == "p1" && digest == format!("d:{secret}")
+    }
+
+    fn derive(&self, context: &str) -> (String, String) {
+        ("p1".to_owned(), format!("drv:{context}"))
+    }
+
+    fn derive_with(&self, pepper_id: &str, context: &str) -> Option<String> {
+        (pepper_id == "p1").then(|| format!("drv:{context}"))
     }
 }
 

@@ -1,15 +1,16 @@
 //! The caller's own account: profile, password change, reset and email verification.
 
 use chrono::{DateTime, Utc};
-use keel_kernel::mail::{Email, SendEmail};
+use keel_kernel::mail::SendEmail;
 use keel_kernel::validation::FieldErrors;
-use keel_kernel::{DomainError, NewActivity, PermissionSet, Transaction};
+use keel_kernel::{DomainError, NewActivity, PermissionSet, SessionId, Transaction};
 use keel_kernel::{NewJob, RepoError};
 use serde_json::json;
 
-use super::IdentityService;
-use super::auth::check_full_name;
+use super::auth::{PASSWORD_MAX_CHARS, check_full_name};
+use super::{Identity, IdentityService, client_bucket, hashing};
 use crate::error::IdentityError;
+use crate::jobs::SendTokenMail;
 use crate::mail;
 use crate::model::{OneTimeToken, Role, TokenId, TokenPurpose, User, UserStatus};
 
@@ -48,6 +49,7 @@ impl IdentityService<'_> {
 
     /// Changes the caller's display name (`None` clears it).
     pub async fn update_me(&self, full_name: Option<String>) -> Result<Me, IdentityError> {
+        self.verified_session()?;
         let id = self.user_id()?;
         let mut errors = FieldErrors::new();
         let full_name = check_full_name(full_name.as_deref(), &mut errors);
@@ -71,20 +73,40 @@ impl IdentityService<'_> {
                 .record(tx.as_mut(), self.caller, entry)
                 .await?;
             tx.commit().await?;
+        } else {
+            // Nothing changed: end the transaction before reading on another connection.
+            drop(tx);
         }
         self.me().await
     }
 
-    /// Changes the caller's password; every other session of theirs stops working.
+    /// Changes the caller's password; every other session of theirs and every outstanding
+    /// reset link stops working. Guesses at the current password are counted like failed
+    /// logins (per account and client), so a stolen access token is no password oracle.
     pub async fn change_password(&self, current: &str, new: &str) -> Result<(), IdentityError> {
-        let session = self.session_id()?;
+        let session = self.verified_session()?;
+        let mut errors = FieldErrors::new();
+        for (field, value) in [("current_password", current), ("new_password", new)] {
+            if value.chars().count() > PASSWORD_MAX_CHARS {
+                errors.add(
+                    field,
+                    "length",
+                    format!("must be at most {PASSWORD_MAX_CHARS} characters long"),
+                );
+            }
+        }
+        errors.into_result()?;
         let user = self.own_account().await?;
+        let client = client_bucket(self.caller.origin.ip);
+        self.identity
+            .admit_password_attempt(user.email.as_str(), &client)
+            .await?;
         let verification = self
             .ports()
             .hasher
             .verify(current, Some(&user.password_hash))
             .await
-            .map_err(DomainError::Internal)?;
+            .map_err(hashing)?;
         let mut errors = FieldErrors::new();
         if !verification.matches {
             errors.add(
@@ -103,15 +125,28 @@ impl IdentityService<'_> {
                 "must differ from the current password",
             );
         }
+        if verification.matches {
+            self.identity
+                .clear_password_attempts(user.email.as_str(), &client)
+                .await;
+        }
         errors.into_result()?;
-        let password_hash = self
-            .ports()
-            .hasher
-            .hash(new)
-            .await
-            .map_err(DomainError::Internal)?;
+        let password_hash = self.ports().hasher.hash(new).await.map_err(hashing)?;
         let now = self.ports().clock.now();
         let mut tx = self.ports().unit_of_work.begin().await?;
+        // Proving the password re-authenticates this session.
+        if let Some(mut current_session) = self
+            .ports()
+            .sessions
+            .find_for_update(tx.as_mut(), session)
+            .await?
+        {
+            current_session.authenticated_at = now;
+            self.ports()
+                .sessions
+                .update(tx.as_mut(), &current_session)
+                .await?;
+        }
         let revoked = self
             .set_password(
                 tx.as_mut(),
@@ -129,16 +164,18 @@ impl IdentityService<'_> {
         Ok(())
     }
 
-    /// Stores a new password hash, revokes sessions (all but `keep`) and records it.
+    /// Stores a new password hash, revokes sessions (all but `keep`) and every outstanding
+    /// reset link, and records it. A reset (`keep` is `None`: someone lost control of the
+    /// account) also deletes every API key, which may have been minted by whoever took it.
     async fn set_password(
         &self,
         tx: &mut dyn Transaction,
         mut user: User,
         password_hash: String,
-        keep: Option<keel_kernel::SessionId>,
+        keep: Option<SessionId>,
         reason: &'static str,
         now: DateTime<Utc>,
-    ) -> Result<Vec<keel_kernel::SessionId>, IdentityError> {
+    ) -> Result<Vec<SessionId>, IdentityError> {
         user.password_hash = password_hash;
         user.password_changed_at = now;
         user.updated_at = now;
@@ -148,15 +185,25 @@ impl IdentityService<'_> {
             .sessions
             .revoke_all(tx, user.id, keep, reason, now)
             .await?;
-        let action = if keep.is_some() {
-            "auth.password_changed"
+        let links_ended = self
+            .ports()
+            .one_time_tokens
+            .consume_all(tx, user.id, TokenPurpose::PasswordReset, now)
+            .await?;
+        let (action, keys_revoked) = if keep.is_some() {
+            ("auth.password_changed", 0)
         } else {
-            "auth.password_reset"
+            let keys = self.ports().api_keys.delete_all_for(tx, user.id).await?;
+            ("auth.password_reset", keys)
         };
         let entry = NewActivity::new(action, "user", now)
             .resource(user.id)
             .subject(user.id)
-            .changes(json!({ "sessions_revoked": revoked.len() }));
+            .changes(json!({
+                "sessions_revoked": revoked.len(),
+                "reset_links_ended": links_ended,
+                "api_keys_revoked": keys_revoked,
+            }));
         self.identity.record(tx, self.caller, entry).await?;
         Ok(revoked)
     }
@@ -167,17 +214,18 @@ impl IdentityService<'_> {
         purpose: TokenPurpose,
         ttl: std::time::Duration,
         action: &'static str,
-        compose: impl FnOnce(&str) -> Email + Send,
     ) -> Result<(), IdentityError> {
         let now = self.ports().clock.now();
-        let plain = self
+        let id = TokenId::new();
+        // Derived, not random: the mail job names only the token id, and the worker derives
+        // the token again under the pepper, which the database never holds.
+        let (pepper_id, plain) = self
             .ports()
             .secrets
-            .token()
-            .map_err(DomainError::Internal)?;
+            .derive(&SendTokenMail::context(purpose, id));
         let (_, digest) = self.ports().secrets.digest(&plain);
         let token = OneTimeToken {
-            id: TokenId::new(),
+            id,
             user_id: user.id,
             purpose,
             digest,
@@ -198,9 +246,12 @@ impl IdentityService<'_> {
             .await?;
         // The mail is a job in the same transaction: nothing is sent for a rolled-back
         // request, and a committed one cannot lose its mail (the worker retries delivery).
-        let mail = SendEmail {
-            email: compose(&plain),
-            dedupe_key: format!("{action}:{}", token.id),
+        let mail = SendTokenMail {
+            token: token.id,
+            purpose,
+            pepper_id,
+            to: user.email.as_str().to_owned(),
+            ttl_secs: ttl.as_secs(),
         };
         let job = NewJob::of(&mail)
             .map_err(RepoError::from)?
@@ -212,27 +263,21 @@ impl IdentityService<'_> {
 
     /// Issues a reset token and enqueues the mail with its link.
     pub(super) async fn send_password_reset(&self, user: &User) -> Result<(), IdentityError> {
-        let ttl = self.settings().reset_token_ttl;
-        let public_url = &self.settings().public_url;
         self.issue_one_time_token(
             user,
             TokenPurpose::PasswordReset,
-            ttl,
+            self.settings().reset_token_ttl,
             "auth.password_reset_requested",
-            |token| mail::password_reset(user.email.as_str(), public_url, token, ttl),
         )
         .await
     }
 
     pub(super) async fn send_verification(&self, user: &User) -> Result<(), IdentityError> {
-        let ttl = self.settings().verification_token_ttl;
-        let public_url = &self.settings().public_url;
         self.issue_one_time_token(
             user,
             TokenPurpose::EmailVerification,
-            ttl,
+            self.settings().verification_token_ttl,
             "auth.email_verification_requested",
-            |token| mail::email_verification(user.email.as_str(), public_url, token, ttl),
         )
         .await
     }
@@ -293,12 +338,7 @@ impl IdentityService<'_> {
             .password
             .check(new, Some(&user.email), "new_password", &mut errors);
         errors.into_result()?;
-        let password_hash = self
-            .ports()
-            .hasher
-            .hash(new)
-            .await
-            .map_err(DomainError::Internal)?;
+        let password_hash = self.ports().hasher.hash(new).await.map_err(hashing)?;
         let mut tx = self.ports().unit_of_work.begin().await?;
         self.consume(tx.as_mut(), &found, now).await?;
         let user = self
@@ -321,17 +361,17 @@ impl IdentityService<'_> {
             .await?;
         tx.commit().await?;
         self.identity.forget(Some(user_id), &revoked).await;
-        // A successful reset also lifts any login backoff on the address.
-        let _ = self
-            .ports()
-            .counters
-            .clear(&format!("identity:login-lock:{}", email.as_str()))
+        // A successful reset also lifts the backoff of the client that did it.
+        self.identity
+            .clear_password_attempts(email.as_str(), &client_bucket(self.caller.origin.ip))
             .await;
         Ok(())
     }
 
-    /// Mails the caller a verification link (nothing to do when already verified).
+    /// Mails the caller a verification link (nothing to do when already verified). Open to
+    /// unverified accounts (that is what it is for), not to API keys.
     pub async fn request_email_verification(&self) -> Result<(), IdentityError> {
+        self.session_id()?;
         let user = self.own_account().await?;
         if user.email_verified_at.is_some() {
             return Ok(());
@@ -374,5 +414,37 @@ impl IdentityService<'_> {
         tx.commit().await?;
         self.identity.forget(Some(user.id), &[]).await;
         Ok(())
+    }
+}
+
+impl Identity {
+    /// The mail of a [`SendTokenMail`] job, with the link's token derived again (the worker
+    /// runs this; the job itself holds no usable secret).
+    pub fn compose_token_mail(&self, job: &SendTokenMail) -> Result<SendEmail, IdentityError> {
+        let token = self
+            .ports
+            .secrets
+            .derive_with(
+                &job.pepper_id,
+                &SendTokenMail::context(job.purpose, job.token),
+            )
+            .ok_or_else(|| {
+                DomainError::internal(format!(
+                    "pepper `{}` of a pending link mail is no longer configured",
+                    job.pepper_id
+                ))
+            })?;
+        let ttl = std::time::Duration::from_secs(job.ttl_secs);
+        let public_url = &self.settings.public_url;
+        let email = match job.purpose {
+            TokenPurpose::PasswordReset => mail::password_reset(&job.to, public_url, &token, ttl),
+            TokenPurpose::EmailVerification => {
+                mail::email_verification(&job.to, public_url, &token, ttl)
+            }
+        };
+        Ok(SendEmail {
+            email,
+            dedupe_key: keel_kernel::jobs::Job::dedupe_key(job).unwrap_or_default(),
+        })
     }
 }

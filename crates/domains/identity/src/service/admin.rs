@@ -62,6 +62,39 @@ impl IdentityService<'_> {
         Ok(self.caller.actor.require(permission)?)
     }
 
+    /// Fails naming the first permission in `set` the caller lacks: nobody hands out, takes
+    /// away or defines power they do not hold themselves (an API key counts with its scopes).
+    fn require_holds<'p>(
+        &self,
+        set: impl IntoIterator<Item = &'p Permission>,
+    ) -> Result<(), IdentityError> {
+        match set.into_iter().find(|p| !self.caller.actor.can(p)) {
+            Some(missing) => Err(DomainError::Forbidden {
+                permission: missing.to_string(),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails unless the caller holds every permission there is (what the `admin` role
+    /// carries): granting or revoking `admin` and reshaping `member` are theirs alone.
+    async fn require_admin(&self) -> Result<(), IdentityError> {
+        let catalog = self.ports().roles.list_permissions().await?;
+        if catalog.iter().all(|p| self.caller.actor.can(&p.name)) {
+            Ok(())
+        } else {
+            Err(IdentityError::AdminOnly)
+        }
+    }
+
+    /// Fails unless the caller holds every permission `user` holds: an account manager cannot
+    /// suspend, delete, restore or strip someone more powerful than themselves.
+    async fn require_outranks(&self, user: UserId) -> Result<(), IdentityError> {
+        let theirs = self.ports().users.permissions_of(user).await?;
+        self.require_holds(theirs.iter())
+    }
+
     /// Deletes sessions that ended and one-time tokens that expired or were used before
     /// `before` (Keel itself only: the `identity.purge_expired_credentials` job). Returns the
     /// numbers of sessions and tokens removed.
@@ -98,14 +131,15 @@ impl IdentityService<'_> {
         tx: &mut dyn Transaction,
         user: &User,
     ) -> Result<(), IdentityError> {
-        let admin = self.admin_role().await?;
-        let is_admin = self
+        let admin = self
             .ports()
-            .users
-            .roles_of(user.id)
+            .roles
+            .find_by_name_in(tx, ADMIN_ROLE)
             .await?
-            .iter()
-            .any(|r| r.id == admin.id);
+            .ok_or_else(|| {
+                DomainError::internal("the admin role is missing; RBAC was not seeded")
+            })?;
+        let is_admin = self.ports().users.holds_role(tx, user.id, admin.id).await?;
         if is_admin && user.can_sign_in() && user.status == UserStatus::Active {
             self.ports().roles.lock(tx, admin.id).await?;
             let active_admins = self
@@ -147,6 +181,7 @@ impl IdentityService<'_> {
         patch: UserPatch,
     ) -> Result<UserWithRoles, IdentityError> {
         self.require(&USERS_WRITE)?;
+        self.require_outranks(id).await?;
         let mut errors = FieldErrors::new();
         let full_name = patch
             .full_name
@@ -200,6 +235,9 @@ impl IdentityService<'_> {
                 .await?;
             tx.commit().await?;
             self.identity.forget(Some(id), &revoked).await;
+        } else {
+            // Nothing changed: end the transaction before reading on another connection.
+            drop(tx);
         }
         self.get_user(id).await
     }
@@ -207,6 +245,7 @@ impl IdentityService<'_> {
     /// Soft-deletes an account (`users:write`); it cannot sign in until restored.
     pub async fn delete_user(&self, id: UserId) -> Result<(), IdentityError> {
         self.require(&USERS_WRITE)?;
+        self.require_outranks(id).await?;
         let now = self.ports().clock.now();
         let mut tx = self.ports().unit_of_work.begin().await?;
         let mut user = self
@@ -239,6 +278,7 @@ impl IdentityService<'_> {
     /// Restores a soft-deleted account (`users:write`).
     pub async fn restore_user(&self, id: UserId) -> Result<UserWithRoles, IdentityError> {
         self.require(&USERS_WRITE)?;
+        self.require_outranks(id).await?;
         let now = self.ports().clock.now();
         let mut tx = self.ports().unit_of_work.begin().await?;
         let mut user = self
@@ -259,11 +299,14 @@ impl IdentityService<'_> {
                 .await?;
             tx.commit().await?;
             self.identity.forget(Some(id), &[]).await;
+        } else {
+            drop(tx);
         }
         self.get_user(id).await
     }
 
-    /// Grants a role (`users:write`).
+    /// Grants a role (`users:write`, and every permission the role carries; `admin` only by
+    /// an administrator).
     pub async fn grant_role(
         &self,
         user: UserId,
@@ -276,6 +319,10 @@ impl IdentityService<'_> {
             .find(role)
             .await?
             .ok_or(IdentityError::NotFound("role"))?;
+        if role.name == ADMIN_ROLE {
+            self.require_admin().await?;
+        }
+        self.require_holds(&role.permissions)?;
         let now = self.ports().clock.now();
         let mut tx = self.ports().unit_of_work.begin().await?;
         self.ports()
@@ -299,11 +346,15 @@ impl IdentityService<'_> {
                 .await?;
             tx.commit().await?;
             self.identity.forget(Some(user), &[]).await;
+        } else {
+            drop(tx);
         }
         self.get_user(user).await
     }
 
-    /// Revokes a role (`users:write`); the last active administrator keeps `admin`.
+    /// Revokes a role (`users:write`, every permission the role carries, and every permission
+    /// the account holds; `admin` only by an administrator); the last active administrator
+    /// keeps `admin`.
     pub async fn revoke_role(&self, user: UserId, role: RoleId) -> Result<(), IdentityError> {
         self.require(&USERS_WRITE)?;
         let role = self
@@ -312,6 +363,11 @@ impl IdentityService<'_> {
             .find(role)
             .await?
             .ok_or(IdentityError::NotFound("role"))?;
+        if role.name == ADMIN_ROLE {
+            self.require_admin().await?;
+        }
+        self.require_holds(&role.permissions)?;
+        self.require_outranks(user).await?;
         let now = self.ports().clock.now();
         let mut tx = self.ports().unit_of_work.begin().await?;
         let account = self
@@ -401,6 +457,7 @@ impl IdentityService<'_> {
         }
         errors.into_result()?;
         let permissions = self.catalogued(permissions).await?;
+        self.require_holds(permissions.iter())?;
         let now = self.ports().clock.now();
         let role = Role {
             id: RoleId::new(),
@@ -446,7 +503,13 @@ impl IdentityService<'_> {
         if role.name == ADMIN_ROLE {
             return Err(IdentityError::SystemRole(role.name));
         }
+        if role.name == MEMBER_ROLE {
+            // Every account holds `member`: changing it changes everyone.
+            self.require_admin().await?;
+        }
         let permissions = self.catalogued(permissions).await?;
+        // What it carried and what it will carry: both must be the caller's own power.
+        self.require_holds(role.permissions.iter().chain(permissions.iter()))?;
         let before: PermissionSet = role.permissions.iter().cloned().collect();
         let added: Vec<String> = permissions
             .iter()
@@ -504,7 +567,11 @@ impl IdentityService<'_> {
             (ADMIN_ROLE, "Every permission Keel defines"),
             (MEMBER_ROLE, "Every signed-up account"),
         ] {
-            let existing = self.ports().roles.find_by_name(name).await?;
+            let existing = self
+                .ports()
+                .roles
+                .find_by_name_in(tx.as_mut(), name)
+                .await?;
             let role = match existing {
                 Some(role) => role,
                 None => {
@@ -568,7 +635,7 @@ impl IdentityService<'_> {
             .hasher
             .hash(password)
             .await
-            .map_err(DomainError::Internal)?;
+            .map_err(super::hashing)?;
         let admin = self.admin_role().await?;
         let member = self
             .ports()

@@ -11,6 +11,14 @@ use crate::error::IdentityError;
 use crate::model::{API_KEY_PREFIX, ApiKey};
 use crate::policy::API_KEYS_MANAGE;
 
+/// `now + duration`, saturating instead of overflowing.
+fn later(now: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Longest key name.
 const NAME_MAX_CHARS: usize = 100;
 
@@ -21,7 +29,8 @@ pub struct NewApiKeyRequest {
     pub name: String,
     /// Permissions the key may use; `None` means every permission the owner holds now.
     pub scopes: Option<Vec<String>>,
-    /// Optional expiry, in the future.
+    /// Expiry, in the future and within `auth.api_key_max_ttl`; `None` means
+    /// `auth.api_key_default_ttl` from now.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -36,15 +45,29 @@ pub struct NewApiKey {
 
 impl IdentityService<'_> {
     /// Creates a key for the caller. Its scopes must be permissions the caller holds: a key
-    /// can narrow its owner's power, never widen it.
+    /// can narrow its owner's power, never widen it. Only a signed-in session whose password
+    /// was proved within `auth.reauthentication_window` may create one, so neither another
+    /// key nor a stolen access token can mint a long-lived credential; every key expires.
     pub async fn create_api_key(
         &self,
         request: NewApiKeyRequest,
     ) -> Result<NewApiKey, IdentityError> {
         self.caller.actor.require(&API_KEYS_MANAGE)?;
+        let session = self.verified_session()?;
         let owner = self.user_id()?;
         let held = self.caller.actor.permissions().cloned().unwrap_or_default();
         let now = self.ports().clock.now();
+        let window = chrono::TimeDelta::from_std(self.settings().reauthentication_window)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let fresh = self
+            .ports()
+            .sessions
+            .find(session)
+            .await?
+            .is_some_and(|s| s.user_id == owner && now - s.authenticated_at <= window);
+        if !fresh {
+            return Err(IdentityError::ReauthenticationRequired);
+        }
         let mut errors = FieldErrors::new();
         let name = request.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
@@ -76,9 +99,27 @@ impl IdentityService<'_> {
                 scopes
             }
         };
-        if request.expires_at.is_some_and(|at| at <= now) {
-            errors.add("expires_at", "in_past", "must be in the future");
-        }
+        let days = |d: std::time::Duration| d.as_secs() / 86_400;
+        let longest = later(now, self.settings().api_key_max_ttl);
+        let expires_at = match request.expires_at {
+            Some(at) if at <= now => {
+                errors.add("expires_at", "in_past", "must be in the future");
+                at
+            }
+            Some(at) if at > longest => {
+                errors.add(
+                    "expires_at",
+                    "too_far",
+                    format!(
+                        "must be at most {} days from now (auth.api_key_max_ttl)",
+                        days(self.settings().api_key_max_ttl)
+                    ),
+                );
+                at
+            }
+            Some(at) => at,
+            None => later(now, self.settings().api_key_default_ttl).min(longest),
+        };
         errors.into_result()?;
 
         let prefix = self
@@ -100,7 +141,7 @@ impl IdentityService<'_> {
             digest,
             pepper_id,
             scopes,
-            expires_at: request.expires_at,
+            expires_at: Some(expires_at),
             last_used_at: None,
             created_at: now,
         };
@@ -108,7 +149,7 @@ impl IdentityService<'_> {
         self.ports().api_keys.insert(tx.as_mut(), &key).await?;
         let entry = NewActivity::new("api_key.created", "api_key", now)
             .resource(key.id)
-            .changes(json!({ "name": key.name, "scopes": key.scopes }));
+            .changes(json!({ "name": key.name, "scopes": key.scopes, "expires_at": expires_at }));
         self.identity
             .record(tx.as_mut(), self.caller, entry)
             .await?;

@@ -11,12 +11,21 @@ use keel_kernel::{
 };
 use serde_json::json;
 
-use super::{FORGOT_PER_EMAIL, Identity, IdentityService, REFRESH_PER_USER, REGISTER_PER_EMAIL};
+use super::{
+    FORGOT_PER_EMAIL, Identity, IdentityService, REFRESH_PER_USER, REGISTER_PER_EMAIL,
+    client_bucket, hashing,
+};
 use crate::error::IdentityError;
 use crate::model::{
-    API_KEY_PREFIX, Email, FULL_NAME_MAX_CHARS, MEMBER_ROLE, RefreshToken, Session, TokenId, User,
-    UserStatus,
+    API_KEY_PREFIX, EMAIL_MAX_CHARS, Email, FULL_NAME_MAX_CHARS, MEMBER_ROLE, RefreshToken,
+    Session, TokenId, User, UserStatus,
 };
+
+/// Longest password looked at: longer input cannot match any stored password (the policy's
+/// maximum is at most this), so it is refused before any hashing.
+pub(super) const PASSWORD_MAX_CHARS: usize = 1024;
+/// Longest refresh token looked at (Keel's are 43 characters).
+const TOKEN_MAX_CHARS: usize = 512;
 
 /// Failed logins are counted over this window.
 const FAILURE_WINDOW: Duration = Duration::from_secs(3600);
@@ -77,18 +86,36 @@ pub(super) fn check_full_name(raw: Option<&str>, errors: &mut FieldErrors) -> Op
     Some(name.to_owned())
 }
 
-fn failures_key(email: &str) -> String {
-    format!("identity:login-failures:{email}")
+fn attempts_key(email: &str, client: &str) -> String {
+    format!("identity:password-attempts:{email}:{client}")
 }
 
-fn lock_key(email: &str) -> String {
-    format!("identity:login-lock:{email}")
+fn gate_key(email: &str, client: &str) -> String {
+    format!("identity:password-gate:{email}:{client}")
 }
 
-/// 1 s after the threshold, doubling with each further failure, capped.
-fn backoff(failures_past_threshold: u64) -> Duration {
-    let exponent = u32::try_from(failures_past_threshold.min(20)).unwrap_or(20);
+/// 1 s at the threshold, doubling with each further attempt, capped.
+fn backoff(attempts_past_threshold: u64) -> Duration {
+    let exponent = u32::try_from(attempts_past_threshold.min(20)).unwrap_or(20);
     Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+}
+
+/// Refuses an email longer than any address can be, before it reaches a counter or a store.
+pub(super) fn check_email_length(raw: &str) -> Result<(), IdentityError> {
+    if raw.chars().count() > EMAIL_MAX_CHARS {
+        return Err(DomainError::invalid(
+            "email",
+            "length",
+            format!("must be at most {EMAIL_MAX_CHARS} characters long"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// What the successor of a rotated refresh token is derived from.
+fn successor_context(token: TokenId) -> String {
+    format!("refresh-successor:{token}")
 }
 
 fn truncate(value: Option<&str>, max: usize) -> Option<String> {
@@ -96,6 +123,50 @@ fn truncate(value: Option<&str>, max: usize) -> Option<String> {
 }
 
 impl Identity {
+    /// Counts an attempt to prove `email`'s password from `client` BEFORE the password is
+    /// checked, so concurrent attempts cannot outrun the count. Below
+    /// `auth.login_backoff_after` attempts every one is checked; from there on one attempt per
+    /// backoff step (1 s, 2 s, 4 s, … up to 15 min) is let through and the rest get 429. The
+    /// counter belongs to the account *and* the client together, so a stranger hammering an
+    /// account slows only their own address, never the owner's. Fails open (logged by the
+    /// adapter) when the counter store is down.
+    pub(super) async fn admit_password_attempt(
+        &self,
+        email: &str,
+        client: &str,
+    ) -> Result<(), IdentityError> {
+        let threshold = u64::from(self.settings.login_backoff_after.max(1));
+        let counters = &self.ports.counters;
+        let Ok(attempts) = counters
+            .hit(&attempts_key(email, client), FAILURE_WINDOW)
+            .await
+        else {
+            return Ok(());
+        };
+        if attempts.hits < threshold {
+            return Ok(());
+        }
+        // Whoever creates the gate (hits == 1) is checked; the gate then stays shut for the
+        // backoff step, and everyone else arriving meanwhile is refused.
+        match counters
+            .hit(&gate_key(email, client), backoff(attempts.hits - threshold))
+            .await
+        {
+            Ok(gate) if gate.hits > 1 => Err(DomainError::RateLimited {
+                retry_after: gate.ttl.max(Duration::from_secs(1)),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets the attempts of `email` from `client` after a proof succeeded.
+    pub(super) async fn clear_password_attempts(&self, email: &str, client: &str) {
+        let counters = &self.ports.counters;
+        let _ = counters.clear(&attempts_key(email, client)).await;
+        let _ = counters.clear(&gate_key(email, client)).await;
+    }
+
     /// Opens a session for `user` and stores its first refresh token (in `tx`).
     pub(super) async fn start_session(
         &self,
@@ -111,6 +182,7 @@ impl Identity {
             user_agent: truncate(origin.user_agent.as_deref(), 512),
             ip: origin.ip.map(|ip| ip.to_string()),
             created_at: now,
+            authenticated_at: now,
             last_used_at: now,
             idle_expires_at: (now + self.settings.refresh_idle_ttl).min(expires_at),
             expires_at,
@@ -129,21 +201,35 @@ impl Identity {
         now: DateTime<Utc>,
     ) -> Result<String, IdentityError> {
         let plain = self.ports.secrets.token().map_err(DomainError::Internal)?;
-        let (_, digest) = self.ports.secrets.digest(&plain);
+        self.store_refresh_token(tx, TokenId::new(), session, &plain, now)
+            .await?;
+        Ok(plain)
+    }
+
+    async fn store_refresh_token(
+        &self,
+        tx: &mut dyn Transaction,
+        id: TokenId,
+        session: SessionId,
+        plain: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), IdentityError> {
+        let (_, digest) = self.ports.secrets.digest(plain);
         self.ports
             .sessions
             .insert_refresh_token(
                 tx,
                 &RefreshToken {
-                    id: TokenId::new(),
+                    id,
                     session_id: session,
                     digest,
                     created_at: now,
                     rotated_at: None,
+                    replaced_by: None,
                 },
             )
             .await?;
-        Ok(plain)
+        Ok(())
     }
 
     fn tokens(
@@ -182,6 +268,12 @@ impl Identity {
             .await?
             .filter(|s| s.can_sign_in)
             .ok_or(IdentityError::InvalidToken)?;
+        if !state.verified {
+            return Ok(Actor::Unverified {
+                id: claims.user,
+                session: claims.session,
+            });
+        }
         Ok(Actor::User {
             id: claims.user,
             session: claims.session,
@@ -224,6 +316,9 @@ impl Identity {
             .await?
             .filter(|s| s.can_sign_in)
             .ok_or(IdentityError::InvalidToken)?;
+        if !state.verified {
+            return Err(DomainError::EMAIL_UNVERIFIED.into());
+        }
         if key.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY) {
             // Best effort: a failed bookkeeping write must not fail the request.
             let _ = self.ports.api_keys.touch(key.id, now).await;
@@ -268,7 +363,7 @@ impl IdentityService<'_> {
             .hasher
             .hash(&input.password)
             .await
-            .map_err(DomainError::Internal)?;
+            .map_err(hashing)?;
         let now = self.ports().clock.now();
         let status = if self.settings().require_email_verification {
             UserStatus::PendingVerification
@@ -325,19 +420,24 @@ impl IdentityService<'_> {
     }
 
     /// Signs in with email and password. Unknown email and wrong password take the same path
-    /// and give the same error; after `login_backoff_after` consecutive failures for an email,
-    /// further attempts are refused (429) for an exponentially growing time.
+    /// and give the same error. Every attempt is counted before the password is checked (see
+    /// [`Identity::admit_password_attempt`]): past `login_backoff_after` attempts from one
+    /// client for one address, further attempts wait an exponentially growing time (429).
     pub async fn login(&self, email: &str, password: &str) -> Result<Tokens, IdentityError> {
-        let normalised = email.trim().to_lowercase();
-        let threshold = u64::from(self.settings().login_backoff_after.max(1));
-        if let Ok(Some(lock)) = self.ports().counters.peek(&lock_key(&normalised)).await
-            && !lock.ttl.is_zero()
-        {
-            return Err(DomainError::RateLimited {
-                retry_after: lock.ttl.max(Duration::from_secs(1)),
-            }
+        check_email_length(email)?;
+        if password.chars().count() > PASSWORD_MAX_CHARS {
+            return Err(DomainError::invalid(
+                "password",
+                "length",
+                format!("must be at most {PASSWORD_MAX_CHARS} characters long"),
+            )
             .into());
         }
+        let normalised = email.trim().to_lowercase();
+        let client = client_bucket(self.caller.origin.ip);
+        self.identity
+            .admit_password_attempt(&normalised, &client)
+            .await?;
 
         let user = match Email::parse(&normalised) {
             Ok(email) => self.ports().users.find_by_email(&email).await?,
@@ -348,21 +448,11 @@ impl IdentityService<'_> {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await
-            .map_err(DomainError::Internal)?;
+            .map_err(hashing)?;
         let now = self.ports().clock.now();
         let user = match user {
             Some(user) if verification.matches => user,
             other => {
-                let counters = &self.ports().counters;
-                if let Ok(count) = counters
-                    .hit(&failures_key(&normalised), FAILURE_WINDOW)
-                    .await
-                    && count.hits >= threshold
-                {
-                    let _ = counters
-                        .hit(&lock_key(&normalised), backoff(count.hits - threshold))
-                        .await;
-                }
                 let mut entry = NewActivity::new("auth.login_failed", "user", now)
                     .changes(json!({ "email": normalised }));
                 if let Some(user) = other {
@@ -372,10 +462,8 @@ impl IdentityService<'_> {
                 return Err(IdentityError::InvalidCredentials);
             }
         };
-        let _ = self
-            .ports()
-            .counters
-            .clear(&failures_key(&normalised))
+        self.identity
+            .clear_password_attempts(&normalised, &client)
             .await;
         if !user.can_sign_in() {
             let entry = NewActivity::new("auth.login_refused", "user", now)
@@ -388,13 +476,7 @@ impl IdentityService<'_> {
             return Err(IdentityError::AccountInactive);
         }
         let rehash = if verification.needs_rehash {
-            Some(
-                self.ports()
-                    .hasher
-                    .hash(password)
-                    .await
-                    .map_err(DomainError::Internal)?,
-            )
+            Some(self.ports().hasher.hash(password).await.map_err(hashing)?)
         } else {
             None
         };
@@ -426,37 +508,49 @@ impl IdentityService<'_> {
         self.identity.tokens(user.id, session.id, refresh, now)
     }
 
-    /// Exchanges a refresh token for a new pair. A token that was already exchanged revokes
-    /// its whole session (someone else holds a copy) and is refused.
+    /// Exchanges a refresh token for a new pair. Every read runs in the exchange's own
+    /// transaction, under the session's lock, and the rotation is conditional, so concurrent
+    /// exchanges of one token serialise instead of tying up connections. The same token
+    /// presented again within `auth.refresh_token_grace` (two tabs refreshing at once), while
+    /// its successor is unused, gets that same successor; presented later, it revokes the whole
+    /// session (someone else holds a copy) and is refused.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, IdentityError> {
+        if refresh_token.is_empty() || refresh_token.len() > TOKEN_MAX_CHARS {
+            return Err(IdentityError::InvalidToken);
+        }
         let digests = self.ports().secrets.digests(refresh_token);
-        let found = self
-            .ports()
-            .sessions
-            .find_refresh_token(&digests)
+        let now = self.ports().clock.now();
+        let sessions = &self.ports().sessions;
+        let mut tx = self.ports().unit_of_work.begin().await?;
+        let found = sessions
+            .find_refresh_token(tx.as_mut(), &digests)
             .await?
             .ok_or(IdentityError::InvalidToken)?;
-        let now = self.ports().clock.now();
-        let mut tx = self.ports().unit_of_work.begin().await?;
-        let mut session = self
-            .ports()
-            .sessions
+        let mut session = sessions
             .find_for_update(tx.as_mut(), found.session_id)
             .await?
             .ok_or(IdentityError::InvalidToken)?;
         // Re-read under the session lock: a concurrent refresh may have rotated it meanwhile.
-        let token = self
-            .ports()
-            .sessions
-            .find_refresh_token(&digests)
+        let token = sessions
+            .find_refresh_token_by_id(tx.as_mut(), found.id)
             .await?
             .ok_or(IdentityError::InvalidToken)?;
 
-        if token.rotated_at.is_some() {
+        if let Some(rotated_at) = token.rotated_at {
+            if let Some(successor) = self
+                .unused_successor(tx.as_mut(), &token, rotated_at, now)
+                .await?
+                && session.can_refresh(now)
+            {
+                drop(tx);
+                return self
+                    .identity
+                    .tokens(session.user_id, session.id, successor, now);
+            }
             if session.revoked_at.is_none() {
                 session.revoked_at = Some(now);
                 session.revoked_reason = Some("refresh_token_reuse".to_owned());
-                self.ports().sessions.update(tx.as_mut(), &session).await?;
+                sessions.update(tx.as_mut(), &session).await?;
                 let entry = NewActivity::new("auth.refresh_token_reused", "session", now)
                     .resource(session.id)
                     .subject(session.user_id)
@@ -475,7 +569,7 @@ impl IdentityService<'_> {
         let user = self
             .ports()
             .users
-            .find(session.user_id)
+            .find_in(tx.as_mut(), session.user_id)
             .await?
             .filter(User::can_sign_in)
             .ok_or(IdentityError::InvalidToken)?;
@@ -483,19 +577,55 @@ impl IdentityService<'_> {
             .within_quota(&format!("identity:refresh:{}", user.id), REFRESH_PER_USER)
             .await?;
 
-        self.ports()
-            .sessions
-            .mark_rotated(tx.as_mut(), token.id, now)
-            .await?;
-        let refresh = self
-            .identity
-            .new_refresh_token(tx.as_mut(), session.id, now)
+        let successor = TokenId::new();
+        if !sessions
+            .mark_rotated(tx.as_mut(), token.id, successor, now)
+            .await?
+        {
+            // Another exchange rotated it between our read and our write; it won.
+            return Err(IdentityError::InvalidToken);
+        }
+        let (_, refresh) = self.ports().secrets.derive(&successor_context(token.id));
+        self.identity
+            .store_refresh_token(tx.as_mut(), successor, session.id, &refresh, now)
             .await?;
         session.last_used_at = now;
         session.idle_expires_at = (now + self.settings().refresh_idle_ttl).min(session.expires_at);
-        self.ports().sessions.update(tx.as_mut(), &session).await?;
+        sessions.update(tx.as_mut(), &session).await?;
         tx.commit().await?;
         self.identity.tokens(user.id, session.id, refresh, now)
+    }
+
+    /// The successor of a token rotated within the grace window, if nobody used it yet.
+    async fn unused_successor(
+        &self,
+        tx: &mut dyn Transaction,
+        token: &RefreshToken,
+        rotated_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, IdentityError> {
+        let grace = chrono::TimeDelta::from_std(self.settings().refresh_grace)
+            .unwrap_or(chrono::TimeDelta::zero());
+        let Some(next) = token.replaced_by.filter(|_| now - rotated_at <= grace) else {
+            return Ok(None);
+        };
+        let Some(next) = self
+            .ports()
+            .sessions
+            .find_refresh_token_by_id(tx, next)
+            .await?
+            .filter(|next| next.rotated_at.is_none())
+        else {
+            return Ok(None);
+        };
+        let (_, plain) = self.ports().secrets.derive(&successor_context(token.id));
+        // A pepper rotated within the window derives another token: treat it as no grace.
+        Ok(self
+            .ports()
+            .secrets
+            .digests(&plain)
+            .contains(&next.digest)
+            .then_some(plain))
     }
 
     /// Ends the caller's session: its access and refresh tokens stop working.
@@ -504,8 +634,9 @@ impl IdentityService<'_> {
         self.revoke_own(session, "logout", "auth.logout").await
     }
 
-    /// Ends every session of the caller.
+    /// Ends every session of the caller (a signed-in session only: not with an API key).
     pub async fn logout_all(&self) -> Result<(), IdentityError> {
+        self.verified_session()?;
         let user = self.user_id()?;
         let now = self.ports().clock.now();
         let mut tx = self.ports().unit_of_work.begin().await?;
@@ -527,6 +658,7 @@ impl IdentityService<'_> {
 
     /// The caller's live sessions, newest first.
     pub async fn sessions(&self) -> Result<Vec<SessionView>, IdentityError> {
+        self.verified_session()?;
         let user = self.user_id()?;
         let current = self.caller.actor.session_id();
         let now = self.ports().clock.now();
@@ -543,6 +675,7 @@ impl IdentityService<'_> {
 
     /// Ends one of the caller's sessions; another user's session is "not found".
     pub async fn revoke_session(&self, session: SessionId) -> Result<(), IdentityError> {
+        self.verified_session()?;
         self.revoke_own(session, "revoked_by_user", "auth.session_revoked")
             .await
     }
@@ -578,6 +711,7 @@ impl IdentityService<'_> {
     /// Asks for a password-reset mail. Always succeeds (202) whether or not the account
     /// exists; only the per-email quota can refuse, and it counts unknown emails too.
     pub async fn forgot_password(&self, email: &str) -> Result<(), IdentityError> {
+        check_email_length(email)?;
         let Ok(email) = Email::parse(email) else {
             return Err(
                 DomainError::invalid("email", "format", "must be a valid email address").into(),

@@ -88,6 +88,16 @@ pub struct IdentitySettings {
     pub login_backoff_after: u32,
     /// Base URL of links in mails.
     pub public_url: String,
+    /// Sensitive actions (creating an API key) need a session whose password was proved
+    /// this recently.
+    pub reauthentication_window: Duration,
+    /// Lifetime of an API key created without `expires_at`.
+    pub api_key_default_ttl: Duration,
+    /// Longest lifetime an API key may be given.
+    pub api_key_max_ttl: Duration,
+    /// How long after a refresh the same refresh token may be presented again (two tabs
+    /// refreshing at once) and get the same successor instead of revoking the session.
+    pub refresh_grace: Duration,
 }
 
 impl Default for IdentitySettings {
@@ -102,6 +112,10 @@ impl Default for IdentitySettings {
             require_email_verification: false,
             login_backoff_after: 5,
             public_url: "http://127.0.0.1:8080".to_owned(),
+            reauthentication_window: Duration::from_secs(10 * 60),
+            api_key_default_ttl: Duration::from_secs(90 * 24 * 3600),
+            api_key_max_ttl: Duration::from_secs(365 * 24 * 3600),
+            refresh_grace: Duration::from_secs(10),
         }
     }
 }
@@ -130,6 +144,8 @@ pub struct IdentityService<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UserState {
     can_sign_in: bool,
+    /// `false` while the account waits for email confirmation.
+    verified: bool,
     permissions: Vec<String>,
 }
 
@@ -143,7 +159,8 @@ impl UserState {
 }
 
 fn user_key(user: UserId) -> String {
-    format!("identity:user:{user}")
+    // v2: the state gained `verified`; entries of the old shape are simply not read.
+    format!("identity:user:v2:{user}")
 }
 
 fn session_key(session: SessionId) -> String {
@@ -191,6 +208,7 @@ impl Identity {
         let permissions = self.ports.users.permissions_of(user).await?;
         let state = UserState {
             can_sign_in: account.can_sign_in(),
+            verified: account.status != crate::model::UserStatus::PendingVerification,
             permissions: permissions.iter().map(ToString::to_string).collect(),
         };
         if let Ok(bytes) = serde_json::to_vec(&state) {
@@ -291,12 +309,50 @@ impl IdentityService<'_> {
     }
 
     /// The caller's session, or an error when signed in with an API key (or not at all).
+    /// Unverified accounts pass: sign-out and verification are open to them.
     fn session_id(&self) -> Result<SessionId, IdentityError> {
         self.user_id()?;
         self.caller
             .actor
             .session_id()
             .ok_or(IdentityError::SessionRequired)
+    }
+
+    /// The caller's session for account self-service: API keys are refused (a leaked key must
+    /// not manage the account that owns it), and so are unverified accounts.
+    fn verified_session(&self) -> Result<SessionId, IdentityError> {
+        let session = self.session_id()?;
+        self.caller.actor.require_verified()?;
+        Ok(session)
+    }
+}
+
+/// Turns a hashing failure into the domain's answer: a saturated hasher is a short outage
+/// (503 with `Retry-After`), anything else a bug.
+pub(crate) fn hashing(error: crate::ports::HashError) -> IdentityError {
+    match error {
+        crate::ports::HashError::Busy => IdentityError::Rejected(
+            keel_kernel::DomainError::Unavailable("password hashing is saturated".into()),
+        ),
+        crate::ports::HashError::Failed(cause) => {
+            IdentityError::Rejected(keel_kernel::DomainError::Internal(cause))
+        }
+    }
+}
+
+/// The client a per-client counter is kept for: an IPv4 address, or the /64 network of an
+/// IPv6 one (one subscriber usually holds a whole /64, so single addresses are free to rotate).
+pub(crate) fn client_bucket(ip: Option<std::net::IpAddr>) -> String {
+    match ip {
+        Some(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Some(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(network))
+            }
+        },
+        None => "unknown".to_owned(),
     }
 }
 

@@ -108,6 +108,16 @@ impl World {
         Caller::new(actor)
     }
 
+    /// Link mails enqueued so far, composed as the worker composes them.
+    fn sent_mail(&self) -> Vec<keel_kernel::mail::Email> {
+        self.fakes
+            .jobs
+            .payloads::<crate::jobs::SendTokenMail>()
+            .iter()
+            .map(|job| self.identity.compose_token_mail(job).unwrap().email)
+            .collect()
+    }
+
     fn admin(&self) -> (crate::model::User, Caller) {
         let user = block_on(
             self.identity
@@ -240,7 +250,8 @@ fn refresh_rotates_and_reuse_kills_the_whole_session() {
     let live = block_on(w.identity.authenticate_bearer(&second.access_token));
     assert!(live.is_ok());
 
-    // The stolen first token comes back: refused, and the session dies.
+    // The stolen first token comes back after the grace window: refused, and the session dies.
+    w.clock.advance(Duration::seconds(11));
     assert!(matches!(
         block_on(service.refresh(&first.refresh_token)),
         Err(IdentityError::InvalidToken)
@@ -313,12 +324,9 @@ fn reset_links_work_once_and_end_every_session() {
     let visitor = anonymous();
     let service = w.identity.for_caller(&visitor);
     block_on(service.forgot_password("nobody@example.com")).unwrap();
-    assert!(
-        w.fakes.sent_mail().is_empty(),
-        "no mail for unknown addresses"
-    );
+    assert!(w.sent_mail().is_empty(), "no mail for unknown addresses");
     block_on(service.forgot_password("ADA@example.com")).unwrap();
-    let mail = w.fakes.sent_mail().pop().unwrap();
+    let mail = w.sent_mail().pop().unwrap();
     assert_eq!(mail.to, "ada@example.com");
     let token = mail
         .text
@@ -347,7 +355,7 @@ fn reset_links_expire() {
     let visitor = anonymous();
     let service = w.identity.for_caller(&visitor);
     block_on(service.forgot_password("ada@example.com")).unwrap();
-    let mail = w.fakes.sent_mail().pop().unwrap();
+    let mail = w.sent_mail().pop().unwrap();
     let token = mail
         .text
         .split("?token=")
@@ -592,4 +600,285 @@ fn ended_sessions_and_spent_tokens_are_purged_by_the_system_only() {
     );
     let purged = block_on(w.identity.for_system().purge_expired_credentials(later)).unwrap();
     assert_eq!(purged, (1, 1), "the session and the reset token");
+}
+
+fn link_token(mail: &keel_kernel::mail::Email) -> String {
+    mail.text
+        .split("?token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn two_tabs_refreshing_at_once_get_the_same_successor() {
+    let w = world();
+    w.register("ada@example.com");
+    let first = w.login("ada@example.com");
+    let visitor = anonymous();
+    let service = w.identity.for_caller(&visitor);
+    let tab_a = block_on(service.refresh(&first.refresh_token)).unwrap();
+    w.clock.advance(Duration::seconds(5));
+    let tab_b = block_on(service.refresh(&first.refresh_token)).unwrap();
+    assert_eq!(tab_a.refresh_token, tab_b.refresh_token);
+    assert!(block_on(w.identity.authenticate_bearer(&tab_b.access_token)).is_ok());
+    // Once the successor is used, the old token has no grace left: reuse revokes.
+    let next = block_on(service.refresh(&tab_a.refresh_token)).unwrap();
+    assert!(block_on(service.refresh(&first.refresh_token)).is_err());
+    assert!(block_on(w.identity.authenticate_bearer(&next.access_token)).is_err());
+}
+
+#[test]
+fn link_mails_carry_no_usable_token_in_the_job() {
+    let w = world();
+    w.register("ada@example.com");
+    block_on(
+        w.identity
+            .for_caller(&anonymous())
+            .forgot_password("ada@example.com"),
+    )
+    .unwrap();
+    let token = link_token(&w.sent_mail().pop().unwrap());
+    for job in w.fakes.jobs.payloads::<crate::jobs::SendTokenMail>() {
+        let payload = serde_json::to_string(&job).unwrap();
+        assert!(!payload.contains(&token), "{payload}");
+    }
+}
+
+#[test]
+fn a_reset_ends_every_other_link_and_every_api_key() {
+    let w = world();
+    w.register("ada@example.com");
+    let ada = w.caller(&w.login("ada@example.com"));
+    let key = block_on(
+        w.identity
+            .for_caller(&ada)
+            .create_api_key(NewApiKeyRequest {
+                name: "ci".into(),
+                ..NewApiKeyRequest::default()
+            }),
+    )
+    .unwrap();
+    let visitor = anonymous();
+    let service = w.identity.for_caller(&visitor);
+    block_on(service.forgot_password("ada@example.com")).unwrap();
+    block_on(service.forgot_password("ada@example.com")).unwrap();
+    let mails = w.sent_mail();
+    let (older, newer) = (link_token(&mails[0]), link_token(&mails[1]));
+    block_on(service.reset_password(&newer, "brand-new-secret-9")).unwrap();
+    assert!(block_on(service.reset_password(&older, "another-secret-10")).is_err());
+    assert!(block_on(w.identity.authenticate_api_key(&key.plaintext)).is_err());
+}
+
+#[test]
+fn api_keys_need_a_fresh_session_and_always_expire() {
+    let w = world();
+    w.register("ada@example.com");
+    let ada = w.caller(&w.login("ada@example.com"));
+    let service = w.identity.for_caller(&ada);
+    let key = block_on(service.create_api_key(NewApiKeyRequest {
+        name: "ci".into(),
+        ..NewApiKeyRequest::default()
+    }))
+    .unwrap();
+    assert_eq!(key.key.expires_at, Some(start() + Duration::days(90)));
+    let too_far = block_on(service.create_api_key(NewApiKeyRequest {
+        name: "ci".into(),
+        expires_at: Some(start() + Duration::days(400)),
+        ..NewApiKeyRequest::default()
+    }))
+    .unwrap_err();
+    assert!(
+        matches!(domain(too_far), DomainError::Validation(e) if e[0].field == "expires_at" && e[0].code == "too_far")
+    );
+    // A key cannot mint keys, nor manage the account.
+    let by_key = Caller::new(block_on(w.identity.authenticate_api_key(&key.plaintext)).unwrap());
+    let keys = w.identity.for_caller(&by_key);
+    assert!(matches!(
+        block_on(keys.create_api_key(NewApiKeyRequest::default())),
+        Err(IdentityError::SessionRequired)
+    ));
+    assert!(matches!(
+        block_on(keys.logout_all()),
+        Err(IdentityError::SessionRequired)
+    ));
+    assert!(matches!(
+        block_on(keys.change_password(PASSWORD, "new-plum-orbit-8")),
+        Err(IdentityError::SessionRequired)
+    ));
+    // Eleven minutes after sign-in (refreshes do not count), a session must prove itself again.
+    w.clock.advance(Duration::minutes(11));
+    assert!(matches!(
+        block_on(service.create_api_key(NewApiKeyRequest {
+            name: "late".into(),
+            ..NewApiKeyRequest::default()
+        })),
+        Err(IdentityError::ReauthenticationRequired)
+    ));
+    block_on(service.change_password(PASSWORD, "new-plum-orbit-8")).unwrap();
+    assert!(
+        block_on(service.create_api_key(NewApiKeyRequest {
+            name: "after password change".into(),
+            ..NewApiKeyRequest::default()
+        }))
+        .is_ok()
+    );
+}
+
+#[test]
+fn wrong_current_passwords_are_counted_like_failed_logins() {
+    let w = world();
+    w.register("ada@example.com");
+    let ada = w.caller(&w.login("ada@example.com"));
+    let service = w.identity.for_caller(&ada);
+    for _ in 0..5 {
+        assert!(matches!(
+            domain(
+                block_on(service.change_password("wrong-guess-123", "new-plum-orbit-8"))
+                    .unwrap_err()
+            ),
+            DomainError::Validation(_)
+        ));
+    }
+    let before = w.fakes.hasher.verifications();
+    assert!(matches!(
+        domain(block_on(service.change_password(PASSWORD, "new-plum-orbit-8")).unwrap_err()),
+        DomainError::RateLimited { .. }
+    ));
+    assert_eq!(
+        w.fakes.hasher.verifications(),
+        before,
+        "refused before hashing"
+    );
+}
+
+#[test]
+fn roles_are_only_handed_out_by_those_who_hold_their_power() {
+    let w = world();
+    let (_, root) = w.admin();
+    let admin_role = block_on(w.identity.for_system().list_roles())
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == ADMIN_ROLE)
+        .unwrap();
+    let member_role = block_on(w.identity.for_system().list_roles())
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == MEMBER_ROLE)
+        .unwrap();
+    let managers = block_on(w.identity.for_caller(&root).create_role(
+        "managers",
+        None,
+        &[
+            "users:read".into(),
+            "users:write".into(),
+            "roles:write".into(),
+            "roles:read".into(),
+        ],
+    ))
+    .unwrap();
+    let eve = w.register("eve@example.com");
+    block_on(w.identity.for_caller(&root).grant_role(eve.id, managers.id)).unwrap();
+    let eve_caller = w.caller(&w.login("eve@example.com"));
+    let eve_service = w.identity.for_caller(&eve_caller);
+
+    // Not admin for herself, not the member role rewritten, not a role with power she lacks.
+    assert!(matches!(
+        block_on(eve_service.grant_role(eve.id, admin_role.id)),
+        Err(IdentityError::AdminOnly)
+    ));
+    assert!(matches!(
+        block_on(eve_service.set_role_permissions(member_role.id, &["widgets:write".into()])),
+        Err(IdentityError::AdminOnly)
+    ));
+    assert!(matches!(
+        domain(block_on(eve_service.create_role("power", None, &["widgets:write".into()])).unwrap_err()),
+        DomainError::Forbidden { permission } if permission == "widgets:write"
+    ));
+    // Nor can she suspend the administrator, who holds more than she does.
+    let (root_user, _) = (
+        block_on(
+            w.identity
+                .for_system()
+                .list_users(keel_kernel::ListQuery::first_page(&crate::USER_LIST_SPEC)),
+        )
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|u| u.email.as_str() == "root@example.com")
+        .unwrap(),
+        (),
+    );
+    assert!(matches!(
+        domain(
+            block_on(eve_service.update_user(
+                root_user.id,
+                UserPatch {
+                    status: Some(UserStatus::Suspended),
+                    ..UserPatch::default()
+                }
+            ))
+            .unwrap_err()
+        ),
+        DomainError::Forbidden { .. }
+    ));
+    // What she holds, she may grant.
+    let bob = w.register("bob@example.com");
+    let readers = block_on(w.identity.for_caller(&root).create_role(
+        "readers",
+        None,
+        &["users:read".into()],
+    ))
+    .unwrap();
+    assert!(block_on(eve_service.grant_role(bob.id, readers.id)).is_ok());
+}
+
+#[test]
+fn unverified_accounts_may_only_read_their_profile_and_verify() {
+    let clock = Arc::new(ManualClock::new(start()));
+    let f = fakes(clock);
+    let identity = Identity::new(
+        f.ports,
+        IdentitySettings {
+            require_email_verification: true,
+            ..IdentitySettings::default()
+        },
+    );
+    block_on(identity.for_system().sync_rbac(&catalog())).unwrap();
+    block_on(identity.for_caller(&anonymous()).register(Registration {
+        email: "ada@example.com".into(),
+        password: PASSWORD.into(),
+        full_name: None,
+    }))
+    .unwrap();
+    let tokens = block_on(
+        identity
+            .for_caller(&anonymous())
+            .login("ada@example.com", PASSWORD),
+    )
+    .unwrap();
+    let actor = block_on(identity.authenticate_bearer(&tokens.access_token)).unwrap();
+    assert!(matches!(actor, Actor::Unverified { .. }));
+    let caller = Caller::new(actor);
+    let service = identity.for_caller(&caller);
+    assert!(block_on(service.me()).is_ok());
+    assert!(block_on(service.request_email_verification()).is_ok());
+    let refused = |e: IdentityError| {
+        matches!(
+            domain(e),
+            DomainError::Refused {
+                code: "auth.email_unverified",
+                ..
+            }
+        )
+    };
+    assert!(refused(
+        block_on(service.create_api_key(NewApiKeyRequest::default())).unwrap_err()
+    ));
+    assert!(refused(block_on(service.sessions()).unwrap_err()));
+    assert!(refused(
+        block_on(service.update_me(Some("Ada".into()))).unwrap_err()
+    ));
+    assert!(block_on(service.logout()).is_ok());
 }
