@@ -74,13 +74,16 @@ fn dockerfile_targets_run_the_right_binaries_as_non_root() {
             "Qm4Lx8Rw2Tz6Yb1Nc5Vd9Hf3Jg7Ks0Pa4E",
         ),
         ("APP__AUTH__ACTIVE_PEPPER", "p1"),
+        ("APP__APP__PUBLIC_URL", "https://app.example.com"),
         ("DATABASE_URL", "postgres://keel@db/keel"),
     ]))
     .unwrap();
 
-    for (target, binary, port) in [
-        ("api", "api", Some(production.server.port)),
-        ("worker", "worker", Some(production.worker.port)),
+    let api_ports = format!("{} {}", production.server.port, production.ops.port);
+    let worker_port = production.worker.port.to_string();
+    for (target, binary, ports) in [
+        ("api", "api", Some(api_ports.as_str())),
+        ("worker", "worker", Some(worker_port.as_str())),
         ("migrations", "api", None),
     ] {
         let stage = stage(&dockerfile, target);
@@ -115,12 +118,8 @@ fn dockerfile_targets_run_the_right_binaries_as_non_root() {
             "{target}: `{}` is not a valid command",
             argv.join(" ")
         );
-        if let Some(port) = port {
-            assert_eq!(
-                value(&stage, "EXPOSE"),
-                Some(port.to_string().as_str()),
-                "{target}"
-            );
+        if let Some(ports) = ports {
+            assert_eq!(value(&stage, "EXPOSE"), Some(ports), "{target}");
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `/health/live`, `/health/ready`, `/health`.
+//! `/health/live`, `/health/ready` (public port and operations listener), `/health` (operations
+//! listener only).
 
 use crate::support::{assert_problem, spawn_app};
 
@@ -14,7 +15,7 @@ async fn liveness_readiness_and_the_report_answer() {
     assert_eq!(ready["checks"][0]["name"], "database");
     assert_eq!(ready["checks"][0]["status"], "ok");
 
-    let report = app.get_json("/health", 200).await;
+    let report: serde_json::Value = app.ops_get("/health").await.json().await.unwrap();
     assert_eq!(report["status"], "ok");
     assert!(report["version"].is_string());
     assert!(report["checks"][0]["latency_ms"].is_number());

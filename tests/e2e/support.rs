@@ -15,6 +15,8 @@ use serde_json::Value;
 pub(crate) struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub(crate) base: String,
+    /// `http://127.0.0.1:<ops port>`: the operations listener (`/metrics`, `/health/*`).
+    pub(crate) ops_base: String,
     /// An HTTP client with a short timeout.
     pub(crate) client: reqwest::Client,
     /// The domain services on the same database, for arranging state.
@@ -55,6 +57,7 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
         ("APP__SERVER__WORKERS", "1"),
         ("APP__DATABASE__MAX_CONNECTIONS", "5"),
         ("APP__WORKER__PORT", "0"),
+        ("APP__OPS__PORT", "0"),
         // Fast job turnaround for tests: idle polls every 50 ms, a silent worker is dead
         // after 2 s.
         ("APP__JOBS__POLL_INTERVAL", "50ms"),
@@ -81,6 +84,7 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
         .await
         .expect("the app starts");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let ops_base = format!("http://127.0.0.1:{}", app.ops_port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
 
@@ -89,6 +93,7 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
         .expect("a test pool");
     TestApp {
         base,
+        ops_base,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -108,6 +113,20 @@ impl TestApp {
     /// The absolute URL of `path`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The absolute URL of `path` on the operations listener.
+    pub(crate) fn ops_url(&self, path: &str) -> String {
+        format!("{}{path}", self.ops_base)
+    }
+
+    /// `GET path` on the operations listener.
+    pub(crate) async fn ops_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.ops_url(path))
+            .send()
+            .await
+            .expect("the request completes")
     }
 
     /// `GET path`.

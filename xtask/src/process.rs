@@ -44,6 +44,8 @@ pub(crate) fn start_api_with(
         .current_dir(dir)
         .envs(vars.iter().copied())
         .env("APP__SERVER__PORT", port.to_string())
+        // Any free port for the operations listener: runs never collide on 8082.
+        .env("APP__OPS__PORT", "0")
         .env("APP__TELEMETRY__LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

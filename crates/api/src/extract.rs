@@ -3,11 +3,13 @@
 use std::future::{Ready, ready};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use actix_web::error::PayloadError;
-use actix_web::http::header;
+use actix_web::http::header::{self, X_FORWARDED_FOR};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
+use ipnet::IpNet;
 use keel_identity::{Identity, IdentityError};
 use keel_kernel::{Actor, DomainError, FieldError, ListQuery, ListSpec, Origin};
 use serde::Deserialize;
@@ -199,29 +201,85 @@ impl<T: FromStr> FromRequest for IdPath<T> {
     }
 }
 
-/// Whether to take the client address from `Forwarded` / `X-Forwarded-For`
-/// (`server.trust_forwarded_headers`); registered as app data.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrustForwardedHeaders(pub bool);
+/// The reverse proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`);
+/// registered as app data. Empty: the peer address is the client, whatever the headers say.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Arc<[IpNet]>);
 
-/// The client's address: the peer, or the forwarded client when the proxy is trusted.
-pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    let trusted = req.app_data::<TrustForwardedHeaders>().is_some_and(|t| t.0);
-    if trusted
-        && let Some(ip) = req
-            .connection_info()
-            .realip_remote_addr()
-            .and_then(parse_ip)
-    {
-        return Some(ip);
+impl TrustedProxies {
+    /// Trusts the given networks.
+    pub fn new(proxies: &[IpNet]) -> Self {
+        Self(proxies.iter().copied().collect())
     }
-    req.peer_addr().map(|addr| addr.ip())
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client of a request whose TCP peer is `peer` and whose `X-Forwarded-For` header
+    /// lines are `forwarded_for`, in the order received.
+    ///
+    /// Each proxy appends the address it received the request from, so only the right-most
+    /// hops are written by proxies Keel trusts; everything to their left is whatever the client
+    /// sent. The client is therefore the right-most hop that is not a trusted proxy. Hops left
+    /// of it are never read, so a client cannot forge them into anything; an unreadable hop
+    /// where the proxies should have written a valid one means a misconfigured chain, and the
+    /// peer is used rather than a guess. When every hop is a trusted proxy (a request from
+    /// inside the proxy network), the left-most is the client.
+    pub fn client<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl IntoIterator<Item = &'a header::HeaderValue>,
+    ) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let lines: Vec<&header::HeaderValue> = forwarded_for.into_iter().collect();
+        let hops = lines
+            .iter()
+            .flat_map(|line| line.as_bytes().split(|b| *b == b','))
+            // HTTP lists may contain empty elements (`a, , b`); they carry nothing.
+            .filter(|hop| !hop.trim_ascii().is_empty())
+            .rev();
+        let mut leftmost = None;
+        for hop in hops {
+            let Some(ip) = parse_hop(hop) else {
+                return peer;
+            };
+            if !self.trusts(ip) {
+                return ip;
+            }
+            leftmost = Some(ip);
+        }
+        leftmost.unwrap_or(peer)
+    }
 }
 
-fn parse_ip(raw: &str) -> Option<IpAddr> {
-    raw.parse::<IpAddr>()
+/// The client's address: the TCP peer, or when the peer is a trusted proxy
+/// (`server.trusted_proxies`), the right-most `X-Forwarded-For` hop that is not one.
+pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    Some(match req.app_data::<TrustedProxies>() {
+        Some(proxies) => proxies.client(peer, req.headers().get_all(X_FORWARDED_FOR)),
+        None => peer.to_canonical(),
+    })
+}
+
+/// One `X-Forwarded-For` element: an address, optionally with a port (`203.0.113.7:4711`,
+/// `[2001:db8::1]:443`) as some proxies write it.
+fn parse_hop(raw: &[u8]) -> Option<IpAddr> {
+    let raw = std::str::from_utf8(raw.trim_ascii()).ok()?;
+    let ip = raw
+        .parse::<IpAddr>()
         .ok()
         .or_else(|| raw.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            raw.strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|r| r.parse::<IpAddr>().ok())
+        })?;
+    Some(ip.to_canonical())
 }
 
 /// Where the request came from, for the activity log.
@@ -361,6 +419,73 @@ mod tests {
             Err(ApiError::Domain(DomainError::Validation(errors))) => errors,
             other => panic!("expected a validation error, got {other:?}"),
         }
+    }
+
+    fn client_of(trusted: &[&str], peer: &str, lines: &[&str]) -> String {
+        let nets: Vec<IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
+        let values: Vec<header::HeaderValue> = lines
+            .iter()
+            .map(|l| header::HeaderValue::from_str(l).unwrap())
+            .collect();
+        TrustedProxies::new(&nets)
+            .client(peer.parse().unwrap(), &values)
+            .to_string()
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+        assert_eq!(
+            client_of(&[], "198.51.100.9", &["203.0.113.7"]),
+            "198.51.100.9"
+        );
+        assert_eq!(
+            client_of(&["10.0.0.0/8"], "198.51.100.9", &["203.0.113.7"]),
+            "198.51.100.9"
+        );
+        // A trusted peer without the header is the client itself.
+        assert_eq!(client_of(&["10.0.0.0/8"], "10.0.0.2", &[]), "10.0.0.2");
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop_across_every_header_line() {
+        let proxies = ["10.0.0.0/8", "2001:db8:ffff::/48"];
+        // The client forged the left-most hop; the proxies appended the real one.
+        assert_eq!(
+            client_of(&proxies, "10.0.0.2", &["1.1.1.1, 203.0.113.7, 10.0.0.1"]),
+            "203.0.113.7"
+        );
+        // Lines are one list, in order; ports and empty elements are tolerated.
+        assert_eq!(
+            client_of(
+                &proxies,
+                "10.0.0.2",
+                &["1.1.1.1", "203.0.113.7:4711, , 10.0.0.1"]
+            ),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            client_of(&proxies, "2001:db8:ffff::2", &["[2001:db8:1::5]:443"]),
+            "2001:db8:1::5"
+        );
+        // Garbage left of the client is never read; garbage where a proxy writes is.
+        assert_eq!(
+            client_of(&proxies, "10.0.0.2", &["not-an-ip, 203.0.113.7"]),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            client_of(&proxies, "10.0.0.2", &["203.0.113.7, bogus"]),
+            "10.0.0.2"
+        );
+        // Every hop trusted: the left-most is the client.
+        assert_eq!(
+            client_of(&proxies, "10.0.0.2", &["10.9.9.9, 10.0.0.1"]),
+            "10.9.9.9"
+        );
+        // IPv4-mapped IPv6 peers match IPv4 networks.
+        assert_eq!(
+            client_of(&proxies, "::ffff:10.0.0.2", &["203.0.113.7"]),
+            "203.0.113.7"
+        );
     }
 
     #[test]

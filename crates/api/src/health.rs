@@ -1,4 +1,6 @@
 //! Liveness, readiness and the detailed health report, plus the Prometheus scrape endpoint.
+//! The api serves the probes on its public port and everything on its operations listener
+//! (`ops.port`); the worker serves everything on `worker.port`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,12 +84,18 @@ impl HealthRegistry {
     }
 }
 
-/// Registers `/health/live`, `/health/ready`, `/health` and `/metrics`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers `/health/live` and `/health/ready`: what the public port keeps for probes.
+pub fn configure_probes(cfg: &mut web::ServiceConfig) {
     // `web::resource` (not `cfg.route`) so other methods get 405 rather than 404.
     cfg.service(web::resource("/health/live").route(web::get().to(live)))
-        .service(web::resource("/health/ready").route(web::get().to(ready)))
-        .service(web::resource("/health").route(web::get().to(report)))
+        .service(web::resource("/health/ready").route(web::get().to(ready)));
+}
+
+/// Registers the probes plus `/health` (versions, latencies) and `/metrics`: the operations
+/// listener's routes, which tell an attacker more than a probe needs to.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    configure_probes(cfg);
+    cfg.service(web::resource("/health").route(web::get().to(report)))
         .service(web::resource("/metrics").route(web::get().to(metrics)));
 }
 
@@ -167,14 +175,7 @@ async fn ready(registry: web::Data<HealthRegistry>) -> HttpResponse {
 }
 
 /// Every check with its latency, the version and the uptime. Always 200: it is a report;
-/// `/health/ready` is the signal.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "operations",
-    operation_id = "health_report",
-    responses((status = 200, description = "The report.", body = HealthStatus))
-)]
+/// `/health/ready` is the signal. Operations listener only, so not in the public document.
 async fn report(registry: web::Data<HealthRegistry>) -> HttpResponse {
     let reports = registry.run().await;
     let healthy = reports.iter().all(|r| r.error.is_none());
@@ -188,14 +189,7 @@ async fn report(registry: web::Data<HealthRegistry>) -> HttpResponse {
         })
 }
 
-/// Prometheus text exposition.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    operation_id = "metrics",
-    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String))
-)]
+/// Prometheus text exposition. Operations listener only, so not in the public document.
 async fn metrics(handle: web::Data<MetricsHandle>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((
@@ -205,7 +199,7 @@ async fn metrics(handle: web::Data<MetricsHandle>) -> HttpResponse {
         .body(handle.render())
 }
 
-/// The OpenAPI document of the operations routes.
+/// The OpenAPI document of the probes the public port serves.
 #[derive(Debug, utoipa::OpenApi)]
-#[openapi(paths(live, ready, report, metrics))]
+#[openapi(paths(live, ready))]
 pub struct HealthDoc;

@@ -3,6 +3,7 @@
 //! Per-account limits (login backoff, reset mails per address) live in the identity domain;
 //! this is the outer ring that stops one address from hammering every account.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -47,6 +48,20 @@ fn set_headers(headers: &mut HeaderMap, allowance: Allowance, window_secs: u64) 
     }
 }
 
+/// The bucket an address counts against: the address itself for IPv4, its /64 network for
+/// IPv6, because one subscriber usually holds a whole /64 and could otherwise rotate through
+/// 2^64 addresses, each with a fresh quota.
+fn bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let network = Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{network}/64")
+        }
+    }
+}
+
 /// Counts the request against its client IP; 429 problem with `Retry-After` when over.
 pub async fn limit_by_ip<B>(
     req: ServiceRequest,
@@ -62,7 +77,7 @@ where
     else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let ip = client_ip(req.request()).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let ip = client_ip(req.request()).map_or_else(|| "unknown".to_owned(), bucket);
     let key = format!("rate:auth-ip:{ip}");
     let window = limit.quota.window.as_secs();
     match check(limit.counters.as_ref(), &key, limit.quota).await {
@@ -85,5 +100,19 @@ where
             tracing::warn!(%error, "rate limiter unavailable; request allowed");
             Ok(next.call(req).await?.map_into_left_body())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_the_bucket_of_their_64() {
+        let key = |raw: &str| bucket(raw.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:1:2:3"), key("2001:db8:1:2::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -1,4 +1,5 @@
-//! The HTTP servers: the api itself, and the small operations server the worker runs.
+//! The HTTP servers: the api itself, and the small operations server (`/health/*`,
+//! `/metrics`) the api and the worker each run on their own port.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use keel_telemetry::MetricsHandle;
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::error::ApiError;
-use crate::extract::{BodyLimit, TrustForwardedHeaders};
+use crate::extract::{BodyLimit, TrustedProxies};
 use crate::health::{self, HealthRegistry};
 use crate::middleware::{RequestTimeout, cors, observe, security_headers};
 use crate::ratelimit::AuthRateLimit;
@@ -157,7 +158,8 @@ pub fn api_server(
     let openapi_document = web::Data::new(OpenApiJson(web::Bytes::from(
         crate::openapi::document_json(),
     )));
-    let trust_forwarded = TrustForwardedHeaders(server.trust_forwarded_headers);
+    let trusted_proxies = TrustedProxies::new(&server.trusted_proxies);
+    let docs_enabled = settings.docs.enabled;
     let health = web::Data::new(health);
     let metrics = web::Data::new(metrics);
     let cors_settings = server.cors.clone();
@@ -177,7 +179,7 @@ pub fn api_server(
             .app_data(auth_rate_limit.clone())
             .app_data(jwks_document.clone())
             .app_data(openapi_document.clone())
-            .app_data(trust_forwarded)
+            .app_data(trusted_proxies.clone())
             .app_data(health.clone())
             .app_data(metrics.clone())
             .app_data(BodyLimit(body_limit))
@@ -187,9 +189,15 @@ pub fn api_server(
             .wrap(from_fn(observe))
             .wrap(security_headers(production))
             .wrap(Compress::default())
-            .configure(health::configure)
+            // `/health` and `/metrics` live on the operations listener (`ops_server`).
+            .configure(health::configure_probes)
             .service(web::resource("/.well-known/jwks.json").route(web::get().to(jwks)))
-            .configure(configure_docs)
+            .configure(|cfg| {
+                // Unregistered, they fall through to the default service: a 404 problem.
+                if docs_enabled {
+                    configure_docs(cfg);
+                }
+            })
             .service(web::scope(API_PREFIX).configure(domains::configure))
             .default_service(web::to(route_not_found))
     })
@@ -202,7 +210,8 @@ pub fn api_server(
     .run())
 }
 
-/// Builds the worker's operations server (`/health/*`, `/metrics`) on `listener`.
+/// Builds an operations server (`/health/*`, `/metrics`) on `listener`: the api's on
+/// `ops.port`, the worker's on `worker.port`. Like [`api_server`], the caller stops it.
 pub fn ops_server(
     listener: TcpListener,
     shutdown_timeout: Duration,

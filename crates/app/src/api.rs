@@ -1,4 +1,5 @@
-//! The `api` process: HTTP server plus housekeeping tasks.
+//! The `api` process: the public HTTP server, the operations listener (`/health/*`,
+//! `/metrics` on `ops.port`) and housekeeping tasks.
 
 use actix_web::dev::Server;
 /// Stops a running server (`stop(true)` drains in-flight requests first).
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use keel_api::ratelimit::AuthRateLimit;
-use keel_api::{ApiServices, api_server};
+use keel_api::{ApiServices, api_server, ops_server};
 use keel_config::Settings;
 use keel_infrastructure::DatabaseConnection;
 use keel_kernel::throttle::Quota;
@@ -23,6 +24,8 @@ use crate::startup::{bind, open_database, readiness};
 pub struct ApiApplication {
     server: Server,
     port: u16,
+    ops: Server,
+    ops_port: u16,
     db: DatabaseConnection,
     metrics: MetricsHandle,
     settings: Settings,
@@ -32,6 +35,7 @@ impl std::fmt::Debug for ApiApplication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiApplication")
             .field("port", &self.port)
+            .field("ops_port", &self.ops_port)
             .finish_non_exhaustive()
     }
 }
@@ -52,6 +56,14 @@ impl ApiApplication {
             &settings.server.host,
             settings.server.port,
             "server.host, server.port",
+        )?;
+        let (ops_listener, ops_port) =
+            bind(&settings.ops.host, settings.ops.port, "ops.host, ops.port")?;
+        let ops = ops_server(
+            ops_listener,
+            settings.server.shutdown_timeout,
+            health.clone(),
+            metrics.clone(),
         )?;
         let server = api_server(
             listener,
@@ -78,6 +90,8 @@ impl ApiApplication {
         Ok(Self {
             server,
             port,
+            ops,
+            ops_port,
             db,
             metrics,
             settings,
@@ -89,16 +103,22 @@ impl ApiApplication {
         self.port
     }
 
+    /// The bound port of the operations listener (useful when `ops.port` is 0).
+    pub fn ops_port(&self) -> u16 {
+        self.ops_port
+    }
+
     /// A handle that stops the server: `stop(true)` drains in-flight requests first.
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped through its handle, then stops the background
-    /// tasks and closes the pool.
+    /// Serves until the server is stopped through its handle, then stops the operations
+    /// listener and the background tasks and closes the pool.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(
             port = self.port,
+            ops_port = self.ops_port,
             environment = %self.settings.environment,
             "api listening"
         );
@@ -112,8 +132,17 @@ impl ApiApplication {
         .run(shutdown.clone());
         let background = tokio::spawn(background);
 
+        // Beside the api server, and stopped after it: probes and scrapes keep answering while
+        // the api drains.
+        let ops_handle = self.ops.handle();
+        let ops = tokio::spawn(self.ops);
+
         let served = self.server.await;
         tracing::info!("http server stopped; in-flight requests drained");
+        ops_handle.stop(true).await;
+        if let Ok(Err(error)) = ops.await {
+            tracing::warn!(%error, "ops server failed");
+        }
         shutdown.cancel();
         if let Ok(Err(error)) = background.await {
             tracing::warn!(%error, "background tasks did not stop cleanly");

@@ -127,8 +127,11 @@ async fn serve_and_stop(dir: &Path, vars: &[(&str, &str)]) {
     let mut api = start(API, dir, "api.log", vars);
     let listening = wait_for_log(&mut api, "api listening");
     let base = format!("http://127.0.0.1:{}", listening["port"]);
+    let ops = format!("http://127.0.0.1:{}", listening["ops_port"]);
 
     let (status, _, body) = get(&format!("{base}/health/ready"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = get(&format!("{ops}/health/ready"), None).await;
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = get(&format!("{base}/api/v1/release-notes"), Some("bin-trace-7")).await;
     assert_eq!(status, 200);
@@ -142,7 +145,10 @@ async fn serve_and_stop(dir: &Path, vars: &[(&str, &str)]) {
         assert_eq!(got, status, "{path}: {body}");
         assert_eq!(content_type, "application/problem+json", "{path}");
     }
-    let (_, _, metrics) = get(&format!("{base}/metrics"), None).await;
+    // Metrics are on the operations listener only.
+    let (status, _, _) = get(&format!("{base}/metrics"), None).await;
+    assert_eq!(status, 404);
+    let (_, _, metrics) = get(&format!("{ops}/metrics"), None).await;
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(
         metrics.contains(r#"route="/api/v1/release-notes/{id}""#),
@@ -168,8 +174,12 @@ fn uuid_like() -> &'static str {
 #[tokio::test]
 async fn api_runs_with_no_configuration_at_all_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    // Only the port is chosen, so parallel tests never collide on 8080.
-    serve_and_stop(dir.path(), &[("APP__SERVER__PORT", "0")]).await;
+    // Only the ports are chosen, so parallel tests never collide on 8080 and 8082.
+    serve_and_stop(
+        dir.path(),
+        &[("APP__SERVER__PORT", "0"), ("APP__OPS__PORT", "0")],
+    )
+    .await;
     let data = dir.path().join("data");
     assert!(
         data.join("keel.db").is_file(),
@@ -188,7 +198,11 @@ async fn api_serves_the_same_on_the_test_database() {
     let dir = tempfile::tempdir().unwrap();
     serve_and_stop(
         dir.path(),
-        &[("APP__SERVER__PORT", "0"), ("DATABASE_URL", database.url())],
+        &[
+            ("APP__SERVER__PORT", "0"),
+            ("APP__OPS__PORT", "0"),
+            ("DATABASE_URL", database.url()),
+        ],
     )
     .await;
 }
@@ -196,7 +210,12 @@ async fn api_serves_the_same_on_the_test_database() {
 #[tokio::test]
 async fn worker_runs_beside_the_api_on_the_same_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut api = start(API, dir.path(), "api.log", &[("APP__SERVER__PORT", "0")]);
+    let mut api = start(
+        API,
+        dir.path(),
+        "api.log",
+        &[("APP__SERVER__PORT", "0"), ("APP__OPS__PORT", "0")],
+    );
     wait_for_log(&mut api, "api listening");
     let mut worker = start(
         WORKER,
@@ -253,6 +272,9 @@ fn config_check_redacts_secrets_and_bad_configuration_exits_2() {
         !stdout.contains(secret) && !stdout.contains("hunter2"),
         "{stdout}"
     );
+    for key in ["[ops]", "port = 8082", "trusted_proxies = []", "[docs]"] {
+        assert!(stdout.contains(key), "config check shows {key}: {stdout}");
+    }
 
     let output = run(
         API,
@@ -325,6 +347,7 @@ fn migrate_and_seed_commands() {
                 "9fQ2mL7xR4tW8yB1nC6vK3hJ5gD0sA2eZ",
             ),
             ("APP__AUTH__ACTIVE_PEPPER", "p1"),
+            ("APP__APP__PUBLIC_URL", "https://app.example.com"),
             ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
         ],
     );
@@ -379,6 +402,7 @@ async fn a_job_survives_its_worker_being_killed_mid_run() {
     let vars = [
         ("DATABASE_URL", database.url()),
         ("APP__SERVER__PORT", "0"),
+        ("APP__OPS__PORT", "0"),
         ("APP__WORKER__PORT", "0"),
         ("APP__JOBS__POLL_INTERVAL", "50ms"),
         ("APP__JOBS__HEARTBEAT_INTERVAL", "1s"),
@@ -490,6 +514,67 @@ fn unusable_schedule_and_mail_settings_stop_the_worker_with_exit_2_naming_the_ke
             text(&output.stderr).contains(key),
             "{vars:?}: {}",
             text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn production_refuses_an_open_edge_with_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let production = [
+        ("APP_ENV", "production"),
+        (
+            "APP__AUTH__JWT_SECRET",
+            "k3Jx9Qw2Lm8Zp4Rt6Vy1Nb5Hc7Gd0Fs2Ae",
+        ),
+        (
+            "APP__AUTH__PEPPERS__P1",
+            "9fQ2mL7xR4tW8yB1nC6vK3hJ5gD0sA2eZ",
+        ),
+        ("APP__AUTH__ACTIVE_PEPPER", "p1"),
+        ("APP__APP__PUBLIC_URL", "https://app.example.com"),
+        ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
+    ];
+    let output = run(API, dir.path(), &["config", "check"], &production);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("[docs]\nenabled = false"),
+        "docs are off: {stdout}"
+    );
+    assert!(stdout.contains("[ops]\nhost = \"0.0.0.0\""), "{stdout}");
+
+    for (var, value, key) in [
+        ("APP__RATE_LIMIT__ENABLED", "false", "rate_limit.enabled"),
+        (
+            "APP__SERVER__CORS__ALLOWED_ORIGINS",
+            "*",
+            "server.cors.allowed_origins",
+        ),
+        (
+            "APP__APP__PUBLIC_URL",
+            "http://app.example.com",
+            "app.public_url",
+        ),
+        (
+            "APP__SERVER__TRUST_FORWARDED_HEADERS",
+            "true",
+            "server.trusted_proxies",
+        ),
+    ] {
+        // Ports 0: should a refusal regress, the server starts without colliding.
+        let mut vars = production.to_vec();
+        vars.extend([
+            ("APP__SERVER__PORT", "0"),
+            ("APP__OPS__PORT", "0"),
+            (var, value),
+        ]);
+        let output = run(API, dir.path(), &[], &vars);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(var),
+            "{var}={value}: {stderr}"
         );
     }
 }

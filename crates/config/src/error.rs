@@ -14,6 +14,13 @@ const SECRET_KEYS: &[&str] = &[
     "bootstrap.admin_password",
 ];
 
+/// Keys that existed once, with what to use instead: a clearer message than "unknown key" for
+/// a configuration written for an older Keel.
+const REPLACED_KEYS: &[(&str, &str)] = &[(
+    "server.trust_forwarded_headers",
+    "was replaced by server.trusted_proxies: list the CIDRs of your reverse proxies (see docs/operations.md)",
+)];
+
 /// One configuration problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -85,7 +92,12 @@ impl ConfigError {
                         if path.last() != Some(field) {
                             path.push(field.clone());
                         }
-                        format!("unknown key; expected one of: {}", expected.join(", "))
+                        match REPLACED_KEYS.iter().find(|(old, _)| path.join(".") == *old) {
+                            Some((_, hint)) => (*hint).to_owned(),
+                            None => {
+                                format!("unknown key; expected one of: {}", expected.join(", "))
+                            }
+                        }
                     }
                     Kind::MissingField(field) => {
                         if path.last().map(String::as_str) != Some(field.as_ref()) {

@@ -6,6 +6,7 @@
 //! files. Unknown keys and bad values stop startup with a message naming the key and where its
 //! value came from. Secrets never appear in `Debug` output, logs or `config check`.
 
+mod duration;
 mod error;
 mod sources;
 mod validate;
@@ -81,6 +82,10 @@ pub struct Settings {
     pub server: ServerSettings,
     /// The worker's own health and metrics listener.
     pub worker: WorkerSettings,
+    /// The api's operations listener (`/metrics`, `/health/*`), apart from the public port.
+    pub ops: OpsSettings,
+    /// The OpenAPI document and the interactive docs.
+    pub docs: DocsSettings,
     /// The database.
     pub database: DatabaseSettings,
     /// Authentication.
@@ -95,6 +100,8 @@ pub struct Settings {
     pub mail: MailSettings,
     /// Background jobs and schedules.
     pub jobs: JobsSettings,
+    /// The activity log.
+    pub activity: ActivitySettings,
     /// Readiness checks.
     pub health: HealthSettings,
     /// Logs.
@@ -123,21 +130,23 @@ pub struct ServerSettings {
     #[serde(default)]
     pub workers: Option<usize>,
     /// Longest a handler may run before the caller gets 503.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub request_timeout: Duration,
     /// Longest SIGTERM waits for in-flight requests.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
     /// Idle keep-alive connection lifetime.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub keep_alive: Duration,
     /// Time a client has to send its request headers.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub client_request_timeout: Duration,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
-    /// Take the client address from forwarding headers (behind a trusted proxy only).
-    pub trust_forwarded_headers: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed; empty means the peer address is the
+    /// client. A bare address is a single host.
+    #[serde(deserialize_with = "cidr_list")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Cross-origin requests.
     pub cors: CorsSettings,
 }
@@ -152,7 +161,7 @@ pub struct CorsSettings {
     /// Whether browsers may send cookies and `Authorization` cross-origin.
     pub allow_credentials: bool,
     /// How long browsers may cache a preflight answer.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub max_age: Duration,
 }
 
@@ -165,8 +174,26 @@ pub struct WorkerSettings {
     /// Its port; 0 picks a free one.
     pub port: u16,
     /// Longest SIGTERM waits for running work.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+}
+
+/// `[ops]`: the api's operations listener, meant for scrapers and probes, not the internet.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+}
+
+/// `[docs]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocsSettings {
+    /// Serve `/openapi.json` and `/docs` on the public port.
+    pub enabled: bool,
 }
 
 /// `[database]`
@@ -183,16 +210,16 @@ pub struct DatabaseSettings {
     /// Connections kept open when idle.
     pub min_connections: u32,
     /// Longest to wait for a new connection.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// Longest a request waits for a pooled connection before failing with 503.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub acquire_timeout: Duration,
     /// Idle connections are closed after this long.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
     /// How long a SQLite writer waits for the write lock.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub sqlite_busy_timeout: Duration,
     /// SQLite is refused in production unless this is set.
     pub allow_sqlite_in_production: bool,
@@ -251,22 +278,22 @@ pub struct AuthSettings {
     /// `aud` of issued tokens, required on verification.
     pub audience: String,
     /// Access-token lifetime.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub access_token_ttl: Duration,
     /// Sliding session expiry.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub refresh_token_idle_ttl: Duration,
     /// Absolute session expiry.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub refresh_token_max_ttl: Duration,
     /// How long session and account state may be cached.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub session_cache_ttl: Duration,
     /// Password-reset link lifetime.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub reset_token_ttl: Duration,
     /// Email-verification link lifetime.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub verification_token_ttl: Duration,
     /// New accounts must confirm their email.
     pub require_email_verification: bool,
@@ -284,6 +311,21 @@ pub struct AuthSettings {
     pub argon2_parallelism: u32,
     /// Concurrent hashing operations; 0 = one per CPU.
     pub hashing_concurrency: usize,
+    /// Hashes allowed to wait for a slot; past that requests get 503 at once.
+    pub hashing_queue_limit: usize,
+    /// Creating an API key needs a session whose password was proved this recently.
+    #[serde(with = "duration")]
+    pub reauthentication_window: Duration,
+    /// Lifetime of an API key created without `expires_at`.
+    #[serde(with = "duration")]
+    pub api_key_default_ttl: Duration,
+    /// Longest lifetime an API key may have.
+    #[serde(with = "duration")]
+    pub api_key_max_ttl: Duration,
+    /// A refresh token presented again this soon after its exchange (two tabs) gets the same
+    /// successor instead of revoking the session.
+    #[serde(with = "duration")]
+    pub refresh_token_grace: Duration,
     /// The pepper new digests use.
     pub active_pepper: String,
     /// Every pepper still accepted, by id.
@@ -372,7 +414,7 @@ pub struct SmtpSettings {
     #[serde(serialize_with = "redact_optional")]
     pub password: Option<SecretString>,
     /// Longest one SMTP command may take.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub timeout: Duration,
 }
 
@@ -381,22 +423,31 @@ pub struct SmtpSettings {
 #[serde(deny_unknown_fields)]
 pub struct JobsSettings {
     /// How often an idle worker looks for new jobs.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub poll_interval: Duration,
     /// How often a worker proves it is alive; its running jobs go back to the queue after
     /// `heartbeat_interval × missed_heartbeats` of silence (a killed worker).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub heartbeat_interval: Duration,
     /// Heartbeats missed before a worker counts as dead.
     pub missed_heartbeats: u32,
     /// Finished jobs (succeeded or dead) older than this are purged by the `jobs.purge` schedule.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub retention: Duration,
     /// Per-queue settings.
     pub queues: QueuesSettings,
     /// Schedule overrides by name (`jobs.schedules.<name>.cron`, `.enabled`).
     #[serde(default)]
     pub schedules: std::collections::BTreeMap<String, ScheduleSettings>,
+}
+
+/// `[activity]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivitySettings {
+    /// Entries older than this are purged by the `purge_old_activity` schedule.
+    #[serde(with = "duration")]
+    pub retention: Duration,
 }
 
 /// `[jobs.queues]`
@@ -448,7 +499,7 @@ pub struct MailSettings {
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
     /// Each readiness check fails after this long.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub check_timeout: Duration,
 }
 
@@ -583,6 +634,25 @@ fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
             .collect(),
         OneOrMany::Many(list) => list,
     })
+}
+
+/// A list of CIDRs (or bare addresses), or (from environment variables) a comma-separated
+/// string of them; a bad entry fails the load naming the key.
+fn cidr_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    string_or_list(deserializer)?
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{entry}` is not a CIDR such as 10.0.0.0/8 or 2001:db8::/32, nor an IP address"
+                    ))
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

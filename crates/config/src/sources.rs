@@ -14,6 +14,10 @@ const DEFAULTS: &str = include_str!("defaults.toml");
 const PRODUCTION_DEFAULTS: &str = r#"
 [server]
 host = "0.0.0.0"
+[ops]
+host = "0.0.0.0"
+[docs]
+enabled = false
 [database]
 auto_migrate = false
 [telemetry]

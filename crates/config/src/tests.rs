@@ -15,6 +15,7 @@ fn production(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'st
         ("APP__AUTH__JWT_SECRET", STRONG_SECRET),
         ("APP__AUTH__PEPPERS__P1", STRONG_PEPPER),
         ("APP__AUTH__ACTIVE_PEPPER", "p1"),
+        ("APP__APP__PUBLIC_URL", "https://app.example.com"),
     ];
     vars.extend_from_slice(extra);
     vars
@@ -124,6 +125,7 @@ fn production_refuses_development_secrets_and_sqlite() {
         ("APP__AUTH__JWT_SECRET", "short"),
         ("APP__AUTH__PEPPERS__P1", STRONG_PEPPER),
         ("APP__AUTH__ACTIVE_PEPPER", "p1"),
+        ("APP__APP__PUBLIC_URL", "https://app.example.com"),
         ("DATABASE_URL", "postgres://keel@db/keel"),
     ])
     .unwrap_err();
@@ -139,6 +141,12 @@ fn production_refuses_development_secrets_and_sqlite() {
         "the development pepper is dropped"
     );
     assert_eq!(settings.server.host, "0.0.0.0");
+    assert_eq!(settings.ops.host, "0.0.0.0");
+    assert_eq!(settings.ops.port, 8082);
+    assert!(
+        !settings.docs.enabled,
+        "production hides the docs unless enabled"
+    );
     assert!(!settings.database.auto_migrate);
     assert_eq!(settings.telemetry.log_format, LogFormat::Json);
 
@@ -279,6 +287,8 @@ fn the_documented_defaults_file_is_complete() {
         "[server]",
         "[server.cors]",
         "[worker]",
+        "[ops]",
+        "[docs]",
         "[database]",
         "[auth]",
         "[auth.peppers]",
@@ -286,6 +296,7 @@ fn the_documented_defaults_file_is_complete() {
         "[redis]",
         "[bootstrap]",
         "[mail]",
+        "[activity]",
         "[health]",
         "[telemetry]",
     ] {
@@ -314,4 +325,136 @@ fn asymmetric_tokens_need_a_private_key_and_bootstrap_needs_both_halves() {
     );
     let err = load(&[("APP__AUTH__LOGIN_BACKOFF_AFTER", "50")]).unwrap_err();
     assert_eq!(problem_keys(&err), ["auth.login_backoff_after"]);
+}
+
+#[test]
+fn production_refuses_an_open_edge_naming_each_key() {
+    let postgres = ("DATABASE_URL", "postgres://keel@db/keel");
+    for (var, value, key) in [
+        ("APP__RATE_LIMIT__ENABLED", "false", "rate_limit.enabled"),
+        (
+            "APP__SERVER__CORS__ALLOWED_ORIGINS",
+            "https://app.example.com,*",
+            "server.cors.allowed_origins",
+        ),
+        (
+            "APP__APP__PUBLIC_URL",
+            "http://app.example.com",
+            "app.public_url",
+        ),
+    ] {
+        let err = load(&production(&[postgres, (var, value)])).unwrap_err();
+        assert_eq!(problem_keys(&err), [key], "{err}");
+        assert!(
+            err.to_string().contains(var),
+            "names where it was set: {err}"
+        );
+        // The same settings are a developer's choice outside production.
+        assert!(
+            load(&[(var, value)]).is_ok(),
+            "{var}={value} is fine locally"
+        );
+    }
+    // The built-in http:// default is refused too: production must name its public URL.
+    let err = load(&[
+        ("APP_ENV", "production"),
+        ("APP__AUTH__JWT_SECRET", STRONG_SECRET),
+        ("APP__AUTH__PEPPERS__P1", STRONG_PEPPER),
+        ("APP__AUTH__ACTIVE_PEPPER", "p1"),
+        postgres,
+    ])
+    .unwrap_err();
+    assert_eq!(problem_keys(&err), ["app.public_url"]);
+    // Docs may be turned back on.
+    let settings = load(&production(&[postgres, ("APP__DOCS__ENABLED", "true")])).unwrap();
+    assert!(settings.docs.enabled);
+}
+
+#[test]
+fn the_ops_listener_defaults_to_loopback_on_its_own_port() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(
+        (settings.ops.host.as_str(), settings.ops.port),
+        ("127.0.0.1", 8082)
+    );
+    assert!(settings.docs.enabled);
+    let err = load(&[("APP__SERVER__PORT", "9000"), ("APP__OPS__PORT", "9000")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["ops.port"]);
+    assert!(load(&[("APP__SERVER__PORT", "0"), ("APP__OPS__PORT", "0")]).is_ok());
+    let rendered = settings.to_redacted_toml();
+    assert!(
+        rendered.contains("[ops]") && rendered.contains("port = 8082"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn trusted_proxies_are_cidrs_checked_at_load() {
+    let settings = load(&[]).unwrap();
+    assert!(settings.server.trusted_proxies.is_empty());
+
+    let settings = load(&[(
+        "APP__SERVER__TRUSTED_PROXIES",
+        "10.1.2.3/8, 127.0.0.1, fd00::/8",
+    )])
+    .unwrap();
+    let proxies: Vec<String> = settings
+        .server
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+    let rendered = settings.to_redacted_toml();
+    assert!(
+        rendered.contains("trusted_proxies = [")
+            && rendered.contains(r#""10.0.0.0/8","#)
+            && rendered.contains(r#""fd00::/8","#),
+        "config check shows them: {rendered}"
+    );
+
+    let err = load(&[("APP__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,my-proxy")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["server.trusted_proxies"]);
+    assert!(err.to_string().contains("my-proxy"), "{err}");
+    assert_eq!(
+        err.problems()[0].origin.as_deref(),
+        Some("set by environment variable APP__SERVER__TRUSTED_PROXIES")
+    );
+    let err = load(&[("APP__SERVER__TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["server.trusted_proxies"]);
+}
+
+#[test]
+fn the_removed_forwarded_headers_switch_points_to_its_replacement() {
+    let err = load(&[("APP__SERVER__TRUST_FORWARDED_HEADERS", "true")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["server.trust_forwarded_headers"]);
+    assert!(
+        err.problems()[0].message.contains("server.trusted_proxies"),
+        "{err}"
+    );
+}
+
+#[test]
+fn activity_retention_defaults_to_90_days_and_must_be_positive() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(
+        settings.activity.retention,
+        Duration::from_secs(90 * 24 * 3600)
+    );
+    assert!(
+        settings
+            .to_redacted_toml()
+            .contains("[activity]\nretention = "),
+        "config check shows it: {}",
+        settings.to_redacted_toml()
+    );
+    let settings = load(&[("APP__ACTIVITY__RETENTION", "30d")]).unwrap();
+    assert_eq!(
+        settings.activity.retention,
+        Duration::from_secs(30 * 24 * 3600)
+    );
+    let err = load(&[("APP__ACTIVITY__RETENTION", "0s")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["activity.retention"]);
+    let err = load(&[("APP__ACTIVITY__RETENTION", "forever")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["activity.retention"]);
 }

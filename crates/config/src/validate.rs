@@ -89,6 +89,31 @@ fn validate_smtp(settings: &Settings, production: bool, problems: &mut Problems)
     );
 }
 
+/// What production refuses at the HTTP edge: settings that are fine on a laptop but leave a
+/// deployment open.
+fn validate_production_edge(settings: &Settings, problems: &mut Problems) {
+    problems.check(
+        settings.rate_limit.enabled,
+        "rate_limit.enabled",
+        "must be true in production (per-IP limits are what stops password guessing and sign-up floods)",
+    );
+    problems.check(
+        !settings
+            .server
+            .cors
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*"),
+        "server.cors.allowed_origins",
+        "must not contain \"*\" in production; list the origins of your web apps",
+    );
+    problems.check(
+        settings.app.public_url.starts_with("https://"),
+        "app.public_url",
+        "must start with https:// in production (password-reset and verification links carry tokens)",
+    );
+}
+
 pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     let mut problems = Problems::default();
     let production = settings.environment == Environment::Production;
@@ -126,6 +151,11 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         "must be between 1024 bytes and 1 GiB",
     );
     validate_jobs(settings, &mut problems);
+    problems.check(
+        !settings.activity.retention.is_zero(),
+        "activity.retention",
+        "must be greater than zero",
+    );
     validate_smtp(settings, production, &mut problems);
 
     let origins = &server.cors.allowed_origins;
@@ -148,6 +178,16 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         !settings.worker.host.trim().is_empty(),
         "worker.host",
         "must not be empty",
+    );
+    problems.check(
+        !settings.ops.host.trim().is_empty(),
+        "ops.host",
+        "must not be empty",
+    );
+    problems.check(
+        settings.ops.port == 0 || settings.ops.port != server.port,
+        "ops.port",
+        "must differ from server.port (the operations listener is a separate port)",
     );
 
     let database = &settings.database;
@@ -231,6 +271,31 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         problems.check(!value.is_zero(), key, "must be greater than zero");
     }
     problems.check(
+        !auth.reauthentication_window.is_zero(),
+        "auth.reauthentication_window",
+        "must be greater than zero",
+    );
+    problems.check(
+        !auth.api_key_default_ttl.is_zero() && auth.api_key_default_ttl <= auth.api_key_max_ttl,
+        "auth.api_key_default_ttl",
+        "must be greater than zero and at most auth.api_key_max_ttl",
+    );
+    problems.check(
+        auth.api_key_max_ttl <= std::time::Duration::from_secs(10 * 366 * 24 * 3600),
+        "auth.api_key_max_ttl",
+        "must be at most 10 years (rotate keys instead)",
+    );
+    problems.check(
+        auth.refresh_token_grace <= std::time::Duration::from_secs(60),
+        "auth.refresh_token_grace",
+        "must be at most 60s (a longer window lets a stolen refresh token be replayed unnoticed)",
+    );
+    problems.check(
+        auth.hashing_queue_limit <= 10_000,
+        "auth.hashing_queue_limit",
+        "must be at most 10000",
+    );
+    problems.check(
         auth.refresh_token_idle_ttl <= auth.refresh_token_max_ttl,
         "auth.refresh_token_idle_ttl",
         "must not exceed auth.refresh_token_max_ttl",
@@ -297,6 +362,7 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     );
 
     if production {
+        validate_production_edge(settings, &mut problems);
         problems.check(
             !database.is_sqlite() || database.allow_sqlite_in_production,
             "database.url",
