@@ -8,17 +8,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod access;
+mod activity;
 mod architecture;
 mod auth;
 mod deploy;
+mod edge;
 mod errors;
 mod health;
 mod http_basics;
+mod inputs;
 mod jobs;
 mod migrations;
 mod openapi;
 mod projects;
 mod release_notes;
+mod security;
 mod storage;
 mod support;
 // keel:new-domain:modules

@@ -149,7 +149,7 @@ impl ApiError {
             Self::RouteNotFound => Problem::new(
                 StatusCode::NOT_FOUND,
                 "route_not_found",
-                "no endpoint exists at this path; see /openapi.json",
+                "no endpoint exists at this path; the API reference lists every endpoint",
             ),
             Self::Status(status) => status_problem(*status),
             Self::Timeout => Problem::new(
@@ -236,6 +236,9 @@ fn domain_problem(error: &DomainError) -> Problem {
             error.code(),
             format!("this action needs the `{permission}` permission"),
         ),
+        DomainError::Refused { message, .. } => {
+            Problem::new(StatusCode::FORBIDDEN, error.code(), *message)
+        }
         DomainError::PreconditionFailed => Problem::new(
             StatusCode::PRECONDITION_FAILED,
             error.code(),

@@ -7,7 +7,7 @@
 //! binary), printed by `api openapi`, and written to `docs/openapi.json` by `cargo xtask
 //! openapi`.
 
-use keel_kernel::query::{DEFAULT_LIMIT, ListSpec, MAX_LIMIT};
+use keel_kernel::query::{DEFAULT_LIMIT, FieldKind, ListSpec, MAX_LIMIT, MAX_TEXT_VALUE_CHARS};
 use serde::Serialize;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -71,7 +71,13 @@ pub struct ProblemDoc {
     pub detail: String,
     /// The request path.
     pub instance: Option<String>,
-    /// Stable machine-readable code (see `docs/errors.md`).
+    /// Stable machine-readable code (see `docs/errors.md`): `validation_failed`,
+    /// `malformed_json`, `unauthenticated`, `invalid_credentials`, `invalid_token`,
+    /// `account_inactive`, `auth.reauthentication_required`, `forbidden`,
+    /// `auth.session_required`, `auth.email_unverified`, `role.admin_only`, `not_found`,
+    /// `<domain>.<rule>` conflicts, `precondition_failed`, `payload_too_large`,
+    /// `unsupported_media_type`, `rate_limited`, `service_unavailable`, `request_timeout`,
+    /// `internal_error`.
     pub code: String,
     /// The request id, to quote when reporting a problem.
     pub request_id: Option<String>,
@@ -116,9 +122,9 @@ problem_responses! {
     /// 400.
     BadRequest => "Malformed JSON or an unreadable request.",
     /// 401.
-    Unauthenticated => "No valid credentials: a missing, expired or revoked access token or API key.",
+    Unauthenticated => "No valid credentials: a missing, expired or revoked access token or API key (`unauthenticated`, `invalid_token`, `invalid_credentials`, `account_inactive`), or a session whose sign-in is older than `auth.reauthentication_window` (`auth.reauthentication_required`).",
     /// 403.
-    Forbidden => "Authenticated, but lacking the permission this operation needs.",
+    Forbidden => "Authenticated, but not allowed: a missing permission (`forbidden`, `detail` names it), an API key on account self-service (`auth.session_required`), an account whose email is not confirmed (`auth.email_unverified`), or a role change reserved to administrators (`role.admin_only`).",
     /// 404.
     NotFound => "No such resource, or it is outside the caller's scope.",
     /// 409.
@@ -136,7 +142,7 @@ problem_responses! {
     /// 500.
     InternalError => "An unexpected failure; logged with the request id, no internals sent.",
     /// 503.
-    Unavailable => "A dependency (database, cache) is unavailable or the request timed out.",
+    Unavailable => "A dependency (database, cache) is unavailable, password hashing is saturated, or the request timed out; `Retry-After` says when to retry.",
 }
 
 /// References a shared error response.
@@ -230,6 +236,15 @@ fn string_schema(description: impl Into<String>) -> Schema {
         .into()
 }
 
+/// A text parameter of at most [`MAX_TEXT_VALUE_CHARS`] characters (`q`, text filters).
+fn bounded_text_schema(description: impl Into<String>) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::String))
+        .description(Some(description))
+        .max_length(Some(MAX_TEXT_VALUE_CHARS))
+        .into()
+}
+
 fn query(name: &str, schema: Schema, description: impl Into<String>) -> Parameter {
     ParameterBuilder::new()
         .name(name)
@@ -290,15 +305,20 @@ pub fn list_parameters(spec: &ListSpec) -> Vec<Parameter> {
     if spec.searchable {
         parameters.push(query(
             "q",
-            string_schema("text"),
+            bounded_text_schema("text"),
             "Case-insensitive substring search.",
         ));
     }
     for field in spec.fields.iter().filter(|f| f.filterable) {
         let kind = field.kind.describe();
+        let value_schema = if field.kind == FieldKind::Text {
+            bounded_text_schema(kind.clone())
+        } else {
+            string_schema(kind.clone())
+        };
         parameters.push(query(
             field.name,
-            string_schema(kind.clone()),
+            value_schema,
             format!("Equal to this value ({kind})."),
         ));
         parameters.push(query(

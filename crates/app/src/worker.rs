@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use keel_activity::Activity;
+use keel_activity::jobs::PurgeOldActivity;
 use keel_api::ops_server;
 use keel_config::{JobsSettings, Settings};
-use keel_identity::jobs::PurgeExpiredCredentials;
+use keel_identity::jobs::{PurgeExpiredCredentials, SendTokenMail};
 use keel_infrastructure::jobs::{JobStore, MailDeliveries};
 use keel_infrastructure::mail::LettreMailer;
 use keel_kernel::jobs::{JobFailure, JobRepository, NewJob, Probe, PurgeFinishedJobs, Queue};
@@ -67,8 +69,12 @@ impl WorkerApplication {
             mailer,
             MailDeliveries::new(db.clone()),
             services.identity,
+            services.activity,
         ));
-        let armed = schedules::arm(builtin_schedules(&settings.jobs), &settings.jobs)?;
+        let armed = schedules::arm(
+            builtin_schedules(&settings.jobs, settings.activity.retention),
+            &settings.jobs,
+        )?;
         tracing::info!(kinds = ?handlers.kinds(), schedules = armed.len(), "job handlers registered");
         let supervisor = housekeeping(
             Supervisor::new(settings.worker.shutdown_timeout),
@@ -126,9 +132,31 @@ fn handlers(
     mailer: Arc<dyn Mailer>,
     deliveries: MailDeliveries,
     identity: keel_identity::Identity,
+    activity: Activity,
 ) -> Handlers {
     let purge_store = store.clone();
+    let token_mail_identity = identity.clone();
+    let token_mailer = Arc::clone(&mailer);
+    let token_deliveries = deliveries.clone();
     Handlers::default()
+        .register(move |job: SendTokenMail, context| {
+            let identity = token_mail_identity.clone();
+            let mailer = Arc::clone(&token_mailer);
+            let deliveries = token_deliveries.clone();
+            async move {
+                // A link that can no longer be derived (its pepper was removed) never will be.
+                let mail = identity
+                    .compose_token_mail(&job)
+                    .map_err(JobFailure::permanent)?;
+                let key = mail.dedupe_key.clone();
+                if deliver_once(mailer.as_ref(), &deliveries, mail, context.id).await?
+                    == Delivery::AlreadySent
+                {
+                    tracing::info!(dedupe_key = %key, "mail already sent; skipping");
+                }
+                Ok(())
+            }
+        })
         .register(move |job: PurgeExpiredCredentials, _context| {
             let identity = identity.clone();
             async move {
@@ -171,12 +199,24 @@ fn handlers(
                 Ok(())
             }
         })
+        .register(move |job: PurgeOldActivity, _context| {
+            let activity = activity.clone();
+            async move {
+                let purged = activity
+                    .purge_older_than(&keel_kernel::auth::SYSTEM, job.before)
+                    .await
+                    .map_err(JobFailure::transient)?;
+                tracing::info!(purged, before = %job.before, "old activity entries purged");
+                Ok(())
+            }
+        })
 }
 
 /// The schedules declared in code (overridable by `jobs.schedules.<name>`).
-fn builtin_schedules(settings: &JobsSettings) -> Vec<Schedule> {
+fn builtin_schedules(settings: &JobsSettings, activity_retention: Duration) -> Vec<Schedule> {
     let retention =
         chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::days(7));
+    let activity_retention = chrono::Duration::from_std(activity_retention).ok();
     vec![
         Schedule {
             name: "purge_expired_credentials",
@@ -198,6 +238,17 @@ fn builtin_schedules(settings: &JobsSettings) -> Vec<Schedule> {
                     finished_before: tick - retention,
                 })
                 .map_err(|e| e.to_string())
+            }),
+        },
+        Schedule {
+            name: "purge_old_activity",
+            // Hourly, half an hour from the jobs purge so the two never contend for the lock.
+            cron: "0 47 * * * *".to_owned(),
+            make: Arc::new(move |tick| {
+                let before = activity_retention
+                    .and_then(|retention| tick.checked_sub_signed(retention))
+                    .ok_or_else(|| "activity.retention is out of range".to_owned())?;
+                NewJob::of(&PurgeOldActivity { before }).map_err(|e| e.to_string())
             }),
         },
     ]

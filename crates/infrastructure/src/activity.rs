@@ -1,12 +1,14 @@
 //! The activity log in the `activity` table: appended in the change's transaction, read back
-//! within the caller's scope.
+//! within the caller's scope, purged in small batches past the retention.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use keel_activity::{ActivityEntry, ActivityId, ActivityRepository, ActivityScope};
 use keel_kernel::activity::{ActivityLog, NewActivity};
 use keel_kernel::{Actor, ApiKeyId, Caller, ListQuery, Page, RepoError, Transaction, UserId};
+use sea_orm::sea_query::Query;
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel, Order, QueryFilter,
 };
 
 use crate::error::repo_err;
@@ -167,6 +169,25 @@ impl ActivityRepository for SeaActivity {
             );
         }
         Ok(fetch_page(&self.db, select, query).await?.map(to_entry))
+    }
+
+    async fn purge_batch(&self, before: DateTime<Utc>, limit: u64) -> Result<u64, RepoError> {
+        // `DELETE … WHERE id IN (SELECT id … ORDER BY created_at LIMIT n)`: one short statement
+        // over the `created_at` index, portable to SQLite and PostgreSQL (neither needs
+        // DELETE … LIMIT support).
+        let oldest = Query::select()
+            .column(Column::Id)
+            .from(Entity)
+            .and_where(Column::CreatedAt.lt(before))
+            .order_by(Column::CreatedAt, Order::Asc)
+            .limit(limit)
+            .to_owned();
+        let deleted = Entity::delete_many()
+            .filter(Column::Id.in_subquery(oldest))
+            .exec(&self.db)
+            .await
+            .map_err(repo_err)?;
+        Ok(deleted.rows_affected)
     }
 }
 

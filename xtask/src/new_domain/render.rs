@@ -925,19 +925,30 @@ impl MigrationTrait for Migration {{
     )
 }
 
-fn schema_attr(field: &Field, patch: bool) -> Option<String> {
+/// The `#[schema(…)]` arguments of a field; `input` adds the domain's maximum length, so request
+/// bodies document it.
+fn schema_attr(field: &Field, patch: bool, input: bool) -> Option<String> {
     let inner = match field.ty {
-        FieldType::Decimal => "String",
-        FieldType::Json => "Object",
-        _ if patch && field.optional => field.ty.rust(),
-        _ => return None,
+        FieldType::Decimal => Some("String"),
+        FieldType::Json => Some("Object"),
+        _ if patch && field.optional => Some(field.ty.rust()),
+        _ => None,
     };
-    let ty = if field.optional || patch {
-        format!("Option<{inner}>")
-    } else {
-        inner.to_owned()
-    };
-    Some(format!("value_type = {ty}"))
+    let value_type = inner.map(|inner| {
+        if field.optional || patch {
+            format!("value_type = Option<{inner}>")
+        } else {
+            format!("value_type = {inner}")
+        }
+    });
+    // The document shows the domain's maximum (utoipa takes plain integer literals only).
+    let max_length = field
+        .ty
+        .max_chars()
+        .filter(|_| input)
+        .map(|max| format!("max_length = {}", max.replace('_', "")));
+    let parts: Vec<String> = value_type.into_iter().chain(max_length).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn example_object(spec: &Spec) -> String {
@@ -965,7 +976,7 @@ pub(crate) fn api(spec: &Spec) -> String {
     for field in &spec.fields {
         let f = &field.name;
         emit!(view, "    /// `{f}`.");
-        if let Some(attr) = schema_attr(field, false) {
+        if let Some(attr) = schema_attr(field, false, false) {
             emit!(view, "    #[schema({attr})]");
         }
         emit!(view, "    pub {f}: {},", field.rust());
@@ -977,7 +988,7 @@ pub(crate) fn api(spec: &Spec) -> String {
         if field.optional {
             emit!(create, "    #[serde(default)]");
         }
-        if let Some(attr) = schema_attr(field, false) {
+        if let Some(attr) = schema_attr(field, false, true) {
             emit!(create, "    #[schema({attr})]");
         }
         emit!(create, "    pub {f}: {},", field.rust());
@@ -991,7 +1002,7 @@ pub(crate) fn api(spec: &Spec) -> String {
             emit!(update, "    /// New `{f}`.");
             emit!(update, "    #[serde(default)]");
         }
-        if let Some(attr) = schema_attr(field, true) {
+        if let Some(attr) = schema_attr(field, true, true) {
             emit!(update, "    #[schema({attr})]");
         }
         emit!(update, "    pub {f}: Option<{}>,", field.rust());
@@ -1228,4 +1239,35 @@ async fn the_{name}_endpoints_are_documented() {{
 }}
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bodies_document_the_domain_maximum() {
+        let raw: Vec<String> = ["name:string", "note:text?", "quantity:i32"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let spec = Spec::parse("widgets", None, &raw).unwrap();
+        let (name, note, quantity) = (&spec.fields[0], &spec.fields[1], &spec.fields[2]);
+        assert_eq!(
+            schema_attr(name, false, true).as_deref(),
+            Some("max_length = 255")
+        );
+        assert_eq!(
+            schema_attr(name, false, false),
+            None,
+            "views carry no input rules"
+        );
+        assert_eq!(
+            schema_attr(note, true, true).as_deref(),
+            Some("value_type = Option<String>, max_length = 100000")
+        );
+        assert_eq!(schema_attr(quantity, false, true), None);
+        let api = api(&spec);
+        assert!(api.contains("#[schema(max_length = 255)]"), "{api}");
+    }
 }

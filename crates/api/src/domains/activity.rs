@@ -1,4 +1,6 @@
 //! `/api/v1/activity`: the activity log (everyone sees their own; `activity:read` sees all).
+//! Without `activity:read`, entries someone else did to the caller come without the actor's
+//! id, API key, IP and user agent (the domain's rule).
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -39,9 +41,10 @@ pub struct ActivityView {
     action: String,
     /// `user`, `api_key`, `system` or `anonymous`.
     actor_type: String,
-    /// The acting user (the key's owner for API keys).
+    /// The acting user (the key's owner for API keys); `null` when someone else acted on the
+    /// caller's account and the caller lacks `activity:read`.
     actor_user_id: Option<Uuid>,
-    /// The API key used, if any.
+    /// The API key used, if any; hidden like `actor_user_id`.
     actor_api_key_id: Option<Uuid>,
     /// The user the entry concerns.
     subject_user_id: Option<Uuid>,
@@ -51,9 +54,9 @@ pub struct ActivityView {
     resource_id: Option<String>,
     /// Summary of what changed (never secrets).
     changes: serde_json::Value,
-    /// Client address.
+    /// Client address; hidden like `actor_user_id`.
     ip: Option<String>,
-    /// Client user agent.
+    /// Client user agent; hidden like `actor_user_id`.
     user_agent: Option<String>,
     /// Request id, to find the request's log lines.
     request_id: Option<String>,
@@ -93,6 +96,7 @@ crate::page_of!(
     tag = "activity",
     operation_id = "list_activity",
     summary = "List activity entries: one's own, or all with `activity:read`",
+    description = "Without `activity:read`: the entries the caller did or that concern them; those someone else did come without `actor_user_id`, `actor_api_key_id`, `ip` and `user_agent`, and `actor_user_id` filters may name only the caller.",
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "One page.", body = ActivityPage),

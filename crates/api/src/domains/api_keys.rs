@@ -83,11 +83,20 @@ struct CreatedView {
 #[schema(as = CreateApiKey, example = json!({"name": "CI deploys", "scopes": ["projects:write"], "expires_at": "2027-06-30T00:00:00Z"}))]
 struct CreateBody {
     /// A label for the owner.
+    #[validate(length(max = crate::limits::API_KEY_NAME))]
+    #[schema(max_length = 100)]
     name: String,
-    /// Permissions to narrow the key to (each must be held by the owner).
+    /// Permissions to narrow the key to (each must be held by the owner; at most 129
+    /// characters).
     #[serde(default)]
+    #[validate(
+        length(max = crate::limits::PERMISSION_LIST),
+        custom(function = "crate::limits::permission_names")
+    )]
+    #[schema(max_items = 100)]
     scopes: Option<Vec<String>>,
-    /// When it stops working; never when absent.
+    /// When it stops working: at most `auth.api_key_max_ttl` (365 days) ahead;
+    /// `auth.api_key_default_ttl` (90 days) from now when absent.
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
 }
@@ -98,8 +107,9 @@ struct CreateBody {
     tag = "api-keys",
     operation_id = "create_api_key",
     summary = "Create an API key (the secret is shown once)",
+    description = "Needs a signed-in session (not an API key: 403 `auth.session_required`) whose sign-in or password change is within `auth.reauthentication_window` (else 401 `auth.reauthentication_required`). Every key expires.",
     request_body = CreateBody,
-    security(("bearer" = []), ("api_key" = [])),
+    security(("bearer" = [])),
     responses(
         (status = 201, description = "Created; `key` is the only copy of the secret.", body = CreatedView),
         (status = 401, response = crate::openapi::Unauthenticated),

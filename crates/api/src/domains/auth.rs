@@ -69,7 +69,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(me))
                 .route(web::patch().to(update_me)),
         )
-        .service(web::resource("/auth/password/change").route(web::post().to(change_password)))
+        .service(limited(
+            "/auth/password/change",
+            web::post().to(change_password),
+        ))
         .service(
             web::resource("/auth/verify-email/request").route(web::post().to(request_verification)),
         );
@@ -263,12 +266,18 @@ impl From<SessionView> for SessionJson {
 #[schema(as = Registration, example = json!({"email": "ada@example.com", "password": "plum-orbit-kettle-7", "full_name": "Ada Lovelace"}))]
 struct RegisterBody {
     /// Unique, case-insensitively.
+    #[validate(length(max = crate::limits::EMAIL))]
+    #[schema(max_length = 254)]
     email: String,
     /// 12 to 128 characters by default (`auth.password_min_length`); common passwords are
     /// refused.
+    #[validate(length(max = crate::limits::PASSWORD))]
+    #[schema(max_length = 1024)]
     password: String,
     /// Display name.
     #[serde(default)]
+    #[validate(length(max = crate::limits::FULL_NAME))]
+    #[schema(max_length = 200)]
     full_name: Option<String>,
 }
 
@@ -278,8 +287,12 @@ struct RegisterBody {
 #[schema(as = Login, example = json!({"email": "ada@example.com", "password": "plum-orbit-kettle-7"}))]
 struct LoginBody {
     /// The account's address.
+    #[validate(length(max = crate::limits::EMAIL))]
+    #[schema(max_length = 254)]
     email: String,
     /// Its password.
+    #[validate(length(max = crate::limits::PASSWORD))]
+    #[schema(max_length = 1024)]
     password: String,
 }
 
@@ -289,6 +302,8 @@ struct LoginBody {
 #[schema(as = Refresh)]
 struct RefreshBody {
     /// The refresh token of the last sign-in or refresh.
+    #[validate(length(max = crate::limits::TOKEN))]
+    #[schema(max_length = 512)]
     refresh_token: String,
 }
 
@@ -299,7 +314,8 @@ struct RefreshBody {
 struct UpdateMeBody {
     /// New display name, or `null` to clear it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[validate(length(max = crate::limits::FULL_NAME))]
+    #[schema(value_type = Option<String>, max_length = 200)]
     full_name: Option<Option<String>>,
 }
 
@@ -309,8 +325,12 @@ struct UpdateMeBody {
 #[schema(as = PasswordChange)]
 struct ChangePasswordBody {
     /// The password in use.
+    #[validate(length(max = crate::limits::PASSWORD))]
+    #[schema(max_length = 1024)]
     current_password: String,
     /// The new one (same policy as sign-up).
+    #[validate(length(max = crate::limits::PASSWORD))]
+    #[schema(max_length = 1024)]
     new_password: String,
 }
 
@@ -320,6 +340,8 @@ struct ChangePasswordBody {
 #[schema(as = PasswordForgot)]
 struct ForgotBody {
     /// The account's address.
+    #[validate(length(max = crate::limits::EMAIL))]
+    #[schema(max_length = 254)]
     email: String,
 }
 
@@ -329,8 +351,12 @@ struct ForgotBody {
 #[schema(as = PasswordReset)]
 struct ResetBody {
     /// The `token` of the mailed link.
+    #[validate(length(max = crate::limits::TOKEN))]
+    #[schema(max_length = 512)]
     token: String,
     /// The new password.
+    #[validate(length(max = crate::limits::PASSWORD))]
+    #[schema(max_length = 1024)]
     new_password: String,
 }
 
@@ -340,6 +366,8 @@ struct ResetBody {
 #[schema(as = EmailConfirmation)]
 struct TokenBody {
     /// The `token` of the mailed link.
+    #[validate(length(max = crate::limits::TOKEN))]
+    #[schema(max_length = 512)]
     token: String,
 }
 
@@ -449,10 +477,11 @@ async fn refresh(
     tag = "auth",
     operation_id = "logout",
     summary = "Revoke the current session",
-    security(("bearer" = []), ("api_key" = [])),
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out."),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
     )
 )]
 async fn logout(
@@ -469,10 +498,11 @@ async fn logout(
     tag = "auth",
     operation_id = "logout_all",
     summary = "Revoke every session of the caller",
-    security(("bearer" = []), ("api_key" = [])),
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "Every session revoked."),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
     )
 )]
 async fn logout_all(
@@ -489,10 +519,11 @@ async fn logout_all(
     tag = "auth",
     operation_id = "list_sessions",
     summary = "List the caller's live sessions",
-    security(("bearer" = []), ("api_key" = [])),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The sessions.", body = SessionList),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
     )
 )]
 async fn sessions(
@@ -512,10 +543,11 @@ async fn sessions(
     operation_id = "revoke_session",
     summary = "Revoke one of the caller's sessions",
     params(("id" = Uuid, Path, description = "Session id")),
-    security(("bearer" = []), ("api_key" = [])),
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "Revoked."),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
         (status = 422, response = crate::openapi::ValidationFailed),
     )
@@ -556,10 +588,11 @@ async fn me(
     operation_id = "update_me",
     summary = "Change the caller's profile",
     request_body = UpdateMeBody,
-    security(("bearer" = []), ("api_key" = [])),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The account.", body = MeView),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
@@ -586,10 +619,11 @@ async fn update_me(
     operation_id = "change_password",
     summary = "Change the password; every other session is revoked",
     request_body = ChangePasswordBody,
-    security(("bearer" = []), ("api_key" = [])),
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "Changed."),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
@@ -683,10 +717,11 @@ async fn reset_password(
     tag = "auth",
     operation_id = "request_email_verification",
     summary = "Mail an email-verification link",
-    security(("bearer" = []), ("api_key" = [])),
+    security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted.", body = Accepted),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
     )
 )]
 async fn request_verification(

@@ -93,12 +93,21 @@ impl From<Role> for RoleView {
 #[schema(as = CreateRole, example = json!({"name": "editor", "description": "Writes release notes", "permissions": ["release_notes:write"]}))]
 struct CreateBody {
     /// Unique name: lower-case letters, digits, `_` and `-`.
+    #[validate(length(max = crate::limits::ROLE_NAME))]
+    #[schema(max_length = 64)]
     name: String,
     /// What it is for.
     #[serde(default)]
+    #[validate(length(max = crate::limits::ROLE_DESCRIPTION))]
+    #[schema(max_length = 500)]
     description: Option<String>,
-    /// Catalogued permissions to grant.
+    /// Catalogued permissions to grant (each at most 129 characters).
     #[serde(default)]
+    #[validate(
+        length(max = crate::limits::PERMISSION_LIST),
+        custom(function = "crate::limits::permission_names")
+    )]
+    #[schema(max_items = 100)]
     permissions: Vec<String>,
 }
 
@@ -107,7 +116,12 @@ struct CreateBody {
 #[serde(deny_unknown_fields)]
 #[schema(as = RolePermissions)]
 struct PermissionsBody {
-    /// The complete new set.
+    /// The complete new set (each at most 129 characters).
+    #[validate(
+        length(max = crate::limits::PERMISSION_LIST),
+        custom(function = "crate::limits::permission_names")
+    )]
+    #[schema(max_items = 100)]
     permissions: Vec<String>,
 }
 

@@ -121,11 +121,17 @@ impl From<ReleaseNote> for ReleaseNoteView {
 #[schema(example = json!({"version": "1.4.0", "title": "Projects", "body": "You can now **group work into projects**.", "change_type": "feature"}))]
 pub struct CreateReleaseNote {
     /// Semantic version (a leading `v` is dropped), unique.
+    #[validate(length(max = crate::limits::RELEASE_VERSION))]
+    #[schema(max_length = 64)]
     version: String,
     /// 1 to 200 characters.
+    #[validate(length(max = crate::limits::RELEASE_TITLE))]
+    #[schema(max_length = 200)]
     title: String,
     /// Markdown, up to 100 000 characters.
     #[serde(default)]
+    #[validate(length(max = crate::limits::RELEASE_BODY))]
+    #[schema(max_length = 100000)]
     body: String,
     /// Kind of change.
     #[schema(schema_with = change_type_schema)]
@@ -138,10 +144,16 @@ pub struct CreateReleaseNote {
 #[schema(example = json!({"published": true}))]
 pub struct UpdateReleaseNote {
     /// New version.
+    #[validate(length(max = crate::limits::RELEASE_VERSION))]
+    #[schema(max_length = 64)]
     version: Option<String>,
     /// New title.
+    #[validate(length(max = crate::limits::RELEASE_TITLE))]
+    #[schema(max_length = 200)]
     title: Option<String>,
     /// New body.
+    #[validate(length(max = crate::limits::RELEASE_BODY))]
+    #[schema(max_length = 100000)]
     body: Option<String>,
     /// New kind of change.
     #[schema(schema_with = change_type_schema)]

@@ -46,7 +46,8 @@ fn status_schema() -> Schema {
 struct PatchBody {
     /// New display name, or `null` to clear it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[validate(length(max = crate::limits::FULL_NAME))]
+    #[schema(value_type = Option<String>, max_length = 200)]
     full_name: Option<Option<String>>,
     /// New status; `suspended` and `deactivated` end every session at once.
     #[schema(schema_with = status_schema)]
