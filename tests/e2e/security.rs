@@ -799,3 +799,43 @@ async fn an_unverified_account_may_only_read_its_profile_verify_refresh_and_sign
         .unwrap();
     assert_eq!(logout.status(), 204);
 }
+
+/// `docs/security.md` points every claim at a test; a renamed or deleted test must not leave
+/// the page pointing at nothing.
+#[test]
+fn the_threat_model_points_at_tests_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let page = std::fs::read_to_string(root.join("docs/security.md")).unwrap();
+    let mut module = String::new();
+    let mut checked = 0;
+    // Code spans are the odd pieces between backticks.
+    for reference in page.split('`').skip(1).step_by(2) {
+        if reference.contains('<') {
+            continue;
+        }
+        let (file, function) = if let Some(path) = reference.strip_prefix("e2e::") {
+            let Some((m, f)) = path.split_once("::") else {
+                continue;
+            };
+            module = m.to_owned();
+            (format!("tests/e2e/{m}.rs"), f)
+        } else if let Some(f) = reference.strip_prefix("…::") {
+            (format!("tests/e2e/{module}.rs"), f)
+        } else if let Some((path, f)) = reference.split_once(".rs::") {
+            (format!("{path}.rs"), f)
+        } else {
+            continue;
+        };
+        if function.is_empty() {
+            continue;
+        }
+        let source = std::fs::read_to_string(root.join(&file))
+            .unwrap_or_else(|_| panic!("docs/security.md names {file}, which does not exist"));
+        assert!(
+            source.contains(&format!("fn {function}(")),
+            "docs/security.md names {file}::{function}, which does not exist"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} test references found");
+}
