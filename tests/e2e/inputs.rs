@@ -98,10 +98,8 @@ async fn oversized_emails_are_refused_before_any_row_or_counter_is_written() {
             &json!({ "email": email, "password": "wrong-guess-123" }),
         )
         .await;
-        match response.status().as_u16() {
-            413 => {}
-            _ => assert_too_long(response, "email", "900 KB login").await,
-        }
+        // 900 KB fits under the 1 MiB body limit: the field rule answers.
+        assert_too_long(response, "email", "900 KB login").await;
     }
     // One character over the limit is refused just the same.
     let local = "a".repeat(64);
@@ -122,8 +120,6 @@ async fn oversized_emails_are_refused_before_any_row_or_counter_is_written() {
         before,
         "no refused request wrote an activity entry"
     );
-    // No failure counter ran up for anyone: the real owner signs in at once.
-    app.login_with("ada@example.com", PASSWORD).await;
 }
 
 #[tokio::test]

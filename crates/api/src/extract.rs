@@ -206,6 +206,27 @@ impl<T: FromStr> FromRequest for IdPath<T> {
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Arc<[IpNet]>);
 
+/// Whether `ip` is a loopback, private or link-local address: where a reverse proxy lives.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
+
+/// Behind a proxy nobody listed, every client has the proxy's address: they share one
+/// rate-limit bucket and one password backoff, so a stranger can slow the owner down. Said
+/// once per process, where an operator looks.
+fn warn_untrusted_proxy_once(peer: IpAddr) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            %peer,
+            "X-Forwarded-For arrives from an internal address but server.trusted_proxies is empty: every client behind that proxy counts as the proxy's address for rate limits and password backoff; list the proxy's network in server.trusted_proxies"
+        );
+    }
+}
+
 impl TrustedProxies {
     /// Trusts the given networks.
     pub fn new(proxies: &[IpNet]) -> Self {
@@ -232,10 +253,13 @@ impl TrustedProxies {
         forwarded_for: impl IntoIterator<Item = &'a header::HeaderValue>,
     ) -> IpAddr {
         let peer = peer.to_canonical();
+        let lines: Vec<&header::HeaderValue> = forwarded_for.into_iter().collect();
         if !self.trusts(peer) {
+            if self.0.is_empty() && !lines.is_empty() && is_internal(peer) {
+                warn_untrusted_proxy_once(peer);
+            }
             return peer;
         }
-        let lines: Vec<&header::HeaderValue> = forwarded_for.into_iter().collect();
         let hops = lines
             .iter()
             .flat_map(|line| line.as_bytes().split(|b| *b == b','))

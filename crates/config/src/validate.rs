@@ -271,9 +271,10 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         problems.check(!value.is_zero(), key, "must be greater than zero");
     }
     problems.check(
-        !auth.reauthentication_window.is_zero(),
+        !auth.reauthentication_window.is_zero()
+            && auth.reauthentication_window <= std::time::Duration::from_secs(24 * 3600),
         "auth.reauthentication_window",
-        "must be greater than zero",
+        "must be between 1s and 24h (longer would let any stolen session mint API keys)",
     );
     problems.check(
         !auth.api_key_default_ttl.is_zero() && auth.api_key_default_ttl <= auth.api_key_max_ttl,

@@ -992,15 +992,13 @@ impl SessionRepository for SeaIdentityStore {
         Ok(())
     }
 
-    async fn find_refresh_token(
+    async fn lookup_refresh_token(
         &self,
-        tx: &mut dyn Transaction,
         digests: &[String],
     ) -> Result<Option<RefreshToken>, RepoError> {
-        let txn = sea_txn(tx)?;
         Ok(refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::Digest.is_in(digests.iter().cloned()))
-            .one(txn)
+            .one(&self.db)
             .await
             .map_err(repo_err)?
             .map(refresh_from))

@@ -105,19 +105,24 @@ impl Argon2Hasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let Ok(_admitted) = self.admission.clone().try_acquire_owned() else {
+        let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
             metrics::counter!("password_hashing_rejected_total").increment(1);
             return Err(HashError::Busy);
         };
-        let _permit = self
+        let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| HashError::Failed(e.into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| HashError::Failed(e.into()))
+        // The permits live as long as the hash, not the request: a request dropped mid-hash
+        // (timeout, shutdown) must not free a slot while argon2 still runs.
+        tokio::task::spawn_blocking(move || {
+            let _held = (admitted, permit);
+            work()
+        })
+        .await
+        .map_err(|e| HashError::Failed(e.into()))
     }
 }
 

@@ -146,10 +146,10 @@ pub trait SessionRepository: Send + Sync + std::fmt::Debug {
         tx: &mut dyn Transaction,
         token: &RefreshToken,
     ) -> Result<(), RepoError>;
-    /// The refresh token with any of these digests, read in `tx`.
-    async fn find_refresh_token(
+    /// The refresh token with any of these digests (outside any transaction: a first look
+    /// that refuses unknown tokens cheaply).
+    async fn lookup_refresh_token(
         &self,
-        tx: &mut dyn Transaction,
         digests: &[String],
     ) -> Result<Option<RefreshToken>, RepoError>;
     /// A refresh token by id, read in `tx`.

@@ -377,9 +377,8 @@ impl SessionRepository for InMemoryIdentityStore {
         Ok(())
     }
 
-    async fn find_refresh_token(
+    async fn lookup_refresh_token(
         &self,
-        _tx: &mut dyn Transaction,
         digests: &[String],
     ) -> Result<Option<RefreshToken>, RepoError> {
         Ok(self.with(|s| {

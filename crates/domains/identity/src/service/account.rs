@@ -97,10 +97,15 @@ impl IdentityService<'_> {
         }
         errors.into_result()?;
         let user = self.own_account().await?;
-        let client = client_bucket(self.caller.origin.ip);
-        self.identity
-            .admit_password_attempt(user.email.as_str(), &client)
-            .await?;
+        // Counted per account, whatever the address: only a holder of the account's token
+        // gets here, so nobody else can use this counter to lock the owner out, and a thief
+        // rotating addresses gets no fresh guesses.
+        let (attempts, gate) = (
+            format!("identity:password-change-attempts:{}", user.id),
+            format!("identity:password-change-gate:{}", user.id),
+        );
+        let threshold = u64::from(self.settings().login_backoff_after.max(1));
+        self.identity.admit(&attempts, &gate, threshold).await?;
         let verification = self
             .ports()
             .hasher
@@ -126,31 +131,40 @@ impl IdentityService<'_> {
             );
         }
         if verification.matches {
-            self.identity
-                .clear_password_attempts(user.email.as_str(), &client)
-                .await;
+            let _ = self.ports().counters.clear(&attempts).await;
+            let _ = self.ports().counters.clear(&gate).await;
         }
         errors.into_result()?;
         let password_hash = self.ports().hasher.hash(new).await.map_err(hashing)?;
         let now = self.ports().clock.now();
         let mut tx = self.ports().unit_of_work.begin().await?;
-        // Proving the password re-authenticates this session.
-        if let Some(mut current_session) = self
+        // Re-read under locks: a reset, suspension or sign-out that committed while we were
+        // hashing wins, and this change (made with what may be a stolen old password) is
+        // refused instead of overwriting it.
+        let mut current_session = self
             .ports()
             .sessions
             .find_for_update(tx.as_mut(), session)
             .await?
-        {
-            current_session.authenticated_at = now;
-            self.ports()
-                .sessions
-                .update(tx.as_mut(), &current_session)
-                .await?;
-        }
+            .filter(|s| s.user_id == user.id && s.is_live(now))
+            .ok_or(IdentityError::InvalidToken)?;
+        let fresh = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), user.id)
+            .await?
+            .filter(|u| u.can_sign_in() && u.password_hash == user.password_hash)
+            .ok_or(IdentityError::InvalidToken)?;
+        // Proving the password re-authenticates this session.
+        current_session.authenticated_at = now;
+        self.ports()
+            .sessions
+            .update(tx.as_mut(), &current_session)
+            .await?;
         let revoked = self
             .set_password(
                 tx.as_mut(),
-                user,
+                fresh,
                 password_hash,
                 Some(session),
                 "password_changed",
@@ -164,9 +178,9 @@ impl IdentityService<'_> {
         Ok(())
     }
 
-    /// Stores a new password hash, revokes sessions (all but `keep`) and every outstanding
-    /// reset link, and records it. A reset (`keep` is `None`: someone lost control of the
-    /// account) also deletes every API key, which may have been minted by whoever took it.
+    /// Stores a new password hash, revokes sessions (all but `keep`), every outstanding reset
+    /// link and every API key (a password changes when someone may have taken the account, and
+    /// a key they minted must not outlive that), and records it.
     async fn set_password(
         &self,
         tx: &mut dyn Transaction,
@@ -190,11 +204,11 @@ impl IdentityService<'_> {
             .one_time_tokens
             .consume_all(tx, user.id, TokenPurpose::PasswordReset, now)
             .await?;
-        let (action, keys_revoked) = if keep.is_some() {
-            ("auth.password_changed", 0)
+        let keys_revoked = self.ports().api_keys.delete_all_for(tx, user.id).await?;
+        let action = if keep.is_some() {
+            "auth.password_changed"
         } else {
-            let keys = self.ports().api_keys.delete_all_for(tx, user.id).await?;
-            ("auth.password_reset", keys)
+            "auth.password_reset"
         };
         let entry = NewActivity::new(action, "user", now)
             .resource(user.id)

@@ -77,11 +77,25 @@ impl IdentityService<'_> {
         }
     }
 
-    /// Fails unless the caller holds every permission there is (what the `admin` role
-    /// carries): granting or revoking `admin` and reshaping `member` are theirs alone.
+    /// Fails unless the caller is Keel itself: minting administrators and reshaping the
+    /// catalogue happen at startup and from the CLI, never over HTTP.
+    fn require_system(&self) -> Result<(), IdentityError> {
+        if self.caller.actor == keel_kernel::Actor::System {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden {
+                permission: "system".to_owned(),
+            }
+            .into())
+        }
+    }
+
+    /// Fails unless the caller holds every permission the `admin` role carries (Keel keeps it
+    /// equal to every permission the code defines): granting or revoking `admin` and reshaping
+    /// `member` are administrators' alone.
     async fn require_admin(&self) -> Result<(), IdentityError> {
-        let catalog = self.ports().roles.list_permissions().await?;
-        if catalog.iter().all(|p| self.caller.actor.can(&p.name)) {
+        let admin = self.admin_role().await?;
+        if self.caller.actor.holds_all(&admin.permissions) {
             Ok(())
         } else {
             Err(IdentityError::AdminOnly)
@@ -102,12 +116,7 @@ impl IdentityService<'_> {
         &self,
         before: DateTime<Utc>,
     ) -> Result<(u64, u64), IdentityError> {
-        if self.caller.actor != keel_kernel::Actor::System {
-            return Err(DomainError::Forbidden {
-                permission: "system".to_owned(),
-            }
-            .into());
-        }
+        self.require_system()?;
         let sessions = self.ports().sessions.purge_ended(before).await?;
         let tokens = self.ports().one_time_tokens.purge(before).await?;
         Ok((sessions, tokens))
@@ -548,7 +557,7 @@ impl IdentityService<'_> {
     /// creates `admin` and `member` when missing, gives `admin` every permission and `member`
     /// the ones marked `for_members` (adding, never removing). Idempotent.
     pub async fn sync_rbac(&self, catalog: &[PermissionDef]) -> Result<(), IdentityError> {
-        self.require(&ROLES_WRITE)?;
+        self.require_system()?;
         let now = self.ports().clock.now();
         let infos: Vec<PermissionInfo> = catalog
             .iter()
@@ -613,7 +622,7 @@ impl IdentityService<'_> {
     /// Creates an active, verified administrator (system caller: `api create-admin` and the
     /// `bootstrap.admin_*` settings).
     pub async fn create_admin(&self, email: &str, password: &str) -> Result<User, IdentityError> {
-        self.require(&USERS_WRITE)?;
+        self.require_system()?;
         let mut errors = FieldErrors::new();
         let parsed = Email::parse(email)
             .map_err(|message| errors.add("email", "format", message))

@@ -19,6 +19,13 @@ fn later(now: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// When a key stops working: its own expiry, or, for keys made before every key had one,
+/// `auth.api_key_max_ttl` after its creation.
+pub(super) fn effective_expiry(key: &ApiKey, max_ttl: std::time::Duration) -> DateTime<Utc> {
+    key.expires_at
+        .unwrap_or_else(|| later(key.created_at, max_ttl))
+}
+
 /// Longest key name.
 const NAME_MAX_CHARS: usize = 100;
 
@@ -59,15 +66,6 @@ impl IdentityService<'_> {
         let now = self.ports().clock.now();
         let window = chrono::TimeDelta::from_std(self.settings().reauthentication_window)
             .unwrap_or(chrono::TimeDelta::MAX);
-        let fresh = self
-            .ports()
-            .sessions
-            .find(session)
-            .await?
-            .is_some_and(|s| s.user_id == owner && now - s.authenticated_at <= window);
-        if !fresh {
-            return Err(IdentityError::ReauthenticationRequired);
-        }
         let mut errors = FieldErrors::new();
         let name = request.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
@@ -146,6 +144,18 @@ impl IdentityService<'_> {
             created_at: now,
         };
         let mut tx = self.ports().unit_of_work.begin().await?;
+        // Checked under the session's lock, so a key cannot slip in beside a concurrent reset
+        // or sign-out that revokes the session (and deletes the account's keys).
+        let current = self
+            .ports()
+            .sessions
+            .find_for_update(tx.as_mut(), session)
+            .await?
+            .filter(|s| s.user_id == owner && s.is_live(now))
+            .ok_or(IdentityError::InvalidToken)?;
+        if now - current.authenticated_at > window {
+            return Err(IdentityError::ReauthenticationRequired);
+        }
         self.ports().api_keys.insert(tx.as_mut(), &key).await?;
         let entry = NewActivity::new("api_key.created", "api_key", now)
             .resource(key.id)
@@ -164,7 +174,18 @@ impl IdentityService<'_> {
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>, IdentityError> {
         self.caller.actor.require(&API_KEYS_MANAGE)?;
         let owner = self.user_id()?;
-        Ok(self.ports().api_keys.list_for_owner(owner).await?)
+        let max = self.settings().api_key_max_ttl;
+        Ok(self
+            .ports()
+            .api_keys
+            .list_for_owner(owner)
+            .await?
+            .into_iter()
+            .map(|mut key| {
+                key.expires_at = Some(effective_expiry(&key, max));
+                key
+            })
+            .collect())
     }
 
     /// Deletes one of the caller's keys; anyone else's is "not found".

@@ -12,7 +12,7 @@ use keel_kernel::{
 use serde_json::json;
 
 use super::{
-    FORGOT_PER_EMAIL, Identity, IdentityService, REFRESH_PER_USER, REGISTER_PER_EMAIL,
+    FORGOT_PER_EMAIL, Identity, IdentityService, REFRESH_PER_SESSION, REGISTER_PER_EMAIL,
     client_bucket, hashing,
 };
 use crate::error::IdentityError;
@@ -94,6 +94,24 @@ fn gate_key(email: &str, client: &str) -> String {
     format!("identity:password-gate:{email}:{client}")
 }
 
+fn account_attempts_key(email: &str) -> String {
+    format!("identity:password-attempts:{email}")
+}
+
+fn account_gate_key(email: &str) -> String {
+    format!("identity:password-gate:{email}")
+}
+
+fn known_key(email: &str, client: &str) -> String {
+    format!("identity:known-client:{email}:{client}")
+}
+
+/// Attempts on one account from every client together, as a multiple of
+/// `auth.login_backoff_after`, before unknown clients are slowed down (distributed guessing).
+pub(super) const ACCOUNT_ATTEMPTS_FACTOR: u64 = 10;
+/// How long a client the account signed in from counts as known.
+const KNOWN_CLIENT_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// 1 s at the threshold, doubling with each further attempt, capped.
 fn backoff(attempts_past_threshold: u64) -> Duration {
     let exponent = u32::try_from(attempts_past_threshold.min(20)).unwrap_or(20);
@@ -113,9 +131,11 @@ pub(super) fn check_email_length(raw: &str) -> Result<(), IdentityError> {
     Ok(())
 }
 
-/// What the successor of a rotated refresh token is derived from.
-fn successor_context(token: TokenId) -> String {
-    format!("refresh-successor:{token}")
+/// What the successor of a refresh token is derived from: the presented token itself, which
+/// the database never holds, so neither a copy of it (even with the peppers) nor anyone without
+/// the old token can rebuild a successor.
+fn successor_context(presented: &str) -> String {
+    format!("refresh-successor:{presented}")
 }
 
 fn truncate(value: Option<&str>, max: usize) -> Option<String> {
@@ -124,47 +144,82 @@ fn truncate(value: Option<&str>, max: usize) -> Option<String> {
 
 impl Identity {
     /// Counts an attempt to prove `email`'s password from `client` BEFORE the password is
-    /// checked, so concurrent attempts cannot outrun the count. Below
-    /// `auth.login_backoff_after` attempts every one is checked; from there on one attempt per
-    /// backoff step (1 s, 2 s, 4 s, … up to 15 min) is let through and the rest get 429. The
-    /// counter belongs to the account *and* the client together, so a stranger hammering an
-    /// account slows only their own address, never the owner's. Fails open (logged by the
-    /// adapter) when the counter store is down.
+    /// checked, so concurrent attempts cannot outrun the count.
+    ///
+    /// Per account *and* client: below `auth.login_backoff_after` attempts every one is
+    /// checked; from there on one attempt per backoff step (1 s, 2 s, 4 s, … up to 15 min) is
+    /// let through and the rest get 429 without being counted. A stranger hammering an account
+    /// therefore slows only their own address. Per account, from every client together: past
+    /// [`ACCOUNT_ATTEMPTS_FACTOR`] × that threshold in an hour (a distributed guess), clients
+    /// the account has not signed in from recently get the same stepped backoff, while the
+    /// owner's known clients keep their own counters. Fails open (logged by the adapter) when
+    /// the counter store is down.
     pub(super) async fn admit_password_attempt(
         &self,
         email: &str,
         client: &str,
     ) -> Result<(), IdentityError> {
         let threshold = u64::from(self.settings.login_backoff_after.max(1));
+        self.admit(
+            &attempts_key(email, client),
+            &gate_key(email, client),
+            threshold,
+        )
+        .await?;
         let counters = &self.ports.counters;
-        let Ok(attempts) = counters
-            .hit(&attempts_key(email, client), FAILURE_WINDOW)
-            .await
-        else {
+        let known = matches!(counters.peek(&known_key(email, client)).await, Ok(Some(_)));
+        if !known {
+            self.admit(
+                &account_attempts_key(email),
+                &account_gate_key(email),
+                threshold * ACCOUNT_ATTEMPTS_FACTOR,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Counts an attempt on `attempts` and lets it through while under `threshold`, or when it
+    /// opens the gate; a shut gate is answered before anything is counted.
+    pub(super) async fn admit(
+        &self,
+        attempts: &str,
+        gate: &str,
+        threshold: u64,
+    ) -> Result<(), IdentityError> {
+        let counters = &self.ports.counters;
+        let shut = |ttl: Duration| -> IdentityError {
+            DomainError::RateLimited {
+                retry_after: ttl.max(Duration::from_secs(1)),
+            }
+            .into()
+        };
+        if let Ok(Some(open)) = counters.peek(gate).await {
+            return Err(shut(open.ttl));
+        }
+        let Ok(count) = counters.hit(attempts, FAILURE_WINDOW).await else {
             return Ok(());
         };
-        if attempts.hits < threshold {
+        if count.hits < threshold {
             return Ok(());
         }
         // Whoever creates the gate (hits == 1) is checked; the gate then stays shut for the
         // backoff step, and everyone else arriving meanwhile is refused.
-        match counters
-            .hit(&gate_key(email, client), backoff(attempts.hits - threshold))
-            .await
-        {
-            Ok(gate) if gate.hits > 1 => Err(DomainError::RateLimited {
-                retry_after: gate.ttl.max(Duration::from_secs(1)),
-            }
-            .into()),
+        match counters.hit(gate, backoff(count.hits - threshold)).await {
+            Ok(state) if state.hits > 1 => Err(shut(state.ttl)),
             _ => Ok(()),
         }
     }
 
-    /// Forgets the attempts of `email` from `client` after a proof succeeded.
+    /// Forgets the attempts of `email` from `client` after a proof succeeded, and remembers
+    /// the client as one the account uses.
     pub(super) async fn clear_password_attempts(&self, email: &str, client: &str) {
         let counters = &self.ports.counters;
         let _ = counters.clear(&attempts_key(email, client)).await;
         let _ = counters.clear(&gate_key(email, client)).await;
+        let known = known_key(email, client);
+        let _ = counters.hit(&known, KNOWN_CLIENT_FOR).await;
+        let _ = counters.expire(&known, KNOWN_CLIENT_FOR).await;
     }
 
     /// Opens a session for `user` and stores its first refresh token (in `tx`).
@@ -308,7 +363,7 @@ impl Identity {
             return Err(IdentityError::InvalidToken);
         }
         let now = self.ports.clock.now();
-        if key.expires_at.is_some_and(|at| at <= now) {
+        if super::api_keys::effective_expiry(&key, self.settings.api_key_max_ttl) <= now {
             return Err(IdentityError::InvalidToken);
         }
         let state = self
@@ -482,11 +537,19 @@ impl IdentityService<'_> {
         };
 
         let mut tx = self.ports().unit_of_work.begin().await?;
+        // Re-read under a lock: a reset, suspension or deletion that committed while we were
+        // hashing wins over this sign-in (with what may be the old password).
+        let mut user = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), user.id)
+            .await?
+            .filter(|u| u.can_sign_in() && u.password_hash == user.password_hash)
+            .ok_or(IdentityError::InvalidCredentials)?;
         if let Some(password_hash) = rehash {
             // Parameters changed since this hash was made: upgrade it while we know the password.
-            let mut upgraded = user.clone();
-            upgraded.password_hash = password_hash;
-            self.ports().users.update(tx.as_mut(), &upgraded).await?;
+            user.password_hash = password_hash;
+            self.ports().users.update(tx.as_mut(), &user).await?;
         }
         let (session, refresh) = self
             .identity
@@ -521,11 +584,19 @@ impl IdentityService<'_> {
         let digests = self.ports().secrets.digests(refresh_token);
         let now = self.ports().clock.now();
         let sessions = &self.ports().sessions;
-        let mut tx = self.ports().unit_of_work.begin().await?;
+        // Unknown tokens and over-quota sessions are refused before any transaction: a stream
+        // of random tokens must not queue for the (SQLite) write lock.
         let found = sessions
-            .find_refresh_token(tx.as_mut(), &digests)
+            .lookup_refresh_token(&digests)
             .await?
             .ok_or(IdentityError::InvalidToken)?;
+        self.identity
+            .within_quota(
+                &format!("identity:refresh:{}", found.session_id),
+                REFRESH_PER_SESSION,
+            )
+            .await?;
+        let mut tx = self.ports().unit_of_work.begin().await?;
         let mut session = sessions
             .find_for_update(tx.as_mut(), found.session_id)
             .await?
@@ -537,12 +608,20 @@ impl IdentityService<'_> {
             .ok_or(IdentityError::InvalidToken)?;
 
         if let Some(rotated_at) = token.rotated_at {
-            if let Some(successor) = self
-                .unused_successor(tx.as_mut(), &token, rotated_at, now)
-                .await?
-                && session.can_refresh(now)
+            if session.can_refresh(now)
+                && let Some(successor) = self
+                    .unused_successor(tx.as_mut(), &token, refresh_token, rotated_at, now)
+                    .await?
             {
-                drop(tx);
+                // Recorded, so a thief racing the owner within the window leaves a trace.
+                let entry = NewActivity::new("auth.refresh_token_regranted", "session", now)
+                    .resource(session.id)
+                    .subject(session.user_id)
+                    .changes(json!({ "seconds_after_rotation": (now - rotated_at).num_seconds() }));
+                self.identity
+                    .record(tx.as_mut(), self.caller, entry)
+                    .await?;
+                tx.commit().await?;
                 return self
                     .identity
                     .tokens(session.user_id, session.id, successor, now);
@@ -573,9 +652,6 @@ impl IdentityService<'_> {
             .await?
             .filter(User::can_sign_in)
             .ok_or(IdentityError::InvalidToken)?;
-        self.identity
-            .within_quota(&format!("identity:refresh:{}", user.id), REFRESH_PER_USER)
-            .await?;
 
         let successor = TokenId::new();
         if !sessions
@@ -585,7 +661,10 @@ impl IdentityService<'_> {
             // Another exchange rotated it between our read and our write; it won.
             return Err(IdentityError::InvalidToken);
         }
-        let (_, refresh) = self.ports().secrets.derive(&successor_context(token.id));
+        let (_, refresh) = self
+            .ports()
+            .secrets
+            .derive(&successor_context(refresh_token));
         self.identity
             .store_refresh_token(tx.as_mut(), successor, session.id, &refresh, now)
             .await?;
@@ -601,6 +680,7 @@ impl IdentityService<'_> {
         &self,
         tx: &mut dyn Transaction,
         token: &RefreshToken,
+        presented: &str,
         rotated_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, IdentityError> {
@@ -618,7 +698,7 @@ impl IdentityService<'_> {
         else {
             return Ok(None);
         };
-        let (_, plain) = self.ports().secrets.derive(&successor_context(token.id));
+        let (_, plain) = self.ports().secrets.derive(&successor_context(presented));
         // A pepper rotated within the window derives another token: treat it as no grace.
         Ok(self
             .ports()
@@ -634,7 +714,8 @@ impl IdentityService<'_> {
         self.revoke_own(session, "logout", "auth.logout").await
     }
 
-    /// Ends every session of the caller (a signed-in session only: not with an API key).
+    /// Ends every session and every API key of the caller (a signed-in session only: not with
+    /// an API key).
     pub async fn logout_all(&self) -> Result<(), IdentityError> {
         self.verified_session()?;
         let user = self.user_id()?;
@@ -645,9 +726,18 @@ impl IdentityService<'_> {
             .sessions
             .revoke_all(tx.as_mut(), user, None, "logout_all", now)
             .await?;
+        // Signing out everywhere is what someone does who fears another holds the account:
+        // keys minted meanwhile go too.
+        let keys_revoked = self
+            .ports()
+            .api_keys
+            .delete_all_for(tx.as_mut(), user)
+            .await?;
         let entry = NewActivity::new("auth.logout_all", "user", now)
             .resource(user)
-            .changes(json!({ "sessions_revoked": revoked.len() }));
+            .changes(
+                json!({ "sessions_revoked": revoked.len(), "api_keys_revoked": keys_revoked }),
+            );
         self.identity
             .record(tx.as_mut(), self.caller, entry)
             .await?;

@@ -124,7 +124,7 @@ impl Default for IdentitySettings {
 const REGISTER_PER_EMAIL: Quota = Quota::per_hour(10);
 const FORGOT_PER_EMAIL: Quota = Quota::per_hour(5);
 const VERIFY_PER_USER: Quota = Quota::per_hour(5);
-const REFRESH_PER_USER: Quota = Quota::per_minute(120);
+const REFRESH_PER_SESSION: Quota = Quota::per_minute(120);
 
 /// The identity service's dependencies; cheap to clone and shared by every request.
 #[derive(Debug, Clone)]

@@ -882,3 +882,41 @@ fn unverified_accounts_may_only_read_their_profile_and_verify() {
     ));
     assert!(block_on(service.logout()).is_ok());
 }
+
+#[test]
+fn ipv6_clients_are_counted_by_their_64() {
+    let bucket = |ip: &str| super::client_bucket(Some(ip.parse().unwrap()));
+    assert_eq!(
+        bucket("2001:db8:1:2:aaaa::1"),
+        bucket("2001:db8:1:2:bbbb::9")
+    );
+    assert_ne!(bucket("2001:db8:1:2::1"), bucket("2001:db8:1:3::1"));
+    assert_eq!(bucket("::ffff:203.0.113.9"), bucket("203.0.113.9"));
+    assert_ne!(bucket("203.0.113.9"), bucket("203.0.113.10"));
+}
+
+#[test]
+fn a_password_change_from_a_session_revoked_meanwhile_is_refused() {
+    let w = world();
+    w.register("ada@example.com");
+    let tokens = w.login("ada@example.com");
+    // Authenticated before the session ends (say, a reset elsewhere revokes it mid-request).
+    let caller = w.caller(&tokens);
+    block_on(w.identity.for_caller(&caller).logout()).unwrap();
+    assert!(matches!(
+        block_on(
+            w.identity
+                .for_caller(&caller)
+                .change_password(PASSWORD, "new-plum-orbit-8")
+        ),
+        Err(IdentityError::InvalidToken)
+    ));
+    assert!(
+        block_on(
+            w.identity
+                .for_caller(&anonymous())
+                .login("ada@example.com", PASSWORD)
+        )
+        .is_ok()
+    );
+}
