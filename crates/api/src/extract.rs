@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use validator::Validate;
 
-use crate::context::{RequestId, TraceParent};
+use crate::context::RequestId;
 use crate::error::ApiError;
 
 /// The largest request body, from `server.body_limit`; registered as app data.
@@ -319,10 +319,8 @@ pub fn origin(req: &HttpRequest) -> Origin {
             .extensions()
             .get::<RequestId>()
             .map(|id| id.as_str().to_owned()),
-        trace_parent: req
-            .extensions()
-            .get::<TraceParent>()
-            .map(TraceParent::header_value),
+        // This request's span as the parent of whatever continues its trace (jobs).
+        trace_parent: keel_telemetry::traces::current_traceparent(),
     }
 }
 
@@ -392,6 +390,19 @@ impl FromRequest for Caller {
                         .await?
                 }
             };
+            // Who made the request, on its span: the access line and every log line say it.
+            let span = tracing::Span::current();
+            if let Some(user) = actor.user_id() {
+                span.record("user_id", tracing::field::display(user));
+            }
+            span.record(
+                "credential",
+                match &actor {
+                    Actor::ApiKey { .. } => "api_key",
+                    Actor::User { .. } | Actor::Unverified { .. } => "session",
+                    Actor::Anonymous | Actor::System => "none",
+                },
+            );
             Ok(Self(keel_kernel::Caller { actor, origin }))
         })
     }

@@ -22,6 +22,9 @@ pub struct HealthRegistry {
     checks: Vec<Arc<dyn HealthCheck>>,
     timeout: Duration,
     started: Instant,
+    /// Set on SIGTERM: readiness answers 503 while requests are still served, so load
+    /// balancers stop routing here before the listener closes.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The outcome of one check.
@@ -45,6 +48,27 @@ impl HealthRegistry {
             checks: Vec::new(),
             timeout,
             started: Instant::now(),
+            draining: Arc::default(),
+        }
+    }
+
+    /// Turns readiness to 503 for good (shutdown has begun); liveness stays 200.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Runs every check and publishes `health_check_up{check}` (1 passing, 0 failing), so
+    /// dashboards and alerts see dependencies even when no probe is polling.
+    pub async fn sample(&self) {
+        for report in self.run().await {
+            metrics::gauge!(keel_telemetry::names::HEALTH_CHECK_UP, "check" => report.name)
+                .set(if report.error.is_none() { 1.0 } else { 0.0 });
         }
     }
 
@@ -146,6 +170,18 @@ async fn live() -> HttpResponse {
     )
 )]
 async fn ready(registry: web::Data<HealthRegistry>) -> HttpResponse {
+    if registry.is_draining() {
+        let mut response = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "not ready: shutting down; requests in flight are still served",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    }
     let reports = registry.run().await;
     let failed: Vec<String> = reports
         .iter()

@@ -15,10 +15,13 @@ use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use futures_util::FutureExt;
 use keel_config::CorsSettings;
-use keel_telemetry::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
+use keel_telemetry::names::{
+    HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL,
+};
+use keel_telemetry::traces;
 use tracing::Instrument;
 
-use crate::context::{self, RequestContext, RequestId, TraceParent};
+use crate::context::{self, RequestContext, RequestId};
 use crate::error::{ApiError, PROBLEM_JSON, status_problem};
 
 /// The request and response header carrying the request id.
@@ -53,13 +56,6 @@ where
             .and_then(|v| v.to_str().ok()),
     );
     req.extensions_mut().insert(request_id.clone());
-    let trace = TraceParent::from_header(
-        req.headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-    );
-    let trace_id = trace.trace_id().to_owned();
-    req.extensions_mut().insert(trace);
     let timeout = req
         .app_data::<RequestTimeout>()
         .map_or(Duration::from_secs(30), |t| t.0);
@@ -67,13 +63,39 @@ where
     // Resolved from the app's resource map before routing, so it is known even when the
     // handler panics or times out.
     let route = req.match_pattern();
+    let client_ip = crate::extract::client_ip(req.request());
+    // Fields filled in later: ids once the span has its trace context, who is calling once
+    // authentication has run (the `Caller` extractor records them).
     let span = tracing::info_span!(
         "request",
+        otel.name = %format!("{} {}", req.method(), route.as_deref().unwrap_or(UNMATCHED_ROUTE)),
+        otel.kind = "server",
         request_id = %request_id,
-        trace_id = %trace_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         method = %req.method(),
         path = %req.path(),
+        client_ip = client_ip.map(tracing::field::display),
+        user_id = tracing::field::Empty,
+        credential = tracing::field::Empty,
     );
+    // W3C trace context in: the caller's trace continues here (the propagator ignores
+    // malformed headers, and the request starts a trace of its own).
+    traces::continue_trace(
+        &span,
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok()),
+    );
+    if let Some((trace_id, span_id)) = traces::ids(&span) {
+        span.record("trace_id", trace_id.as_str());
+        span.record("span_id", span_id.as_str());
+    }
+    let in_flight = metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT);
+    in_flight.increment(1.0);
     let context = RequestContext {
         request_id: request_id.clone(),
         path: req.path().to_owned(),
@@ -109,6 +131,7 @@ where
     )
     .await;
 
+    in_flight.decrement(1.0);
     let request_id_value = HeaderValue::from_str(request_id.as_str()).ok();
     let status = match &outcome {
         Ok(response) => response.status(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use keel_api::ratelimit::AuthRateLimit;
-use keel_api::{ApiServices, api_server, ops_server};
+use keel_api::{ApiServices, HealthRegistry, api_server, ops_server};
 use keel_config::Settings;
 use keel_infrastructure::DatabaseConnection;
 use keel_kernel::throttle::Quota;
@@ -20,6 +20,35 @@ use crate::background::housekeeping;
 use crate::services::Services;
 use crate::startup::{bind, open_database, readiness};
 
+/// Stops a running api gracefully (see [`ApiApplication::shutdown_handle`]).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    server: ServerHandle,
+    health: HealthRegistry,
+    drain_delay: std::time::Duration,
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("drain_delay", &self.drain_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShutdownHandle {
+    /// Readiness 503 now, keep serving for the drain delay, then stop accepting and drain.
+    pub async fn shutdown(&self) {
+        self.health.start_draining();
+        if !self.drain_delay.is_zero() {
+            tracing::info!(drain_delay = ?self.drain_delay, "readiness is 503; still serving until the load balancer notices");
+            tokio::time::sleep(self.drain_delay).await;
+        }
+        tracing::info!("draining in-flight requests");
+        self.server.stop(true).await;
+    }
+}
+
 /// A built, not yet running, api process.
 pub struct ApiApplication {
     server: Server,
@@ -28,6 +57,7 @@ pub struct ApiApplication {
     ops_port: u16,
     db: DatabaseConnection,
     metrics: MetricsHandle,
+    health: HealthRegistry,
     settings: Settings,
 }
 
@@ -84,7 +114,7 @@ impl ApiApplication {
                 },
                 jwks: services.jwks,
             },
-            health,
+            health.clone(),
             metrics.clone(),
         )?;
         Ok(Self {
@@ -94,6 +124,7 @@ impl ApiApplication {
             ops_port,
             db,
             metrics,
+            health,
             settings,
         })
     }
@@ -113,6 +144,17 @@ impl ApiApplication {
         self.server.handle()
     }
 
+    /// A handle that stops the api the way SIGTERM does: readiness turns 503 at once,
+    /// requests are served for `server.drain_delay`, then the listener closes and in-flight
+    /// requests drain.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            server: self.server.handle(),
+            health: self.health.clone(),
+            drain_delay: self.settings.server.drain_delay,
+        }
+    }
+
     /// Serves until the server is stopped through its handle, then stops the operations
     /// listener and the background tasks and closes the pool.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -128,6 +170,7 @@ impl ApiApplication {
             self.db.clone(),
             self.metrics.clone(),
             self.settings.database.max_connections,
+            self.health.clone(),
         )
         .run(shutdown.clone());
         let background = tokio::spawn(background);

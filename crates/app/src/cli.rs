@@ -23,7 +23,11 @@ const EXIT_CONFIG: u8 = 2;
 
 /// `api`: Keel's HTTP API and its administrative commands.
 #[derive(Debug, Parser)]
-#[command(name = "api", version, about = "Keel's HTTP API (serves by default)")]
+#[command(
+    name = "api",
+    version = keel_telemetry::LONG_VERSION,
+    about = "Keel's HTTP API (serves by default)"
+)]
 pub struct ApiCli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -94,7 +98,7 @@ pub enum ConfigAction {
 #[derive(Debug, Parser)]
 #[command(
     name = "worker",
-    version,
+    version = keel_telemetry::LONG_VERSION,
     about = "Keel's background worker (runs by default)"
 )]
 pub struct WorkerCli {
@@ -147,18 +151,42 @@ pub enum JobsAction {
     },
 }
 
-/// Loads configuration and starts logging; on failure prints why and returns the exit code.
-fn prepare(target: LogTarget) -> Result<Settings, ExitCode> {
-    let settings = Settings::load().map_err(|error| {
+/// What a command needs from the configuration and the telemetry.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// A long-running process exporting its spans as service `<app.name>-<name>`.
+    Serve(&'static str),
+    /// A tool: logs to stderr, no span export.
+    Tool,
+    /// A tool that only touches the database (`api migrate`): nothing else is checked.
+    DatabaseTool,
+}
+
+/// Loads configuration and starts logging and tracing; on failure prints why and returns the
+/// exit code. Keep the guard until the command ends: it flushes the last spans.
+fn prepare(purpose: Purpose) -> Result<(Settings, keel_telemetry::TraceGuard), ExitCode> {
+    let loaded = match purpose {
+        Purpose::DatabaseTool => Settings::load_database_only(),
+        Purpose::Serve(_) | Purpose::Tool => Settings::load(),
+    };
+    let settings = loaded.map_err(|error| {
         eprintln!("{error}");
         ExitCode::from(EXIT_CONFIG)
     })?;
-    keel_telemetry::init_logging(&settings, target).map_err(|error| {
+    let guard = match purpose {
+        Purpose::Serve(process) => {
+            keel_telemetry::init(&settings, LogTarget::Stdout, process, true)
+        }
+        Purpose::Tool | Purpose::DatabaseTool => {
+            keel_telemetry::init(&settings, LogTarget::Stderr, "cli", false)
+        }
+    }
+    .map_err(|error| {
         eprintln!("invalid configuration:\n  - {error}");
         ExitCode::from(EXIT_CONFIG)
     })?;
     install_panic_hook();
-    Ok(settings)
+    Ok((settings, guard))
 }
 
 /// Panics are logged as events (with the request id of the request that panicked, when
@@ -199,12 +227,13 @@ pub async fn run_api(cli: ApiCli) -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let target = match command {
-        ApiCommand::Serve => LogTarget::Stdout,
-        _ => LogTarget::Stderr,
+    let purpose = match command {
+        ApiCommand::Serve => Purpose::Serve("api"),
+        ApiCommand::Migrate { .. } => Purpose::DatabaseTool,
+        _ => Purpose::Tool,
     };
-    let settings = match prepare(target) {
-        Ok(settings) => settings,
+    let (settings, _traces) = match prepare(purpose) {
+        Ok(prepared) => prepared,
         Err(code) => return code,
     };
     finish(match command {
@@ -235,15 +264,15 @@ pub async fn run_api(cli: ApiCli) -> ExitCode {
 pub async fn run_worker(cli: WorkerCli) -> ExitCode {
     match cli.command.unwrap_or(WorkerCommand::Run) {
         WorkerCommand::Run => {
-            let settings = match prepare(LogTarget::Stdout) {
-                Ok(settings) => settings,
+            let (settings, _traces) = match prepare(Purpose::Serve("worker")) {
+                Ok(prepared) => prepared,
                 Err(code) => return code,
             };
             finish(work(settings).await)
         }
         WorkerCommand::Jobs { action } => {
-            let settings = match prepare(LogTarget::Stderr) {
-                Ok(settings) => settings,
+            let (settings, _traces) = match prepare(Purpose::Tool) {
+                Ok(prepared) => prepared,
                 Err(code) => return code,
             };
             finish(manage_jobs(&settings, action).await)
@@ -326,11 +355,10 @@ async fn manage_jobs(settings: &Settings, action: JobsAction) -> anyhow::Result<
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = ApiApplication::build(settings).await?;
-    let handle = app.handle();
+    let handle = app.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("draining in-flight requests");
-        handle.stop(true).await;
+        handle.shutdown().await;
     });
     app.run_until_stopped().await
 }

@@ -22,9 +22,25 @@ pub(crate) async fn open_database(
             tracing::info!(migration = %name, "migration applied");
         }
     }
-    connect(&settings.database, application_name)
+    let mut db = connect(&settings.database, application_name)
         .await
-        .context("connecting to the database")
+        .context("connecting to the database")?;
+    // Every statement becomes a span under the request or job that ran it (free unless the
+    // trace is being recorded).
+    let system = if settings.database.is_sqlite() {
+        "sqlite"
+    } else {
+        "postgresql"
+    };
+    db.set_metric_callback(move |info| {
+        keel_telemetry::traces::record_db_statement(
+            system,
+            &info.statement.sql,
+            info.elapsed,
+            info.failed,
+        );
+    });
+    Ok(db)
 }
 
 /// The readiness checks of a process using `db`.

@@ -46,6 +46,7 @@ impl WorkerApplication {
         let metrics = keel_telemetry::install_metrics()?;
         let db = open_database(&settings, "keel-worker").await?;
         let health = readiness(&settings, &db);
+        let health_sampler = health.clone();
         let (listener, ops_port) = bind(
             &settings.worker.host,
             settings.worker.port,
@@ -81,6 +82,7 @@ impl WorkerApplication {
             db.clone(),
             metrics,
             settings.database.max_connections,
+            health_sampler,
         );
         let supervisor = job_tasks(supervisor, &store, &handlers, &settings.jobs, armed);
         Ok(Self {

@@ -578,3 +578,299 @@ fn production_refuses_an_open_edge_with_exit_2_naming_the_key() {
         );
     }
 }
+
+/// An OTLP/HTTP receiver (JSON encoding) on a random loopback port, collecting every span.
+struct Receiver {
+    url: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        use actix_web::{App, HttpResponse, HttpServer, web};
+        let spans: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
+        let collected = spans.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            let collected = collected.clone();
+            App::new()
+                .app_data(web::PayloadConfig::new(16 << 20))
+                .route(
+                    "/v1/traces",
+                    web::post().to(move |body: web::Bytes| {
+                        let collected = collected.clone();
+                        async move {
+                            let export: Value = serde_json::from_slice(&body).unwrap_or_default();
+                            for resource in export["resourceSpans"].as_array().into_iter().flatten()
+                            {
+                                let service = resource["resource"]["attributes"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .find(|a| a["key"] == "service.name")
+                                    .and_then(|a| a["value"]["stringValue"].as_str())
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                for scope in resource["scopeSpans"].as_array().into_iter().flatten()
+                                {
+                                    for span in scope["spans"].as_array().into_iter().flatten() {
+                                        collected
+                                            .lock()
+                                            .unwrap()
+                                            .push((service.clone(), span.clone()));
+                                    }
+                                }
+                            }
+                            HttpResponse::Ok().json(serde_json::json!({}))
+                        }
+                    }),
+                )
+        })
+        .listen(listener)
+        .unwrap()
+        .workers(1)
+        .disable_signals()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            url,
+            spans,
+            server: handle,
+        }
+    }
+
+    /// Waits (up to 30 s) until `found` accepts the spans received so far.
+    async fn wait_for<T>(&self, found: impl Fn(&[(String, Value)]) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(value) = found(&self.spans.lock().unwrap()) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "spans never arrived: {:#?}",
+                self.spans.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn span_named<'a>(
+    spans: &'a [(String, Value)],
+    trace: &str,
+    name: &str,
+) -> Option<&'a (String, Value)> {
+    spans.iter().find(|(_, s)| {
+        s["traceId"] == trace && s["name"].as_str().is_some_and(|n| n.starts_with(name))
+    })
+}
+
+#[tokio::test]
+async fn a_request_its_statements_and_the_job_it_enqueues_share_one_exported_trace() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [
+        ("APP__SERVER__PORT", "0"),
+        ("APP__OPS__PORT", "0"),
+        ("APP__WORKER__PORT", "0"),
+        ("APP__JOBS__POLL_INTERVAL", "50ms"),
+        // Export every 200 ms instead of every 5 s.
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("APP__TELEMETRY__OTLP__PROTOCOL", "http/json"),
+    ];
+    // The api is configured through Keel's key, the worker through the standard variable.
+    let mut api_vars = ports.to_vec();
+    api_vars.push(("APP__TELEMETRY__OTLP__ENDPOINT", receiver.url.as_str()));
+    let mut worker_vars = ports.to_vec();
+    worker_vars.push(("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()));
+    let mut api = start(API, dir.path(), "api.log", &api_vars);
+    let listening = wait_for_log(&mut api, "api listening");
+    let base = format!("http://127.0.0.1:{}", listening["port"]);
+    let mut worker = start(WORKER, dir.path(), "worker.log", &worker_vars);
+    wait_for_log(&mut worker, "worker running");
+
+    let client = reqwest::Client::new();
+    let registered = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&serde_json::json!({ "email": "ada@example.com", "password": "plum-orbit-kettle-7" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    // The caller's own trace: Keel's spans must join it.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let forgot = client
+        .post(format!("{base}/api/v1/auth/password/forgot"))
+        .header("traceparent", format!("00-{trace}-{caller_span}-01"))
+        .json(&serde_json::json!({ "email": "ada@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), 202);
+
+    let (request, job) = receiver
+        .wait_for(|spans| {
+            let request = span_named(spans, trace, "POST /api/v1/auth/password/forgot")?.clone();
+            let job = span_named(spans, trace, "job identity.send_token_mail")?.clone();
+            span_named(spans, trace, "mail.send")?;
+            Some((request, job))
+        })
+        .await;
+    assert_eq!(request.0, "keel-api");
+    assert_eq!(
+        request.1["parentSpanId"], caller_span,
+        "the request continues the caller's trace"
+    );
+    let request_id = request.1["spanId"].as_str().unwrap().to_owned();
+    let spans = receiver.spans.lock().unwrap().clone();
+    let statements: Vec<_> = spans
+        .iter()
+        .filter(|(_, s)| {
+            s["parentSpanId"] == request_id.as_str()
+                && s["name"].as_str().is_some_and(|n| n.ends_with(" sqlite"))
+        })
+        .collect();
+    assert!(
+        !statements.is_empty(),
+        "database statements under the request: {spans:#?}"
+    );
+    assert_eq!(job.0, "keel-worker");
+    assert_eq!(
+        job.1["parentSpanId"],
+        request_id.as_str(),
+        "the job is a child of the request that enqueued it"
+    );
+    let mail = span_named(&spans, trace, "mail.send").unwrap();
+    assert_eq!(mail.1["parentSpanId"], job.1["spanId"]);
+    // The ids are on the log lines too.
+    let logged = log_lines(&api).into_iter().find(|l| {
+        l["message"] == "request finished" && l["route"] == "/api/v1/auth/password/forgot"
+    });
+    let logged = logged.expect("an access line");
+    assert_eq!(logged["span"]["trace_id"], trace);
+    assert_eq!(logged["span"]["span_id"], request_id.as_str());
+    assert_eq!(logged["span"]["credential"], "none");
+    assert_eq!(logged["span"]["client_ip"], "127.0.0.1");
+
+    assert!(terminate(&mut worker).success());
+    assert!(terminate(&mut api).success());
+    receiver.server.stop(false).await;
+}
+
+#[tokio::test]
+async fn sigterm_turns_readiness_503_first_and_fails_no_request_of_a_client_that_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut api = start(
+        API,
+        dir.path(),
+        "api.log",
+        &[
+            ("APP__SERVER__PORT", "0"),
+            ("APP__OPS__PORT", "0"),
+            ("APP__SERVER__DRAIN_DELAY", "2s"),
+        ],
+    );
+    let listening = wait_for_log(&mut api, "api listening");
+    let base = format!("http://127.0.0.1:{}", listening["port"]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // A load balancer's view: probe readiness, send traffic while ready, stop when it is not.
+    let load = {
+        let client = client.clone();
+        let base = base.clone();
+        tokio::spawn(async move {
+            let (mut served, mut failed) = (0u32, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                match client.get(format!("{base}/health/ready")).send().await {
+                    Ok(response) if response.status() == 503 => return (served, failed, true),
+                    Ok(response) if response.status() == 200 => {}
+                    other => failed.push(format!("readiness: {other:?}")),
+                }
+                for _ in 0..5 {
+                    match client
+                        .get(format!("{base}/api/v1/release-notes"))
+                        .send()
+                        .await
+                    {
+                        Ok(response) if response.status() == 200 => served += 1,
+                        other => failed.push(format!("request: {other:?}")),
+                    }
+                }
+            }
+            (served, failed, false)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = api.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (served, failed, saw_not_ready) = load.await.unwrap();
+    assert!(saw_not_ready, "readiness turned 503 after SIGTERM");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(served > 0);
+    // While draining, requests are still served.
+    let (status, _, _) = get(&format!("{base}/api/v1/release-notes"), None).await;
+    assert_eq!(status, 200, "still serving during the drain delay");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = api.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after the drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn version_names_the_commit_and_migrations_need_only_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for binary in [API, WORKER] {
+        let output = run(binary, dir.path(), &["--version"], &[]);
+        assert!(output.status.success());
+        let stdout = text(&output.stdout);
+        assert!(
+            stdout.contains(env!("CARGO_PKG_VERSION")) && stdout.contains("(git "),
+            "{stdout}"
+        );
+    }
+    // The migrations image: production, the database URL, nothing else.
+    let url = format!("sqlite://{}/keel.db?mode=rwc", dir.path().display());
+    let output = run(
+        API,
+        dir.path(),
+        &["migrate", "up"],
+        &[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", url.as_str()),
+            ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // Serving still refuses the same configuration: it lacks the secrets.
+    let output = run(
+        API,
+        dir.path(),
+        &["config", "check"],
+        &[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", url.as_str()),
+            ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("auth.jwt_secret"));
+}

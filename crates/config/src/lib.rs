@@ -135,6 +135,9 @@ pub struct ServerSettings {
     /// Longest SIGTERM waits for in-flight requests.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long readiness answers 503 while requests are still served.
+    #[serde(with = "duration")]
+    pub drain_delay: Duration,
     /// Idle keep-alive connection lifetime.
     #[serde(with = "duration")]
     pub keep_alive: Duration,
@@ -523,6 +526,46 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// Which events to keep, in `tracing` EnvFilter syntax.
     pub log_level: String,
+    /// Trace export over OTLP/HTTP.
+    pub otlp: OtlpSettings,
+}
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OtlpProtocol {
+    /// Protocol buffers over HTTP (`/v1/traces`), what every collector accepts.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// JSON over HTTP.
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+/// `[telemetry.otlp]`: off unless an endpoint is set here or in `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); the other standard `OTEL_*` variables apply
+/// where these keys are unset.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSettings {
+    /// Collector base URL, e.g. `http://otel-collector:4318` (spans go to `/v1/traces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Wire format.
+    pub protocol: OtlpProtocol,
+    /// `service.name`; default `OTEL_SERVICE_NAME`, else `<app.name>-api` / `<app.name>-worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Share of new traces recorded (0.0 to 1.0); a caller's sampling decision is kept.
+    /// Default `OTEL_TRACES_SAMPLER_ARG` with `parentbased_traceidratio`, else 1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<f64>,
+    /// Extra resource attributes (`deployment.environment` is set from `APP_ENV`); merged
+    /// with `OTEL_RESOURCE_ATTRIBUTES`.
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Longest one export may take.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
 }
 
 impl Settings {
@@ -533,6 +576,29 @@ impl Settings {
 
     /// Loads from explicit sources; tests use this to avoid touching the process environment.
     pub fn load_from(sources: &Sources) -> Result<Self, ConfigError> {
+        Self::load_checked(sources, |_| true)
+    }
+
+    /// Loads for a command that only touches the database (`api migrate`): the values must
+    /// still have the right types, but only `database.*`, `telemetry.*` and `APP_ENV` are
+    /// checked, so a migrations job needs no JWT secret or pepper it never uses.
+    pub fn load_database_only() -> Result<Self, ConfigError> {
+        Self::load_database_only_from(&Sources::from_process()?)
+    }
+
+    /// [`Settings::load_database_only`] from explicit sources.
+    pub fn load_database_only_from(sources: &Sources) -> Result<Self, ConfigError> {
+        Self::load_checked(sources, |problem| {
+            problem.key == "APP_ENV"
+                || problem.key.starts_with("database.")
+                || problem.key.starts_with("telemetry.")
+        })
+    }
+
+    fn load_checked(
+        sources: &Sources,
+        relevant: impl Fn(&Problem) -> bool,
+    ) -> Result<Self, ConfigError> {
         let environment = sources.environment()?;
         let figment = sources.figment(environment)?;
         let mut settings: Settings = figment
@@ -546,12 +612,16 @@ impl Settings {
                 .peppers
                 .retain(|_, pepper| pepper.expose_secret() != DEVELOPMENT_PEPPER);
         }
-        validate::validate(&settings).map_err(|problems| ConfigError::Invalid {
-            problems: problems
+        if let Err(problems) = validate::validate(&settings) {
+            let problems: Vec<Problem> = problems
                 .into_iter()
+                .filter(|p| relevant(p))
                 .map(|p| p.with_origin_from(&figment))
-                .collect(),
-        })?;
+                .collect();
+            if !problems.is_empty() {
+                return Err(ConfigError::Invalid { problems });
+            }
+        }
         Ok(settings)
     }
 

@@ -14,6 +14,9 @@ const DEFAULTS: &str = include_str!("defaults.toml");
 const PRODUCTION_DEFAULTS: &str = r#"
 [server]
 host = "0.0.0.0"
+drain_delay = "5s"
+[worker]
+host = "0.0.0.0"
 [ops]
 host = "0.0.0.0"
 [docs]

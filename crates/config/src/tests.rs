@@ -458,3 +458,64 @@ fn activity_retention_defaults_to_90_days_and_must_be_positive() {
     let err = load(&[("APP__ACTIVITY__RETENTION", "forever")]).unwrap_err();
     assert_eq!(problem_keys(&err), ["activity.retention"]);
 }
+
+#[test]
+fn production_drains_before_stopping_and_exposes_the_worker_probe() {
+    let settings = load(&production(&[(
+        "APP__DATABASE__URL",
+        "postgres://keel@db/keel",
+    )]))
+    .unwrap();
+    assert_eq!(settings.server.drain_delay, Duration::from_secs(5));
+    assert_eq!(settings.worker.host, "0.0.0.0");
+    assert_eq!(load(&[]).unwrap().server.drain_delay, Duration::ZERO);
+    let err = load(&[("APP__SERVER__DRAIN_DELAY", "10m")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["server.drain_delay"]);
+}
+
+#[test]
+fn trace_export_settings_are_checked() {
+    let settings = load(&[
+        (
+            "APP__TELEMETRY__OTLP__ENDPOINT",
+            "http://otel-collector:4318",
+        ),
+        ("APP__TELEMETRY__OTLP__PROTOCOL", "http/json"),
+        ("APP__TELEMETRY__OTLP__SAMPLE_RATIO", "0.25"),
+    ])
+    .unwrap();
+    assert_eq!(settings.telemetry.otlp.protocol, OtlpProtocol::HttpJson);
+    assert_eq!(settings.telemetry.otlp.sample_ratio, Some(0.25));
+    let err = load(&[
+        ("APP__TELEMETRY__OTLP__ENDPOINT", "otel-collector:4318"),
+        ("APP__TELEMETRY__OTLP__SAMPLE_RATIO", "1.5"),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        problem_keys(&err),
+        ["telemetry.otlp.endpoint", "telemetry.otlp.sample_ratio"]
+    );
+    assert!(load(&[("APP__TELEMETRY__OTLP__PROTOCOL", "grpc")]).is_err());
+}
+
+#[test]
+fn migrations_need_only_the_database_settings() {
+    let vars = [
+        ("APP_ENV", "production"),
+        ("APP__DATABASE__URL", "postgres://keel@db/keel"),
+    ];
+    let sources = Sources::from_vars(vars.iter().copied());
+    let settings = Settings::load_database_only_from(&sources).unwrap();
+    assert_eq!(settings.environment, Environment::Production);
+    // The same configuration cannot serve: no secrets.
+    let err = Settings::load_from(&sources).unwrap_err();
+    assert!(problem_keys(&err).contains(&"auth.jwt_secret"));
+    // A bad database setting still stops it.
+    let vars = [
+        ("APP_ENV", "production"),
+        ("APP__DATABASE__URL", "mysql://keel@db/keel"),
+    ];
+    let err =
+        Settings::load_database_only_from(&Sources::from_vars(vars.iter().copied())).unwrap_err();
+    assert_eq!(problem_keys(&err), ["database.url"]);
+}

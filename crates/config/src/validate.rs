@@ -61,6 +61,34 @@ fn validate_jobs(settings: &Settings, problems: &mut Problems) {
     }
 }
 
+fn validate_telemetry(settings: &Settings, problems: &mut Problems) {
+    let otlp = &settings.telemetry.otlp;
+    if let Some(endpoint) = &otlp.endpoint {
+        problems.check(
+            url::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
+            "telemetry.otlp.endpoint",
+            "must be an http(s) URL such as http://otel-collector:4318",
+        );
+    }
+    problems.check(
+        otlp.sample_ratio.is_none_or(|r| (0.0..=1.0).contains(&r)),
+        "telemetry.otlp.sample_ratio",
+        "must be between 0.0 and 1.0",
+    );
+    problems.check(
+        !otlp.timeout.is_zero(),
+        "telemetry.otlp.timeout",
+        "must be greater than zero",
+    );
+    problems.check(
+        otlp.service_name
+            .as_deref()
+            .is_none_or(|n| !n.trim().is_empty() && n.len() <= 128),
+        "telemetry.otlp.service_name",
+        "must be 1 to 128 characters",
+    );
+}
+
 fn validate_smtp(settings: &Settings, production: bool, problems: &mut Problems) {
     if settings.mail.transport != crate::MailTransport::Smtp {
         return;
@@ -151,6 +179,12 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         "must be between 1024 bytes and 1 GiB",
     );
     validate_jobs(settings, &mut problems);
+    validate_telemetry(settings, &mut problems);
+    problems.check(
+        server.drain_delay <= std::time::Duration::from_secs(300),
+        "server.drain_delay",
+        "must be at most 5m (orchestrators stop waiting long before that)",
+    );
     problems.check(
         !settings.activity.retention.is_zero(),
         "activity.retention",

@@ -405,6 +405,55 @@ impl JobStore {
         Ok(Queue::ALL.into_iter().map(|q| (q, counts[&q])).collect())
     }
 
+    /// Per queue, how long (seconds) the oldest job that could run has been waiting: in the
+    /// queue since its `run_at`, or in the outbox since it was committed. Queues with nothing
+    /// waiting report 0.
+    pub async fn oldest_waiting(&self) -> Result<Vec<(Queue, i64)>, RepoError> {
+        let now = Utc::now();
+        let queue_rows: Vec<(String, i64)> = match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT job_type, MIN(run_at) FROM Jobs \
+                     WHERE status IN ('Pending', 'Queued') AND run_at <= ? GROUP BY job_type",
+                )
+                .bind(now.timestamp())
+                .fetch_all(pool)
+                .await
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT job_type, EXTRACT(EPOCH FROM MIN(run_at))::bigint FROM apalis.jobs \
+                     WHERE status IN ('Pending', 'Queued') AND run_at <= now() GROUP BY job_type",
+                )
+                .fetch_all(pool)
+                .await
+            }
+        }
+        .map_err(sqlx_err)?;
+        let outbox_sql = "SELECT queue, MIN(created_at) FROM job_outbox GROUP BY queue";
+        let outbox_rows: Vec<(String, i64)> = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_as(outbox_sql).fetch_all(pool).await,
+            Pool::Postgres(pool) => sqlx::query_as(outbox_sql).fetch_all(pool).await,
+        }
+        .map_err(sqlx_err)?;
+        let mut ages: HashMap<Queue, i64> = Queue::ALL.into_iter().map(|q| (q, 0)).collect();
+        let waiting = queue_rows
+            .into_iter()
+            .map(|(name, since)| (name, now.timestamp() - since))
+            .chain(
+                outbox_rows
+                    .into_iter()
+                    .map(|(name, millis)| (name, (now.timestamp_millis() - millis) / 1000)),
+            );
+        for (name, age) in waiting {
+            if let Some(queue) = Queue::parse(&name) {
+                let oldest = ages.entry(queue).or_default();
+                *oldest = (*oldest).max(age.max(0));
+            }
+        }
+        Ok(Queue::ALL.into_iter().map(|q| (q, ages[&q])).collect())
+    }
+
     async fn fetch(&self, id: &str) -> Result<Option<TaskRow>, RepoError> {
         let rows = self
             .select(&format!("WHERE id = {}", self.param(1)), &[id.into()], None)

@@ -82,6 +82,23 @@ impl LettreMailer {
 #[async_trait]
 impl Mailer for LettreMailer {
     async fn send(&self, email: Email, dedupe_key: Option<&str>) -> Result<(), BoxError> {
+        // One span per delivery, a child of the job that sends it (the recipient stays out:
+        // spans leave the process).
+        let span = tracing::info_span!(
+            "mail.send",
+            otel.kind = "client",
+            transport = match &self.transport {
+                Transport::File(..) => "file",
+                Transport::Smtp(..) => "smtp",
+                Transport::Log => "log",
+            },
+        );
+        tracing::Instrument::instrument(self.deliver(email, dedupe_key), span).await
+    }
+}
+
+impl LettreMailer {
+    async fn deliver(&self, email: Email, dedupe_key: Option<&str>) -> Result<(), BoxError> {
         let message = self.message(&email, dedupe_key)?;
         let result = match &self.transport {
             Transport::File(transport, dir) => transport

@@ -1,8 +1,12 @@
-//! Logs and metrics for the Keel binaries.
+//! Logs, traces and metrics for the Keel binaries.
 //!
-//! Logs are `tracing` events: JSON lines in production (one object per line, the request id of
-//! the current request on every line), pretty output on a developer's terminal. Metrics go to a
-//! process-wide Prometheus recorder whose text rendering `/metrics` serves.
+//! Logs are `tracing` events: JSON lines in production (one object per line, the request id,
+//! trace id and span id of the current request on every line), pretty output on a developer's
+//! terminal. Traces follow W3C trace context and go to an OpenTelemetry collector when one is
+//! configured ([`traces`]). Metrics go to a process-wide Prometheus recorder whose text
+//! rendering `/metrics` serves.
+
+pub mod traces;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -15,6 +19,19 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use metrics_exporter_prometheus::PrometheusHandle as MetricsHandle;
+pub use traces::TraceGuard;
+
+/// The version of the binaries (the workspace version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit they were built from (`KEEL_GIT_SHA` at build time, else `git`, else `unknown`).
+pub const GIT_SHA: &str = env!("KEEL_GIT_SHA");
+/// `--version` text: `0.1.0 (git 1a2b3c4d5e6f)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("KEEL_GIT_SHA"),
+    ")"
+);
 
 /// Metric names from the public contract (`../shared/contract.md`); dashboards depend on them.
 pub mod names {
@@ -36,6 +53,16 @@ pub mod names {
     /// Gauge of jobs waiting to run (pending, retrying, or committed but not yet queued),
     /// labelled `queue`.
     pub const JOBS_QUEUED: &str = "jobs_queued";
+    /// Gauge of the age in seconds of the oldest job waiting to run, labelled `queue`.
+    pub const JOBS_OLDEST_AGE_SECONDS: &str = "jobs_oldest_age_seconds";
+    /// Gauge of requests being served right now.
+    pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
+    /// Gauge, always 1, labelled `version` and `git_sha`.
+    pub const BUILD_INFO: &str = "build_info";
+    /// Gauge per readiness check (`check`): 1 passing, 0 failing; sampled every 15 s.
+    pub const HEALTH_CHECK_UP: &str = "health_check_up";
+    /// Counter of password hashes refused because every slot and the waiting line were taken.
+    pub const PASSWORD_HASHING_REJECTED_TOTAL: &str = "password_hashing_rejected_total";
 }
 
 /// Latency buckets (seconds) from 1 ms to 10 s: fine where an API spends its time.
@@ -57,6 +84,9 @@ pub enum TelemetryError {
     /// The Prometheus recorder could not be built.
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(String),
+    /// The OTLP exporter could not be built (`telemetry.otlp.*`, `OTEL_*`).
+    #[error("telemetry.otlp: cannot set up trace export: {0}")]
+    Traces(String),
 }
 
 /// Where log lines go.
@@ -68,8 +98,22 @@ pub enum LogTarget {
     Stderr,
 }
 
-/// Installs the global `tracing` subscriber. Calling it again (tests) keeps the first one.
+/// Installs the global `tracing` subscriber without span export (tools, tests). Calling it
+/// again keeps the first one.
 pub fn init_logging(settings: &Settings, target: LogTarget) -> Result<(), TelemetryError> {
+    init(settings, target, "cli", false).map(drop)
+}
+
+/// Installs the global `tracing` subscriber: logs, W3C trace context, and, when `export` is
+/// set and a collector is configured, span export for service `<app.name>-<process>`. Keep the
+/// returned guard until exit: dropping it flushes the last spans. Calling it again (tests)
+/// keeps the first subscriber.
+pub fn init(
+    settings: &Settings,
+    target: LogTarget,
+    process: &str,
+    export: bool,
+) -> Result<TraceGuard, TelemetryError> {
     let filter = EnvFilter::try_new(&settings.telemetry.log_level).map_err(|e| {
         TelemetryError::InvalidLogLevel {
             value: settings.telemetry.log_level.clone(),
@@ -90,29 +134,29 @@ pub fn init_logging(settings: &Settings, target: LogTarget) -> Result<(), Teleme
         LogFormat::Auto => settings.environment == Environment::Local && is_terminal,
     };
     let registry = tracing_subscriber::registry().with(filter);
-    let result = if pretty {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(writer)
-                    .with_ansi(is_terminal),
-            )
-            .try_init()
+    let (guard, result) = if pretty {
+        let subscriber = registry.with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(is_terminal),
+        );
+        let (guard, spans) = traces::init(settings, process, export)?;
+        (guard, subscriber.with(spans).try_init())
     } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(writer),
-            )
-            .try_init()
+        let subscriber = registry.with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(writer),
+        );
+        let (guard, spans) = traces::init(settings, process, export)?;
+        (guard, subscriber.with(spans).try_init())
     };
     // Already initialised (several apps in one test process): the first subscriber stays.
     drop(result);
-    Ok(())
+    Ok(guard)
 }
 
 /// Installs the process-wide Prometheus recorder once and returns a handle to it.
@@ -137,6 +181,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
                 .and_then(PrometheusBuilder::install_recorder)
                 .map_err(|e| e.to_string())?;
             describe_metrics();
+            metrics::gauge!(names::BUILD_INFO, "version" => VERSION, "git_sha" => GIT_SHA).set(1.0);
             Ok(handle)
         })
         .clone()
@@ -171,6 +216,47 @@ fn describe_metrics() {
         names::DB_POOL_CONNECTIONS,
         "Database pool connections, by state (idle, in_use, max)"
     );
+    metrics::describe_gauge!(
+        names::JOBS_OLDEST_AGE_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest job waiting to run, by queue"
+    );
+    metrics::describe_gauge!(
+        names::HTTP_REQUESTS_IN_FLIGHT,
+        "HTTP requests being served right now"
+    );
+    metrics::describe_gauge!(
+        names::BUILD_INFO,
+        "Always 1; the labels say which version and commit is running"
+    );
+    metrics::describe_gauge!(
+        names::HEALTH_CHECK_UP,
+        "Readiness checks by name: 1 passing, 0 failing (sampled every 15 s)"
+    );
+    metrics::describe_counter!(
+        names::PASSWORD_HASHING_REJECTED_TOTAL,
+        "Password hashes refused at once because every slot and the waiting line were taken"
+    );
+}
+
+/// Process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, `process_threads`):
+/// call [`ProcessMetrics::sample`] periodically.
+#[derive(Debug, Default)]
+pub struct ProcessMetrics(metrics_process::Collector);
+
+impl ProcessMetrics {
+    /// A collector; describes its metrics once.
+    pub fn new() -> Self {
+        let collector = metrics_process::Collector::default();
+        collector.describe();
+        Self(collector)
+    }
+
+    /// Reads the process's counters and updates the gauges.
+    pub fn sample(&self) {
+        self.0.collect();
+    }
 }
 
 #[cfg(test)]

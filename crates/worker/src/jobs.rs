@@ -24,7 +24,9 @@ use keel_config::JobsSettings;
 use keel_infrastructure::jobs::{JobEnvelope, JobStore, job_id, meta};
 use keel_kernel::UserId;
 use keel_kernel::jobs::{Job, JobFailure, JobId, Queue, RetryPolicy};
-use keel_telemetry::names::{JOB_DURATION_SECONDS, JOBS_QUEUED, JOBS_TOTAL};
+use keel_telemetry::names::{
+    JOB_DURATION_SECONDS, JOBS_OLDEST_AGE_SECONDS, JOBS_QUEUED, JOBS_TOTAL,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -176,21 +178,25 @@ impl tower_service::Service<Task<JobEnvelope>> for Dispatch {
                 request_id: metadata.get(meta::REQUEST_ID).map(str::to_owned),
                 dedupe_key: metadata.get(meta::DEDUPE_KEY).map(str::to_owned),
             };
-            // The job's span continues the enqueuing request's trace (W3C traceparent).
-            let trace_id = metadata
-                .get(meta::TRACE_PARENT)
-                .and_then(|t| t.split('-').nth(1))
-                .unwrap_or_default()
-                .to_owned();
             let span = tracing::info_span!(
                 "job",
+                otel.name = %format!("job {}", context.kind),
+                otel.kind = "consumer",
                 job_id = %context.id,
                 job = %context.kind,
                 queue = %queue,
                 attempt = context.attempt,
                 request_id = context.request_id.as_deref().unwrap_or_default(),
-                trace_id = %trace_id,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
             );
+            // The job's span is a child of the span that enqueued it, across processes (the
+            // W3C traceparent stored with the job).
+            keel_telemetry::traces::continue_trace(&span, metadata.get(meta::TRACE_PARENT), None);
+            if let Some((trace_id, span_id)) = keel_telemetry::traces::ids(&span) {
+                span.record("trace_id", trace_id.as_str());
+                span.record("span_id", span_id.as_str());
+            }
             attempt(handlers, store, envelope.payload, context, policy)
                 .instrument(span)
                 .await
@@ -339,7 +345,7 @@ pub async fn relay_outbox(store: &JobStore) -> Result<usize, TaskError> {
     }
 }
 
-/// Publishes `jobs_queued{queue}`.
+/// Publishes `jobs_queued{queue}` and `jobs_oldest_age_seconds{queue}`.
 pub async fn sample_queue_depth(store: &JobStore) -> Result<(), TaskError> {
     for (queue, count) in store
         .queued_counts()
@@ -347,6 +353,13 @@ pub async fn sample_queue_depth(store: &JobStore) -> Result<(), TaskError> {
         .map_err(|e| TaskError::from_error(&e))?
     {
         metrics::gauge!(JOBS_QUEUED, "queue" => queue.as_str()).set(count as f64);
+    }
+    for (queue, age) in store
+        .oldest_waiting()
+        .await
+        .map_err(|e| TaskError::from_error(&e))?
+    {
+        metrics::gauge!(JOBS_OLDEST_AGE_SECONDS, "queue" => queue.as_str()).set(age as f64);
     }
     Ok(())
 }
