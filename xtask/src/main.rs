@@ -12,6 +12,7 @@ use xshell::{Shell, cmd};
 
 mod bench;
 mod docs;
+mod hooks;
 
 mod new_domain;
 mod process;
@@ -93,6 +94,13 @@ enum Task {
     /// Generate a throwaway domain in a temporary copy of the repository and run the whole
     /// suite there (part of `ci`).
     NewDomainCheck,
+    /// Install the git hooks in xtask/hooks/ (pre-commit: fmt and clippy; commit-msg:
+    /// Conventional Commits) into the repository's hooks directory.
+    Hooks {
+        /// Replace a different hook of the same name that is already installed.
+        #[arg(long)]
+        force: bool,
+    },
     /// Measurements recorded in docs/benchmarks.md.
     Bench {
         #[command(subcommand)]
@@ -182,6 +190,7 @@ fn main() -> anyhow::Result<()> {
             new_domain::run(&sh, &workspace_root(), &spec, !no_build)
         }
         Task::NewDomainCheck => new_domain::check::check(&sh, &workspace_root()),
+        Task::Hooks { force } => hooks::run(&sh, &workspace_root(), force),
         Task::Bench {
             what: BenchTarget::Startup { runs },
         } => bench::bench_startup(&sh, runs),
