@@ -56,7 +56,7 @@ fn violations(graph: &Graph, roots: &[String]) -> Vec<String> {
     found
 }
 
-fn workspace_graph() -> (Graph, Vec<String>) {
+fn metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let output = Command::new(cargo)
@@ -69,7 +69,11 @@ fn workspace_graph() -> (Graph, Vec<String>) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn workspace_graph() -> (Graph, Vec<String>) {
+    let metadata = metadata();
 
     let names: BTreeMap<String, (String, String)> = metadata["packages"]
         .as_array()
@@ -153,4 +157,149 @@ fn the_checker_finds_a_transitive_violation() {
     );
     assert!(forbidden("tokio") && forbidden("actix-web") && forbidden("sqlx-core"));
     assert!(!forbidden("serde") && !forbidden("chrono"));
+}
+
+/// Keel's own crates that must never appear among a crate's direct (normal) dependencies:
+/// the api is an adapter beside infrastructure, not on top of it; the worker runs jobs without
+/// the HTTP crate; only the app composes them.
+const FORBIDDEN_EDGES: &[(&str, &[&str])] = &[
+    ("keel-kernel", &["*"]),
+    ("keel-config", &["*"]),
+    (
+        "keel-telemetry",
+        &["keel-api", "keel-infrastructure", "keel-worker", "keel-app"],
+    ),
+    (
+        "keel-api",
+        &[
+            "keel-infrastructure",
+            "keel-worker",
+            "keel-app",
+            "keel-migration",
+        ],
+    ),
+    ("keel-worker", &["keel-api", "keel-app"]),
+    (
+        "keel-infrastructure",
+        &["keel-api", "keel-worker", "keel-app"],
+    ),
+];
+
+/// One workspace crate: its name, whether it is a domain crate, the domains it declares it may
+/// use (`[package.metadata.keel] uses-domains = ["identity"]`), and its direct dependencies on
+/// other workspace crates.
+struct Member {
+    name: String,
+    domain: bool,
+    declared: Vec<String>,
+    deps: Vec<String>,
+}
+
+fn edge_violations(members: &[Member]) -> Vec<String> {
+    let domains: BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.domain)
+        .map(|m| m.name.as_str())
+        .collect();
+    let mut found = Vec::new();
+    for member in members {
+        for dep in &member.deps {
+            if let Some((_, banned)) = FORBIDDEN_EDGES.iter().find(|(n, _)| *n == member.name)
+                && (banned.contains(&"*") || banned.contains(&dep.as_str()))
+            {
+                found.push(format!("{} -> {dep}", member.name));
+            }
+            if member.domain && dep != "keel-kernel" {
+                let allowed = domains.contains(dep.as_str())
+                    && member.declared.iter().any(|d| format!("keel-{d}") == *dep);
+                if !allowed {
+                    found.push(format!(
+                        "{} -> {dep} (a domain may use the kernel and the domains it declares in [package.metadata.keel] uses-domains)",
+                        member.name
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn members() -> Vec<Member> {
+    let metadata = metadata();
+    let workspace: BTreeSet<&str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"].is_null())
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"].is_null())
+        .map(|p| Member {
+            name: p["name"].as_str().unwrap().to_owned(),
+            domain: p["manifest_path"]
+                .as_str()
+                .unwrap()
+                .contains("/crates/domains/"),
+            declared: p["metadata"]["keel"]["uses-domains"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect(),
+            deps: p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["kind"].is_null())
+                .filter_map(|d| d["name"].as_str())
+                .filter(|n| workspace.contains(n))
+                .map(str::to_owned)
+                .collect(),
+        })
+        .collect()
+}
+
+#[test]
+fn keels_own_crates_depend_inward_only() {
+    let members = members();
+    assert!(members.iter().any(|m| m.name == "keel-api"));
+    let found = edge_violations(&members);
+    assert!(
+        found.is_empty(),
+        "Keel's own dependency edges (see docs/ARCHITECTURE.md):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_edge_checker_finds_each_kind_of_violation() {
+    let member = |name: &str, domain: bool, declared: &[&str], deps: &[&str]| Member {
+        name: name.to_owned(),
+        domain,
+        declared: declared.iter().map(|d| (*d).to_owned()).collect(),
+        deps: deps.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    let members = [
+        member(
+            "keel-api",
+            false,
+            &[],
+            &["keel-kernel", "keel-infrastructure"],
+        ),
+        member("keel-worker", false, &[], &["keel-api"]),
+        member("keel-billing", true, &[], &["keel-kernel", "keel-identity"]),
+        member("keel-invoices", true, &["identity"], &["keel-identity"]),
+        member("keel-identity", true, &[], &["keel-kernel"]),
+        member("keel-kernel", false, &[], &["keel-config"]),
+    ];
+    let found = edge_violations(&members);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert!(found[0].starts_with("keel-api -> keel-infrastructure"));
+    assert!(found[1].starts_with("keel-worker -> keel-api"));
+    assert!(found[2].starts_with("keel-billing -> keel-identity"));
+    assert!(found[3].starts_with("keel-kernel -> keel-config"));
 }

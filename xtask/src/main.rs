@@ -163,6 +163,14 @@ enum BenchTarget {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let sh = Shell::new()?;
+    let here = std::env::current_dir().context("reading the current directory")?;
+    let Some(root) = find_workspace(&here) else {
+        bail!(
+            "{} is not inside Keel's workspace (no Cargo.toml with [workspace] and an xtask/ directory above it); run `cargo xtask` from the repository",
+            here.display()
+        );
+    };
+    let _ = ROOT.set(root);
     sh.change_dir(workspace_root());
     match cli.task {
         Task::Ci { sqlite_only } => ci(&sh, sqlite_only),
@@ -206,10 +214,34 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The workspace found by `main` from the current directory.
+static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The checkout the tasks act on: found at run time from the current directory, as cargo
+/// finds a workspace, never compiled in: with a target directory shared between checkouts
+/// (a global `CARGO_TARGET_DIR`, CI's cache), one `xtask` binary serves them all.
 pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    ROOT.get()
+        .cloned()
+        .or_else(|| {
+            std::env::current_dir()
+                .ok()
+                .and_then(|dir| find_workspace(&dir))
+        })
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The nearest directory, from `start` upwards, whose `Cargo.toml` declares `[workspace]` and
+/// which holds `xtask/`.
+fn find_workspace(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| {
+            dir.join("xtask").is_dir()
+                && std::fs::read_to_string(dir.join("Cargo.toml"))
+                    .is_ok_and(|manifest| manifest.lines().any(|l| l.trim() == "[workspace]"))
+        })
+        .map(Path::to_path_buf)
 }
 
 /// Runs `f`, printing how long it took.
@@ -314,4 +346,28 @@ fn db(sh: &Shell, action: &DbAction) -> anyhow::Result<()> {
     };
     cmd!(sh, "cargo run --quiet --bin api -- migrate {args...}").run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod workspace_tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_is_found_from_any_directory_inside_it_at_run_time() {
+        let base = std::env::temp_dir().join(format!("keel-xtask-root-{}", std::process::id()));
+        let (first, second) = (base.join("first"), base.join("second"));
+        for copy in [&first, &second] {
+            std::fs::create_dir_all(copy.join("xtask/src")).unwrap();
+            std::fs::create_dir_all(copy.join("crates/api/src")).unwrap();
+            std::fs::write(copy.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+            std::fs::write(copy.join("crates/api/Cargo.toml"), "[package]\n").unwrap();
+        }
+        assert_eq!(
+            find_workspace(&first.join("crates/api/src")),
+            Some(first.clone())
+        );
+        assert_eq!(find_workspace(&second), Some(second.clone()));
+        assert_eq!(find_workspace(&base), None);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

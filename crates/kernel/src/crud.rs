@@ -34,7 +34,7 @@ pub const MAX_BULK: usize = 100;
 pub struct Meta {
     /// Whose it is.
     pub owner: UserId,
-    /// Incremented by every change; the `ETag`.
+    /// Incremented by every change (optimistic concurrency: a change may name the versions it expects).
     pub version: i64,
     /// Who created it (`None`: Keel itself).
     pub created_by: Option<UserId>,
@@ -354,13 +354,13 @@ impl<R: Resource> CrudService<'_, R> {
         Ok(rows)
     }
 
-    /// Applies a patch. With `if_match`, the row must still be at one of those versions (else
+    /// Applies a patch. With `expected_versions`, the row must still be at one of those versions (else
     /// 412): the client changes what it last read, not what someone saved since.
     pub async fn update(
         &self,
         id: R::Id,
         patch: R::Patch,
-        if_match: Option<&[i64]>,
+        expected_versions: Option<&[i64]>,
     ) -> Result<R, DomainError> {
         let scope = self.scope(Purpose::Write)?;
         let mut tx = self.crud.unit_of_work.begin().await?;
@@ -373,7 +373,7 @@ impl<R: Resource> CrudService<'_, R> {
             .filter(|r| r.meta().deleted_at.is_none())
             .ok_or_else(not_found::<R>)?;
         let expected = row.meta().version;
-        if if_match.is_some_and(|versions| !versions.contains(&expected)) {
+        if expected_versions.is_some_and(|versions| !versions.contains(&expected)) {
             return Err(DomainError::PreconditionFailed);
         }
         let changed = row
@@ -448,10 +448,16 @@ impl<R: Resource> CrudService<'_, R> {
         Ok(rows)
     }
 
-    /// Soft-deletes a row. With `if_match`, it must still be at one of those versions (else
+    /// Soft-deletes a row. With `expected_versions`, it must still be at one of those versions (else
     /// 412).
-    pub async fn delete(&self, id: R::Id, if_match: Option<&[i64]>) -> Result<(), DomainError> {
-        self.set_deleted(&[id], true, if_match).await.map(drop)
+    pub async fn delete(
+        &self,
+        id: R::Id,
+        expected_versions: Option<&[i64]>,
+    ) -> Result<(), DomainError> {
+        self.set_deleted(&[id], true, expected_versions)
+            .await
+            .map(drop)
     }
 
     /// Soft-deletes up to [`MAX_BULK`] rows in one statement: all or nothing.
@@ -472,7 +478,7 @@ impl<R: Resource> CrudService<'_, R> {
         &self,
         ids: &[R::Id],
         delete: bool,
-        if_match: Option<&[i64]>,
+        expected_versions: Option<&[i64]>,
     ) -> Result<Vec<R>, DomainError> {
         let scope = self.scope(Purpose::Write)?;
         let mut tx = self.crud.unit_of_work.begin().await?;
@@ -488,7 +494,7 @@ impl<R: Resource> CrudService<'_, R> {
         if rows.len() != ids.len() {
             return Err(not_found::<R>());
         }
-        if let (Some(versions), [row]) = (if_match, rows.as_slice())
+        if let (Some(versions), [row]) = (expected_versions, rows.as_slice())
             && !versions.contains(&row.meta().version)
         {
             return Err(DomainError::PreconditionFailed);
