@@ -46,7 +46,7 @@ SECRET_KEYS = {
 }
 KEEL_ROLES = {"api", "worker", "migrations"}
 # Variables compose.yaml may interpolate (everything else must be escaped as $$).
-COMPOSE_VARIABLES = {"KEEL_PUBLIC_URL", "OTEL_SDK_DISABLED"}
+COMPOSE_VARIABLES = {"KEEL_PUBLIC_URL", "KEEL_OTLP_ENDPOINT"}
 
 
 class Report:

@@ -18,15 +18,20 @@ fn main() {
                 .and_then(|out| String::from_utf8(out.stdout).ok())
                 .map(|text| text.trim().to_owned())
         };
-        // Rebuild when HEAD moves (a commit, a checkout), not on every build.
-        if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
-            println!("cargo:rerun-if-changed={head}");
-        }
-        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"])
-            .and_then(|name| git(&["rev-parse", "--git-path", &name]))
-        {
-            println!("cargo:rerun-if-changed={reference}");
-        }
+        // Rebuild (only this crate: the sha lives in the binaries' crate, not below it) when
+        // HEAD moves: a commit, a checkout. Only files that exist are watched, or cargo would
+        // rerun this on every build.
+        let watch = |path: Option<String>| {
+            if let Some(path) = path.filter(|p| std::path::Path::new(p).exists()) {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        };
+        watch(git(&["rev-parse", "--git-path", "HEAD"]));
+        watch(git(&["rev-parse", "--git-path", "packed-refs"]));
+        watch(
+            git(&["symbolic-ref", "-q", "HEAD"])
+                .and_then(|name| git(&["rev-parse", "--git-path", &name])),
+        );
         git(&["rev-parse", "--short=12", "HEAD"])
     });
     println!(

@@ -290,6 +290,19 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     })
 }
 
+/// Whether a request's `traceparent` may be continued: it came from inside (a loopback,
+/// private or link-local peer) or through a trusted proxy. A client on the internet must not
+/// choose trace ids or force every request it sends to be recorded.
+pub fn trace_context_trusted(req: &HttpRequest) -> bool {
+    let Some(peer) = req.peer_addr().map(|addr| addr.ip().to_canonical()) else {
+        return false;
+    };
+    is_internal(peer)
+        || req
+            .app_data::<TrustedProxies>()
+            .is_some_and(|proxies| proxies.trusts(peer))
+}
+
 /// One `X-Forwarded-For` element: an address, optionally with a port (`203.0.113.7:4711`,
 /// `[2001:db8::1]:443`) as some proxies write it.
 fn parse_hop(raw: &[u8]) -> Option<IpAddr> {
@@ -341,7 +354,8 @@ pub struct Caller(pub keel_kernel::Caller);
 async fn completed(
     authentication: impl Future<Output = Result<Actor, IdentityError>> + 'static,
 ) -> Result<Actor, ApiError> {
-    actix_web::rt::spawn(authentication)
+    // In the request's span: its statements are traced, its log lines carry the request id.
+    actix_web::rt::spawn(tracing::Instrument::in_current_span(authentication))
         .await
         .map_err(|_| ApiError::Domain(DomainError::internal("the authentication task failed")))?
         .map_err(|e| ApiError::Domain(e.into()))

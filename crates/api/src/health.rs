@@ -20,6 +20,11 @@ use crate::error::Problem;
 #[derive(Debug, Clone)]
 pub struct HealthRegistry {
     checks: Vec<Arc<dyn HealthCheck>>,
+    /// Names of checks whose failure is reported but does not make the process unready: the
+    /// process serves without them (Redis: limits fail open, sessions fall back to the
+    /// database), and taking every replica out of the load balancer at once would turn a
+    /// degraded service into a dead one.
+    degraded_only: Vec<&'static str>,
     timeout: Duration,
     started: Instant,
     /// Set on SIGTERM: readiness answers 503 while requests are still served, so load
@@ -39,6 +44,8 @@ pub struct CheckReport {
     /// Why it failed, in general terms (details are logged, not shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `false` when the process keeps serving (degraded) while this check fails.
+    pub required: bool,
 }
 
 impl HealthRegistry {
@@ -46,6 +53,7 @@ impl HealthRegistry {
     pub fn new(timeout: Duration) -> Self {
         Self {
             checks: Vec::new(),
+            degraded_only: Vec::new(),
             timeout,
             started: Instant::now(),
             draining: Arc::default(),
@@ -79,6 +87,15 @@ impl HealthRegistry {
         self
     }
 
+    /// Adds a check the process can do without: reported (in `/health/ready`'s `checks`,
+    /// `/health` and `health_check_up`) but never the reason readiness fails.
+    #[must_use]
+    pub fn with_optional(mut self, check: Arc<dyn HealthCheck>) -> Self {
+        self.degraded_only.push(check.name());
+        self.checks.push(check);
+        self
+    }
+
     /// Runs every check concurrently.
     pub async fn run(&self) -> Vec<CheckReport> {
         join_all(self.checks.iter().map(|check| self.run_one(check.as_ref()))).await
@@ -104,6 +121,7 @@ impl HealthRegistry {
             status: if error.is_none() { "ok" } else { "fail" },
             latency_ms: (latency_ms * 1000.0).round() / 1000.0,
             error,
+            required: !self.degraded_only.contains(&check.name()),
         }
     }
 }
@@ -185,6 +203,7 @@ async fn ready(registry: web::Data<HealthRegistry>) -> HttpResponse {
     let reports = registry.run().await;
     let failed: Vec<String> = reports
         .iter()
+        .filter(|r| r.required)
         .filter_map(|r| r.error.as_ref().map(|e| format!("{} ({e})", r.name)))
         .collect();
     if failed.is_empty() {

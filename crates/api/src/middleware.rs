@@ -64,38 +64,52 @@ where
     // handler panics or times out.
     let route = req.match_pattern();
     let client_ip = crate::extract::client_ip(req.request());
+    let name = format!("{method} {}", route.as_deref().unwrap_or(UNMATCHED_ROUTE));
     // Fields filled in later: ids once the span has its trace context, who is calling once
-    // authentication has run (the `Caller` extractor records them).
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format!("{} {}", req.method(), route.as_deref().unwrap_or(UNMATCHED_ROUTE)),
-        otel.kind = "server",
-        request_id = %request_id,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        method = %req.method(),
-        path = %req.path(),
-        client_ip = client_ip.map(tracing::field::display),
-        user_id = tracing::field::Empty,
-        credential = tracing::field::Empty,
-    );
-    // W3C trace context in: the caller's trace continues here (the propagator ignores
-    // malformed headers, and the request starts a trace of its own).
-    traces::continue_trace(
-        &span,
-        req.headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-        req.headers()
-            .get("tracestate")
-            .and_then(|v| v.to_str().ok()),
-    );
+    // authentication has run (the `Caller` extractor records them). Probes and scrapes get a
+    // DEBUG span: they are logged at DEBUG and never exported as traces.
+    macro_rules! request_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "request",
+                otel.name = %name,
+                otel.kind = "server",
+                request_id = %request_id,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                method = %req.method(),
+                path = %req.path(),
+                client_ip = client_ip.map(tracing::field::display),
+                user_id = tracing::field::Empty,
+                credential = tracing::field::Empty,
+            )
+        };
+    }
+    let span = if route.as_deref().is_some_and(is_probe) {
+        request_span!(tracing::Level::DEBUG)
+    } else {
+        request_span!(tracing::Level::INFO)
+    };
+    // W3C trace context in, from callers inside the network or behind a trusted proxy: their
+    // trace continues here (the propagator ignores malformed headers).
+    if crate::extract::trace_context_trusted(req.request()) {
+        traces::continue_trace(
+            &span,
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+            req.headers()
+                .get("tracestate")
+                .and_then(|v| v.to_str().ok()),
+        );
+    }
     if let Some((trace_id, span_id)) = traces::ids(&span) {
         span.record("trace_id", trace_id.as_str());
         span.record("span_id", span_id.as_str());
     }
-    let in_flight = metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT);
-    in_flight.increment(1.0);
+    // Decremented on drop: a request actix abandons (client gone, forced stop) still leaves.
+    let _in_flight = InFlight::enter();
     let context = RequestContext {
         request_id: request_id.clone(),
         path: req.path().to_owned(),
@@ -131,7 +145,6 @@ where
     )
     .await;
 
-    in_flight.decrement(1.0);
     let request_id_value = HeaderValue::from_str(request_id.as_str()).ok();
     let status = match &outcome {
         Ok(response) => response.status(),
@@ -188,6 +201,23 @@ where
             // The dispatcher renders this error as exactly the response prepared above.
             Err(InternalError::from_response("request failed", response).into())
         }
+    }
+}
+
+/// One request in `http_requests_in_flight`, for as long as the value lives.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter() -> Self {
+        let gauge = metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
@@ -415,6 +445,43 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(())
         }
+    }
+
+    #[actix_web::test]
+    async fn an_optional_dependency_down_degrades_but_keeps_readiness_and_draining_ends_it() {
+        let registry =
+            HealthRegistry::new(Duration::from_millis(50)).with_optional(Arc::new(Failing));
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(registry.clone()))
+                .app_data(web::Data::new(keel_telemetry::install_metrics().unwrap()))
+                .wrap(from_fn(observe))
+                .configure(health::configure),
+        )
+        .await;
+        let ready = |app| async move {
+            test::call_service(
+                app,
+                test::TestRequest::get().uri("/health/ready").to_request(),
+            )
+            .await
+        };
+        let response = ready(&app).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(body["checks"][0]["status"], "fail");
+        assert_eq!(body["checks"][0]["required"], false);
+        // SIGTERM: readiness is 503 for good, liveness stays.
+        registry.start_draining();
+        let response = ready(&app).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let live = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/health/live").to_request(),
+        )
+        .await;
+        assert_eq!(live.status(), StatusCode::OK);
     }
 
     #[actix_web::test]

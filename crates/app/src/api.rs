@@ -80,7 +80,7 @@ impl ApiApplication {
         services.prepare(&settings).await?;
         let mut health = readiness(&settings, &db);
         if let Some(redis) = &services.redis {
-            health = health.with(Arc::new(redis.clone()));
+            health = health.with_optional(Arc::new(redis.clone()));
         }
         let (listener, port) = bind(
             &settings.server.host,

@@ -25,7 +25,7 @@ const EXIT_CONFIG: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(
     name = "api",
-    version = keel_telemetry::LONG_VERSION,
+    version = crate::LONG_VERSION,
     about = "Keel's HTTP API (serves by default)"
 )]
 pub struct ApiCli {
@@ -98,7 +98,7 @@ pub enum ConfigAction {
 #[derive(Debug, Parser)]
 #[command(
     name = "worker",
-    version = keel_telemetry::LONG_VERSION,
+    version = crate::LONG_VERSION,
     about = "Keel's background worker (runs by default)"
 )]
 pub struct WorkerCli {
@@ -165,6 +165,7 @@ enum Purpose {
 /// Loads configuration and starts logging and tracing; on failure prints why and returns the
 /// exit code. Keep the guard until the command ends: it flushes the last spans.
 fn prepare(purpose: Purpose) -> Result<(Settings, keel_telemetry::TraceGuard), ExitCode> {
+    keel_telemetry::set_build_info(env!("CARGO_PKG_VERSION"), crate::GIT_SHA);
     let loaded = match purpose {
         Purpose::DatabaseTool => Settings::load_database_only(),
         Purpose::Serve(_) | Purpose::Tool => Settings::load(),
@@ -358,9 +359,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let handle = app.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;
+        tokio::spawn(force_on_second_signal());
         handle.shutdown().await;
     });
     app.run_until_stopped().await
+}
+
+/// A second SIGTERM or Ctrl-C during the graceful stop means "now": exit 130 without waiting
+/// for the drain, as shells and orchestrators expect.
+async fn force_on_second_signal() {
+    shutdown_signal().await;
+    tracing::warn!("second shutdown signal: exiting without waiting");
+    std::process::exit(130);
 }
 
 async fn work(settings: Settings) -> anyhow::Result<()> {
@@ -369,6 +379,7 @@ async fn work(settings: Settings) -> anyhow::Result<()> {
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
+        tokio::spawn(force_on_second_signal());
         trigger.cancel();
     });
     app.run(shutdown).await

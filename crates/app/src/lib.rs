@@ -11,6 +11,17 @@ pub mod signals;
 mod startup;
 pub mod worker;
 
+/// The commit the binaries were built from (`KEEL_GIT_SHA` at build time, else `git`, else
+/// `unknown`); recorded here, in the binaries' crate, so a new commit rebuilds only this crate.
+pub const GIT_SHA: &str = env!("KEEL_GIT_SHA");
+/// `--version` text: `0.1.0 (git 1a2b3c4d5e6f)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("KEEL_GIT_SHA"),
+    ")"
+);
+
 pub use api::ApiApplication;
 pub use services::Services;
 pub use worker::WorkerApplication;

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use keel_config::{Environment, LogFormat, Settings};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -21,17 +22,23 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub use metrics_exporter_prometheus::PrometheusHandle as MetricsHandle;
 pub use traces::TraceGuard;
 
-/// The version of the binaries (the workspace version).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The commit they were built from (`KEEL_GIT_SHA` at build time, else `git`, else `unknown`).
-pub const GIT_SHA: &str = env!("KEEL_GIT_SHA");
-/// `--version` text: `0.1.0 (git 1a2b3c4d5e6f)`.
-pub const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (git ",
-    env!("KEEL_GIT_SHA"),
-    ")"
-);
+/// Which build is running: set once by the binaries (whose crate records the commit) before
+/// telemetry starts; `unknown` in tests and tools that never set it.
+static BUILD: OnceLock<(&'static str, &'static str)> = OnceLock::new();
+
+/// Records the version and commit of the running binary, for `build_info` and the trace
+/// resource. Later calls are ignored.
+pub fn set_build_info(version: &'static str, git_sha: &'static str) {
+    let _ = BUILD.set((version, git_sha));
+}
+
+/// The version and commit set by [`set_build_info`].
+pub fn build_info() -> (&'static str, &'static str) {
+    BUILD
+        .get()
+        .copied()
+        .unwrap_or((env!("CARGO_PKG_VERSION"), "unknown"))
+}
 
 /// Metric names from the public contract (`../shared/contract.md`); dashboards depend on them.
 pub mod names {
@@ -133,26 +140,43 @@ pub fn init(
         LogFormat::Json => false,
         LogFormat::Auto => settings.environment == Environment::Local && is_terminal,
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    // The log level filters log lines only: spans (ids on log lines, traceparents for jobs,
+    // export) are kept at INFO whatever the log level, minus the exporter's own machinery.
+    let span_filter = || {
+        EnvFilter::new(
+            "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,opentelemetry_http=off,reqwest=off,hyper=off,hyper_util=off,h2=off",
+        )
+    };
+    let registry = tracing_subscriber::registry();
     let (guard, result) = if pretty {
         let subscriber = registry.with(
             tracing_subscriber::fmt::layer()
                 .with_writer(writer)
-                .with_ansi(is_terminal),
+                .with_ansi(is_terminal)
+                .with_filter(filter),
         );
         let (guard, spans) = traces::init(settings, process, export)?;
-        (guard, subscriber.with(spans).try_init())
+        (
+            guard,
+            subscriber.with(spans.with_filter(span_filter())).try_init(),
+        )
     } else {
         let subscriber = registry.with(
             tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
                 .with_current_span(true)
-                .with_span_list(false)
-                .with_writer(writer),
+                // Every enclosing span (a mail inside a job inside a trace), not only the
+                // innermost: each line keeps its job id, request id and trace id.
+                .with_span_list(true)
+                .with_writer(writer)
+                .with_filter(filter),
         );
         let (guard, spans) = traces::init(settings, process, export)?;
-        (guard, subscriber.with(spans).try_init())
+        (
+            guard,
+            subscriber.with(spans.with_filter(span_filter())).try_init(),
+        )
     };
     // Already initialised (several apps in one test process): the first subscriber stays.
     drop(result);
@@ -181,7 +205,8 @@ pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
                 .and_then(PrometheusBuilder::install_recorder)
                 .map_err(|e| e.to_string())?;
             describe_metrics();
-            metrics::gauge!(names::BUILD_INFO, "version" => VERSION, "git_sha" => GIT_SHA).set(1.0);
+            let (version, git_sha) = build_info();
+            metrics::gauge!(names::BUILD_INFO, "version" => version, "git_sha" => git_sha).set(1.0);
             Ok(handle)
         })
         .clone()

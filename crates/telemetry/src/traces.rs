@@ -56,44 +56,28 @@ fn variable(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// The collector's traces URL: the configured endpoint, else the standard variables.
+/// The collector's traces URL: Keel's key (a base URL), else the standard variables, the
+/// traces-specific one (a full URL) first, as the OpenTelemetry specification orders them.
 fn traces_url(settings: &Settings) -> Option<String> {
     if variable("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return None;
     }
-    let signal_specific = variable(ENDPOINT_VARIABLES[0]);
-    let base = settings
+    let with_path = |base: String| {
+        let base = base.trim_end_matches('/');
+        if base.ends_with("/v1/traces") {
+            base.to_owned()
+        } else {
+            format!("{base}/v1/traces")
+        }
+    };
+    settings
         .telemetry
         .otlp
         .endpoint
         .clone()
-        .or_else(|| variable(ENDPOINT_VARIABLES[1]));
-    match (signal_specific, base) {
-        // The traces-specific variable is the full URL already.
-        (Some(url), None) => Some(url),
-        (_, Some(base)) => {
-            let base = base.trim_end_matches('/');
-            Some(if base.ends_with("/v1/traces") {
-                base.to_owned()
-            } else {
-                format!("{base}/v1/traces")
-            })
-        }
-        (None, None) => None,
-    }
-}
-
-fn sampler(settings: &Settings) -> Sampler {
-    let ratio = settings
-        .telemetry
-        .otlp
-        .sample_ratio
-        .or_else(|| variable("OTEL_TRACES_SAMPLER_ARG").and_then(|v| v.parse::<f64>().ok()));
-    match ratio {
-        // A caller that sampled its trace keeps it sampled here, whatever our ratio.
-        Some(ratio) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
-        None => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-    }
+        .map(with_path)
+        .or_else(|| variable(ENDPOINT_VARIABLES[0]))
+        .or_else(|| variable(ENDPOINT_VARIABLES[1]).map(with_path))
 }
 
 fn resource(settings: &Settings, process: &str) -> Resource {
@@ -103,10 +87,11 @@ fn resource(settings: &Settings, process: &str) -> Resource {
         .clone()
         .or_else(|| variable("OTEL_SERVICE_NAME"))
         .unwrap_or_else(|| format!("{}-{process}", settings.app.name));
+    let (version, git_sha) = crate::build_info();
     let mut attributes = vec![
-        KeyValue::new("service.version", crate::VERSION),
+        KeyValue::new("service.version", version),
         KeyValue::new("deployment.environment.name", settings.environment.as_str()),
-        KeyValue::new("vcs.ref.head.revision", crate::GIT_SHA),
+        KeyValue::new("vcs.ref.head.revision", git_sha),
     ];
     attributes.extend(
         otlp.resource_attributes
@@ -162,11 +147,17 @@ where
             })
             .map_err(|_| TelemetryError::Traces("building the exporter panicked".to_owned()))?
             .map_err(|e| TelemetryError::Traces(e.to_string()))?;
-            let provider = SdkTracerProvider::builder()
+            let mut builder = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
-                .with_sampler(sampler(settings))
-                .with_resource(resource(settings, process))
-                .build();
+                .with_resource(resource(settings, process));
+            // Keel's key, when set, wins; otherwise the SDK reads OTEL_TRACES_SAMPLER and
+            // OTEL_TRACES_SAMPLER_ARG itself (default: parent-based, always on).
+            if let Some(ratio) = settings.telemetry.otlp.sample_ratio {
+                builder = builder.with_sampler(Sampler::ParentBased(Box::new(
+                    Sampler::TraceIdRatioBased(ratio),
+                )));
+            }
+            let provider = builder.build();
             (
                 provider.clone(),
                 TraceGuard {
@@ -178,7 +169,9 @@ where
         // path whether or not a collector listens.
         None => (
             SdkTracerProvider::builder()
-                .with_sampler(Sampler::AlwaysOff)
+                // A caller's sampling decision still travels on (to jobs, whose worker may
+                // export); nothing is recorded here.
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
                 .build(),
             TraceGuard::default(),
         ),
