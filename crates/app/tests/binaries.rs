@@ -40,9 +40,21 @@ fn command(binary: &str, dir: &Path, vars: &[(&str, &str)]) -> Command {
 }
 
 fn start(binary: &str, dir: &Path, log_name: &str, vars: &[(&str, &str)]) -> Process {
+    start_with(binary, &[], dir, log_name, vars)
+}
+
+/// Starts `binary` with `args` (as an image's CMD does).
+fn start_with(
+    binary: &str,
+    args: &[&str],
+    dir: &Path,
+    log_name: &str,
+    vars: &[(&str, &str)],
+) -> Process {
     let log = dir.join(log_name);
     let file = std::fs::File::create(&log).unwrap();
     let child = command(binary, dir, vars)
+        .args(args)
         .stdout(Stdio::from(file.try_clone().unwrap()))
         .stderr(Stdio::from(file))
         .spawn()
@@ -873,4 +885,68 @@ fn version_names_the_commit_and_migrations_need_only_the_database() {
     );
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("auth.jwt_secret"));
+}
+
+#[tokio::test]
+async fn the_images_commands_start_as_the_manifests_start_them() {
+    // What deploy/Dockerfile and the manifests run: `api migrate up` with only the database,
+    // then `api serve` and `worker run` in production mode with secrets as files.
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let url = format!("sqlite://{}/keel.db?mode=rwc", dir.path().display());
+    for (name, value) in [
+        ("database_url", url.as_str()),
+        ("jwt_secret", "k3Jx9Qw2Lm8Zp4Rt6Vy1Nb5Hc7Gd0Fs2Ae"),
+        ("pepper_p1", "9fQ2mL7xR4tW8yB1nC6vK3hJ5gD0sA2eZ"),
+    ] {
+        std::fs::write(secrets.join(name), value).unwrap();
+    }
+    let file = |name: &str| secrets.join(name).display().to_string();
+    let (database_url, jwt_secret, pepper) =
+        (file("database_url"), file("jwt_secret"), file("pepper_p1"));
+    let database = [
+        ("APP_ENV", "production"),
+        ("APP__DATABASE__URL_FILE", database_url.as_str()),
+        ("APP__DATABASE__ALLOW_SQLITE_IN_PRODUCTION", "true"),
+    ];
+    let migrated = run(API, dir.path(), &["migrate", "up"], &database);
+    assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+
+    let mut vars = database.to_vec();
+    vars.extend([
+        ("APP__AUTH__JWT_SECRET_FILE", jwt_secret.as_str()),
+        ("APP__AUTH__PEPPERS__P1_FILE", pepper.as_str()),
+        ("APP__AUTH__ACTIVE_PEPPER", "p1"),
+        ("APP__APP__PUBLIC_URL", "https://keel.example.com"),
+        ("APP__SERVER__PORT", "0"),
+        ("APP__OPS__PORT", "0"),
+        ("APP__WORKER__PORT", "0"),
+        ("APP__SERVER__DRAIN_DELAY", "1s"),
+    ]);
+    let mut api = start_with(API, &["serve"], dir.path(), "api.log", &vars);
+    let listening = wait_for_log(&mut api, "api listening");
+    let base = format!("http://127.0.0.1:{}", listening["port"]);
+    let ops = format!("http://127.0.0.1:{}", listening["ops_port"]);
+    let mut worker = start_with(WORKER, &["run"], dir.path(), "worker.log", &vars);
+    let running = wait_for_log(&mut worker, "worker running");
+    let worker_ops = format!("http://127.0.0.1:{}", running["ops_port"]);
+
+    for url in [
+        format!("{base}/health/ready"),
+        format!("{ops}/health/ready"),
+        format!("{worker_ops}/health/ready"),
+    ] {
+        let (status, _, body) = get(&url, None).await;
+        assert_eq!(status, 200, "{url}: {body}");
+    }
+    // Production: the docs are off, metrics only on the ops port.
+    assert_eq!(get(&format!("{base}/openapi.json"), None).await.0, 404);
+    let (_, _, metrics) = get(&format!("{ops}/metrics"), None).await;
+    assert!(
+        metrics.as_str().unwrap().contains("build_info{"),
+        "{metrics}"
+    );
+    assert!(terminate(&mut worker).success());
+    assert!(terminate(&mut api).success());
 }
