@@ -14,6 +14,7 @@ mod m20261124_000002_create_activity;
 mod m20261125_000001_create_projects;
 mod m20261126_000001_create_job_outbox;
 mod m20261130_000001_harden_identity;
+mod m20261130_000002_create_idempotency_keys;
 // keel:new-domain:migration-modules
 
 /// Every migration, oldest first.
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_projects::Migration),
             Box::new(m20261126_000001_create_job_outbox::Migration),
             Box::new(m20261130_000001_harden_identity::Migration),
+            Box::new(m20261130_000002_create_idempotency_keys::Migration),
             // keel:new-domain:migrations
         ]
     }

@@ -16,6 +16,7 @@ mod edge;
 mod errors;
 mod health;
 mod http_basics;
+mod idempotency;
 mod inputs;
 mod jobs;
 mod migrations;

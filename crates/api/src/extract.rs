@@ -366,6 +366,10 @@ impl FromRequest for Caller {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Authenticated once per request: the idempotency middleware may have done it already.
+        if let Some(caller) = req.extensions().get::<Caller>().cloned() {
+            return Box::pin(async move { Ok(caller) });
+        }
         let origin = origin(req);
         let identity = req.app_data::<web::Data<Identity>>().cloned();
         let authorization = req

@@ -11,6 +11,7 @@ pub mod domains;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod limits;
 pub mod middleware;
 pub mod openapi;

@@ -477,3 +477,46 @@ pub fn document_json() -> String {
     json.push('\n');
     json
 }
+
+/// Documents `Idempotency-Key` on every POST whose answer may be replayed (all but sign-in
+/// and API-key creation, whose answers are credentials): the header, the replay marker and the
+/// 409 of a concurrent duplicate.
+pub fn add_idempotency(openapi: &mut OpenApi) {
+    let skipped = |path: &str| {
+        ["/auth/", "/api-keys"]
+            .iter()
+            .any(|prefix| path.starts_with(&format!("{API_PREFIX}{prefix}")))
+    };
+    for (path, item) in &mut openapi.paths.paths {
+        if !path.starts_with(API_PREFIX) || skipped(path) {
+            continue;
+        }
+        let Some(operation) = item.post.as_mut() else {
+            continue;
+        };
+        operation
+            .parameters
+            .get_or_insert_with(Vec::new)
+            .push(RefOr::T(
+                ParameterBuilder::new()
+                    .name("Idempotency-Key")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some(
+                        "Makes a retry safe: the same key with the same request within 24 h replays the first 2xx answer (with `Idempotent-Replayed: true`) instead of running again; the same key with another request is 422 (`key_reused`); while the first still runs, 409 `idempotency.in_progress`. 1 to 255 visible ASCII characters, per caller.",
+                    ))
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(SchemaType::new(Type::String))
+                            .min_length(Some(1))
+                            .max_length(Some(keel_kernel::idempotency::MAX_KEY_LEN)),
+                    ))
+                    .build(),
+            ));
+        operation
+            .responses
+            .responses
+            .entry("409".to_owned())
+            .or_insert_with(|| error_ref("Conflict"));
+    }
+}

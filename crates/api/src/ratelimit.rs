@@ -62,6 +62,11 @@ fn bucket(ip: IpAddr) -> String {
     }
 }
 
+/// The bucket of a request's client (`unknown` without a peer address).
+pub fn client_bucket(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), bucket)
+}
+
 /// Counts the request against its client IP; 429 problem with `Retry-After` when over.
 pub async fn limit_by_ip<B>(
     req: ServiceRequest,

@@ -44,6 +44,8 @@ pub struct ApiServices {
     pub auth_rate_limit: AuthRateLimit,
     /// The JWKS document (`None` with HS256, which has no public keys).
     pub jwks: Option<serde_json::Value>,
+    /// Stored answers of `Idempotency-Key` requests.
+    pub idempotency: std::sync::Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
 }
 
 /// The JWKS document, as app data.
@@ -154,6 +156,7 @@ pub fn api_server(
     let jobs = web::Data::new(services.jobs);
 
     let auth_rate_limit = web::Data::new(services.auth_rate_limit);
+    let idempotency = web::Data::new(crate::idempotency::Idempotency(services.idempotency));
     let jwks_document = web::Data::new(Jwks(services.jwks));
     let openapi_document = web::Data::new(OpenApiJson(web::Bytes::from(
         crate::openapi::document_json(),
@@ -177,6 +180,7 @@ pub fn api_server(
             // keel:new-domain:app-data
             .app_data(jobs.clone())
             .app_data(auth_rate_limit.clone())
+            .app_data(idempotency.clone())
             .app_data(jwks_document.clone())
             .app_data(openapi_document.clone())
             .app_data(trusted_proxies.clone())
@@ -198,7 +202,11 @@ pub fn api_server(
                     configure_docs(cfg);
                 }
             })
-            .service(web::scope(API_PREFIX).configure(domains::configure))
+            .service(
+                web::scope(API_PREFIX)
+                    .wrap(from_fn(crate::idempotency::idempotent))
+                    .configure(domains::configure),
+            )
             .default_service(web::to(route_not_found))
     })
     .listen(listener)?

@@ -113,6 +113,7 @@ impl ApiApplication {
                     enabled: settings.rate_limit.enabled,
                 },
                 jwks: services.jwks,
+                idempotency: services.idempotency,
             },
             health.clone(),
             metrics.clone(),

@@ -60,6 +60,8 @@ pub struct Services {
     pub jwks: Option<serde_json::Value>,
     /// The Redis store, when configured (for the readiness check).
     pub redis: Option<RedisStore>,
+    /// Stored answers of `Idempotency-Key` requests.
+    pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
 }
 
 impl Services {
@@ -153,6 +155,9 @@ impl Services {
             counters,
             jwks,
             redis,
+            idempotency: Arc::new(keel_infrastructure::idempotency::SeaIdempotencyStore::new(
+                db.clone(),
+            )),
         })
     }
 

@@ -12,6 +12,7 @@ use keel_config::{JobsSettings, Settings};
 use keel_identity::jobs::{PurgeExpiredCredentials, SendTokenMail};
 use keel_infrastructure::jobs::{JobStore, MailDeliveries};
 use keel_infrastructure::mail::LettreMailer;
+use keel_kernel::idempotency::PurgeIdempotencyKeys;
 use keel_kernel::jobs::{JobFailure, JobRepository, NewJob, Probe, PurgeFinishedJobs, Queue};
 use keel_kernel::mail::{Delivery, Mailer, SendEmail, deliver_once};
 use keel_worker::Supervisor;
@@ -71,6 +72,7 @@ impl WorkerApplication {
             MailDeliveries::new(db.clone()),
             services.identity,
             services.activity,
+            services.idempotency,
         ));
         let armed = schedules::arm(
             builtin_schedules(&settings.jobs, settings.activity.retention),
@@ -135,6 +137,7 @@ fn handlers(
     deliveries: MailDeliveries,
     identity: keel_identity::Identity,
     activity: Activity,
+    idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
 ) -> Handlers {
     let purge_store = store.clone();
     let token_mail_identity = identity.clone();
@@ -212,6 +215,17 @@ fn handlers(
                 Ok(())
             }
         })
+        .register(move |job: PurgeIdempotencyKeys, _context| {
+            let idempotency = Arc::clone(&idempotency);
+            async move {
+                let purged = idempotency
+                    .purge(job.created_before)
+                    .await
+                    .map_err(JobFailure::transient)?;
+                tracing::info!(purged, "expired idempotency keys purged");
+                Ok(())
+            }
+        })
 }
 
 /// The schedules declared in code (overridable by `jobs.schedules.<name>`).
@@ -251,6 +265,19 @@ fn builtin_schedules(settings: &JobsSettings, activity_retention: Duration) -> V
                     .and_then(|retention| tick.checked_sub_signed(retention))
                     .ok_or_else(|| "activity.retention is out of range".to_owned())?;
                 NewJob::of(&PurgeOldActivity { before }).map_err(|e| e.to_string())
+            }),
+        },
+        Schedule {
+            name: "purge_idempotency_keys",
+            // Hourly; keys answer retries for 24 h.
+            cron: "0 31 * * * *".to_owned(),
+            make: Arc::new(|tick| {
+                let keep = chrono::Duration::from_std(keel_kernel::idempotency::RETENTION)
+                    .unwrap_or(chrono::Duration::days(1));
+                NewJob::of(&PurgeIdempotencyKeys {
+                    created_before: tick - keep,
+                })
+                .map_err(|e| e.to_string())
             }),
         },
     ]

@@ -8,6 +8,7 @@ pub mod activity;
 pub mod crud;
 pub mod database;
 pub mod error;
+pub mod idempotency;
 pub mod identity;
 pub mod jobs;
 pub mod listing;

@@ -11,6 +11,7 @@ pub mod crud;
 pub mod error;
 pub mod health;
 pub mod id;
+pub mod idempotency;
 pub mod jobs;
 pub mod mail;
 pub mod query;

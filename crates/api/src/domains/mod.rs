@@ -44,4 +44,5 @@ pub fn merge_openapi(document: &mut OpenApi) {
     add_list_parameters(document, "/users", &keel_identity::USER_LIST_SPEC);
     add_list_parameters(document, "/activity", &keel_activity::LIST_SPEC);
     add_list_parameters(document, "/release-notes", &keel_releases::LIST_SPEC);
+    crate::openapi::add_idempotency(document);
 }

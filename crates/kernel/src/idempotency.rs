@@ -1,0 +1,110 @@
+//! Idempotent retries (`Idempotency-Key`): a client that repeats a request that creates or
+//! starts something, because a response was lost, gets the first response again instead of a
+//! second effect.
+//!
+//! The rules, per caller and key: the same request again within 24 h replays the stored answer;
+//! a different request under a used key is refused; a repeat while the first is still running
+//! is refused (the client retries later). An answer that says the server failed (5xx) is not
+//! kept, so a retry runs the request again. A request whose process died mid-way releases its
+//! key after [`LEASE`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::jobs::{Job, Queue};
+use crate::repo::RepoError;
+
+/// How long a stored answer is replayed.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a request may hold its key before a retry may take it over (a process killed
+/// mid-request never finishes its own).
+pub const LEASE: Duration = Duration::from_secs(120);
+/// Longest key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+/// Largest answer kept for replay; a larger one is served but its key is released.
+pub const MAX_STORED_BODY: usize = 1 << 20;
+
+/// A finished answer, as it will be replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// The headers worth replaying (content type, location, entity tag), in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// What claiming a key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First use (or an expired or abandoned one): run the request, then complete or release.
+    Started,
+    /// The same request is running now.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+    /// The same request finished: replay this.
+    Completed(StoredResponse),
+}
+
+/// Whether `key` is usable: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Where keys and their answers are kept (the database: every replica sees them).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
+    /// Claims `key` for `scope` (the caller) and a request with `fingerprint`, atomically:
+    /// of two concurrent first uses, one gets [`Claim::Started`].
+    async fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, RepoError>;
+
+    /// Stores the answer of a claimed key.
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), RepoError>;
+
+    /// Gives a claimed key back (the request failed on the server's side): a retry runs again.
+    async fn release(&self, scope: &str, key: &str) -> Result<(), RepoError>;
+
+    /// Deletes keys created before `before`; returns how many.
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
+}
+
+/// Deletes idempotency keys past [`RETENTION`]. Scheduled hourly.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PurgeIdempotencyKeys {
+    /// Keys created before this instant go.
+    pub created_before: DateTime<Utc>,
+}
+
+impl Job for PurgeIdempotencyKeys {
+    const KIND: &'static str = "idempotency.purge_expired_keys";
+    const QUEUE: Queue = Queue::Low;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_bounded_visible_ascii() {
+        assert!(valid_key("7f2c1e9a-create-invoice"));
+        for bad in ["", "has space", "tab\there", "ünïcode", &"k".repeat(256)] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
+        assert!(valid_key(&"k".repeat(255)));
+    }
+}

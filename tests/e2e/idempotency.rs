@@ -1,0 +1,184 @@
+//! `Idempotency-Key`: retries never create twice, a reused key for another request is refused,
+//! a concurrent duplicate waits its turn, keys belong to their caller.
+
+use futures_util::future::join_all;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, assert_problem, error_fields, spawn_app};
+
+async fn create_project(app: &TestApp, token: &str, key: &str, name: &str) -> reqwest::Response {
+    app.authed(Method::POST, "/api/v1/projects", token)
+        .header("idempotency-key", key)
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Rows in `idempotency_keys`, counted in SQL.
+async fn key_rows(app: &TestApp) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let row = app
+        .pool
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.pool.get_database_backend(),
+            "SELECT COUNT(*) FROM idempotency_keys",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+async fn project_count(app: &TestApp, token: &str) -> u64 {
+    let page: Value = app
+        .authed(Method::GET, "/api/v1/projects", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["total"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_retried_create_replays_the_first_answer_instead_of_creating_twice() {
+    let app = spawn_app().await;
+    let (_, token) = app.member("ada@example.com").await;
+    let first = create_project(&app, &token, "create-website-1", "Website").await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let location = first.headers().get("location").cloned();
+    let first: Value = first.json().await.unwrap();
+
+    let retry = create_project(&app, &token, "create-website-1", "Website").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers().get("location").cloned(), location);
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    assert_eq!(project_count(&app, &token).await, 1);
+
+    // The same key for another request is a client bug, said as such.
+    let other = create_project(&app, &token, "create-website-1", "Other").await;
+    let problem = assert_problem(other, 422, "validation_failed").await;
+    assert_eq!(error_fields(&problem), ["Idempotency-Key"]);
+    assert_eq!(problem["errors"][0]["code"], "key_reused");
+
+    // Keys belong to their caller: another member's same key is another key.
+    let (_, bob) = app.member("bob@example.com").await;
+    assert_eq!(
+        create_project(&app, &bob, "create-website-1", "Website")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(project_count(&app, &bob).await, 1);
+    // Without a key, nothing changes.
+    let plain = app
+        .authed(Method::POST, "/api/v1/projects", &token)
+        .json(&json!({ "name": "Website" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 201);
+    assert_eq!(project_count(&app, &token).await, 2);
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_create_once_and_failed_requests_free_their_key() {
+    let app = spawn_app().await;
+    let (_, token) = app.member("ada@example.com").await;
+    let attempts = (0..12).map(|_| create_project(&app, &token, "burst-7", "Launch"));
+    let statuses: Vec<u16> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| [201, 409].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&201), "{statuses:?}");
+    assert_eq!(project_count(&app, &token).await, 1, "{statuses:?}");
+
+    // A refused request keeps nothing: fixed and retried under the same key, it runs.
+    let invalid = create_project(&app, &token, "fix-me", "").await;
+    assert_eq!(invalid.status(), 422);
+    let fixed = create_project(&app, &token, "fix-me", "Fixed").await;
+    assert_eq!(fixed.status(), 201);
+    assert!(fixed.headers().get("idempotent-replayed").is_none());
+
+    // Keys are bounded; sign-in answers (credentials) are never stored.
+    let long = create_project(&app, &token, &"k".repeat(256), "Long").await;
+    let problem = assert_problem(long, 422, "validation_failed").await;
+    assert_eq!(error_fields(&problem), ["Idempotency-Key"]);
+    let count = key_rows(&app).await;
+    app.client
+        .post(app.url("/api/v1/auth/login"))
+        .header("idempotency-key", "login-1")
+        .json(&json!({ "email": "ada@example.com", "password": crate::support::PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let after = key_rows(&app).await;
+    assert_eq!(after, count, "no login answer stored");
+}
+
+#[tokio::test]
+async fn abandoned_claims_are_taken_over_and_old_keys_expire() {
+    use keel_infrastructure::idempotency::SeaIdempotencyStore;
+    use keel_kernel::idempotency::{Claim, IdempotencyStore, StoredResponse};
+
+    let app = spawn_app().await;
+    let store = SeaIdempotencyStore::new(app.pool.clone());
+    let t0 = chrono::Utc::now();
+    let minutes = |m: i64| t0 + chrono::Duration::minutes(m);
+    assert_eq!(
+        store.claim("user:a", "k", "f1", t0).await.unwrap(),
+        Claim::Started
+    );
+    assert_eq!(
+        store.claim("user:a", "k", "f1", minutes(1)).await.unwrap(),
+        Claim::InProgress
+    );
+    // The process holding it died: after the lease, a retry takes it over.
+    assert_eq!(
+        store.claim("user:a", "k", "f1", minutes(3)).await.unwrap(),
+        Claim::Started
+    );
+    let answer = StoredResponse {
+        status: 201,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: b"{\"id\":1}".to_vec(),
+    };
+    store.complete("user:a", "k", &answer).await.unwrap();
+    assert_eq!(
+        store.claim("user:a", "k", "f1", minutes(4)).await.unwrap(),
+        Claim::Completed(answer)
+    );
+    assert_eq!(
+        store.claim("user:a", "k", "f2", minutes(4)).await.unwrap(),
+        Claim::Mismatch
+    );
+    assert_eq!(
+        store.claim("user:b", "k", "f2", minutes(4)).await.unwrap(),
+        Claim::Started
+    );
+    // A day later the key is new again; the purge removes what expired.
+    assert_eq!(
+        store
+            .claim("user:a", "k", "f2", minutes(25 * 60))
+            .await
+            .unwrap(),
+        Claim::Started
+    );
+    assert_eq!(
+        store.purge(minutes(60)).await.unwrap(),
+        1,
+        "user:b's key is older"
+    );
+    assert_eq!(key_rows(&app).await, 1);
+}
