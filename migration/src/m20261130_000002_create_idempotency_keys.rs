@@ -16,6 +16,7 @@ enum IdempotencyKeys {
     Key,
     Fingerprint,
     State,
+    ClaimToken,
     Status,
     Headers,
     Body,
@@ -38,6 +39,9 @@ impl MigrationTrait for Migration {
                     // SHA-256 of method, path and body: a different request under a used key.
                     .col(string_len(IdempotencyKeys::Fingerprint, 64))
                     .col(string_len(IdempotencyKeys::State, 16))
+                    // Who holds the claim now: a request taken over after its lease cannot
+                    // complete or release its successor's claim.
+                    .col(string_len(IdempotencyKeys::ClaimToken, 36))
                     .col(integer_null(IdempotencyKeys::Status))
                     .col(text_null(IdempotencyKeys::Headers))
                     .col(blob_null(IdempotencyKeys::Body))

@@ -115,70 +115,140 @@ async fn concurrent_duplicates_create_once_and_failed_requests_free_their_key() 
     let long = create_project(&app, &token, &"k".repeat(256), "Long").await;
     let problem = assert_problem(long, 422, "validation_failed").await;
     assert_eq!(error_fields(&problem), ["Idempotency-Key"]);
-    let count = key_rows(&app).await;
-    app.client
-        .post(app.url("/api/v1/auth/login"))
-        .header("idempotency-key", "login-1")
-        .json(&json!({ "email": "ada@example.com", "password": crate::support::PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    let after = key_rows(&app).await;
-    assert_eq!(after, count, "no login answer stored");
 }
 
 #[tokio::test]
-async fn abandoned_claims_are_taken_over_and_old_keys_expire() {
+async fn abandoned_claims_are_taken_over_and_late_finishers_cannot_touch_them() {
     use keel_infrastructure::idempotency::SeaIdempotencyStore;
     use keel_kernel::idempotency::{Claim, IdempotencyStore, StoredResponse};
 
     let app = spawn_app().await;
     let store = SeaIdempotencyStore::new(app.pool.clone());
+    let lease = std::time::Duration::from_secs(150);
     let t0 = chrono::Utc::now();
     let minutes = |m: i64| t0 + chrono::Duration::minutes(m);
+    let Claim::Started(first) = store.claim("user:a", "k", "f1", t0, lease).await.unwrap() else {
+        panic!("a first claim starts")
+    };
     assert_eq!(
-        store.claim("user:a", "k", "f1", t0).await.unwrap(),
-        Claim::Started
-    );
-    assert_eq!(
-        store.claim("user:a", "k", "f1", minutes(1)).await.unwrap(),
+        store
+            .claim("user:a", "k", "f1", minutes(1), lease)
+            .await
+            .unwrap(),
         Claim::InProgress
     );
     // The process holding it died: after the lease, a retry takes it over.
-    assert_eq!(
-        store.claim("user:a", "k", "f1", minutes(3)).await.unwrap(),
-        Claim::Started
-    );
+    let Claim::Started(second) = store
+        .claim("user:a", "k", "f1", minutes(3), lease)
+        .await
+        .unwrap()
+    else {
+        panic!("an abandoned claim is taken over")
+    };
     let answer = StoredResponse {
         status: 201,
         headers: vec![("content-type".into(), "application/json".into())],
         body: b"{\"id\":1}".to_vec(),
     };
-    store.complete("user:a", "k", &answer).await.unwrap();
+    // The first, finishing late, can neither release nor complete its successor's claim.
+    store.release("user:a", "k", &first).await.unwrap();
+    store
+        .complete("user:a", "k", &first, &answer)
+        .await
+        .unwrap();
     assert_eq!(
-        store.claim("user:a", "k", "f1", minutes(4)).await.unwrap(),
+        store
+            .claim("user:a", "k", "f1", minutes(4), lease)
+            .await
+            .unwrap(),
+        Claim::InProgress
+    );
+    store
+        .complete("user:a", "k", &second, &answer)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim("user:a", "k", "f1", minutes(4), lease)
+            .await
+            .unwrap(),
         Claim::Completed(answer)
     );
     assert_eq!(
-        store.claim("user:a", "k", "f2", minutes(4)).await.unwrap(),
-        Claim::Mismatch
-    );
-    assert_eq!(
-        store.claim("user:b", "k", "f2", minutes(4)).await.unwrap(),
-        Claim::Started
-    );
-    // A day later the key is new again; the purge removes what expired.
-    assert_eq!(
         store
-            .claim("user:a", "k", "f2", minutes(25 * 60))
+            .claim("user:a", "k", "f2", minutes(4), lease)
             .await
             .unwrap(),
-        Claim::Started
+        Claim::Mismatch
     );
+    assert!(matches!(
+        store
+            .claim("user:b", "k", "f2", minutes(4), lease)
+            .await
+            .unwrap(),
+        Claim::Started(_)
+    ));
+    // A day later the key is new again; the purge removes what expired.
+    assert!(matches!(
+        store
+            .claim("user:a", "k", "f2", minutes(25 * 60), lease)
+            .await
+            .unwrap(),
+        Claim::Started(_)
+    ));
     assert_eq!(
         store.purge(minutes(60)).await.unwrap(),
         1,
         "user:b's key is older"
     );
     assert_eq!(key_rows(&app).await, 1);
+}
+
+#[tokio::test]
+async fn keys_belong_to_one_credential_and_credentials_are_never_stored() {
+    let app = spawn_app().await;
+    let (_, token) = app.member("ada@example.com").await;
+    let key: Value = app
+        .authed(Method::POST, "/api/v1/api-keys", &token)
+        .json(&json!({ "name": "ci" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = key["key"].as_str().unwrap();
+    assert_eq!(
+        create_project(&app, &token, "shared-key", "From the session")
+            .await
+            .status(),
+        201
+    );
+    // The same key from the user's API key is another key: no replay of the session's answer.
+    let by_key = app
+        .client
+        .post(app.url("/api/v1/projects"))
+        .header("x-api-key", secret)
+        .header("idempotency-key", "shared-key")
+        .json(&json!({ "name": "From the session" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_key.status(), 201);
+    assert!(by_key.headers().get("idempotent-replayed").is_none());
+
+    // Sign-in answers are never stored, even through an encoded path.
+    let before = key_rows(&app).await;
+    for path in ["/api/v1/auth/login", "/api/v1/%61uth/login"] {
+        let login = app
+            .client
+            .post(app.url(path))
+            .header("idempotency-key", "login-1")
+            .json(&json!({ "email": "ada@example.com", "password": crate::support::PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert!([200, 404].contains(&login.status().as_u16()), "{path}");
+    }
+    assert_eq!(key_rows(&app).await, before, "no credential stored");
 }

@@ -2,29 +2,32 @@
 //! that retries after a lost response, a timeout or a killed server gets the first answer
 //! again, marked `Idempotent-Replayed: true`, instead of a second project, job or grant.
 //!
-//! Per caller (the authenticated user, or the client address when anonymous) and key, for 24
-//! hours: the same method, path and body replay the stored 2xx answer; another request under a
+//! Per credential (a user's sessions, or one API key) and key, for 24 hours: the same method, path and body replay the stored 2xx answer; another request under a
 //! used key is 422; a repeat while the first is still running is 409. Only successful answers
 //! are kept: after a 4xx or 5xx the key is free again, so a corrected retry runs. Sign-in and
 //! API-key creation are left out: their answers are credentials, which are never stored.
 
 use std::sync::Arc;
 
-use actix_web::body::{BoxBody, MessageBody};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpResponse, web};
-use keel_kernel::DomainError;
+use futures_util::StreamExt as _;
 use keel_kernel::idempotency::{
-    Claim, IdempotencyStore, MAX_KEY_LEN, MAX_STORED_BODY, StoredResponse, valid_key,
+    Claim, IdempotencyStore, LEASE, MAX_KEY_LEN, MAX_STORED_BODY, StoredResponse, valid_key,
 };
+use keel_kernel::{Actor, DomainError};
 use sha2::{Digest, Sha256};
 
 use crate::API_PREFIX;
 use crate::error::ApiError;
-use crate::extract::Caller;
+use crate::extract::{BodyLimit, Caller};
+use crate::middleware::RequestTimeout;
 
 /// The request header carrying the key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -38,11 +41,13 @@ const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, h
 #[derive(Debug, Clone)]
 pub struct Idempotency(pub Arc<dyn IdempotencyStore>);
 
-/// Paths whose answers carry credentials (tokens, a new API key's secret): never stored.
-fn excluded(path: &str) -> bool {
-    ["/auth/", "/api-keys"]
+/// Whether a route's answers may be stored and replayed: not sign-in and recovery, not API-key
+/// creation (their answers are credentials, never stored). Decided on the route template the
+/// router matched, so an encoded path cannot sneak past.
+pub fn replayable(route: &str) -> bool {
+    !["/auth/", "/api-keys"]
         .iter()
-        .any(|prefix| path.starts_with(&format!("{API_PREFIX}{prefix}")))
+        .any(|prefix| route.starts_with(&format!("{API_PREFIX}{prefix}")))
 }
 
 fn invalid_key() -> ApiError {
@@ -79,6 +84,21 @@ fn replay(stored: StoredResponse) -> HttpResponse {
     response.body(stored.body)
 }
 
+/// Reads the raw request body (still encoded, as the client sent it) up to `limit` bytes.
+async fn raw_body(req: &mut ServiceRequest, limit: usize) -> Result<web::Bytes, ApiError> {
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|_| ApiError::BadRequest("the request body could not be read".to_owned()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// The middleware: wraps the `/api/v1` scope.
 pub async fn idempotent<B>(
     mut req: ServiceRequest,
@@ -87,13 +107,20 @@ pub async fn idempotent<B>(
 where
     B: MessageBody + 'static,
 {
+    let pass = |req, next: Next<B>| async move {
+        Ok::<_, actix_web::Error>(next.call(req).await?.map_into_boxed_body())
+    };
     let Some(raw) = req.headers().get(IDEMPOTENCY_KEY).cloned() else {
-        return Ok(next.call(req).await?.map_into_boxed_body());
+        return pass(req, next).await;
     };
     let store = req.app_data::<web::Data<Idempotency>>().cloned();
-    let (Some(store), true) = (store, req.method() == Method::POST && !excluded(req.path())) else {
-        return Ok(next.call(req).await?.map_into_boxed_body());
+    let route = req.match_pattern();
+    let (Some(store), Some(route)) = (store, route) else {
+        return pass(req, next).await;
     };
+    if req.method() != Method::POST || !replayable(&route) {
+        return pass(req, next).await;
+    }
     let key = raw
         .to_str()
         .ok()
@@ -101,91 +128,105 @@ where
         .ok_or_else(invalid_key)?
         .to_owned();
 
-    // Keys belong to who asks: the same key from two users is two keys. The authenticated
-    // caller is kept for the handler, which then does not authenticate again.
+    // Keys belong to the credential that asks: a user's session, or one of their API keys
+    // (whose narrower scopes must not replay what a session did). Anonymous requests are
+    // never replayed: every route that creates something needs a caller, and clients behind
+    // one address must not share keys. The caller is kept for the handler.
     let caller = Caller::from_request(req.request(), &mut Payload::None).await?;
-    let scope = match caller.0.actor.user_id() {
-        Some(user) => format!("user:{user}"),
-        None => format!(
-            "ip:{}",
-            crate::ratelimit::client_bucket(crate::extract::client_ip(req.request()))
-        ),
+    let scope = match &caller.0.actor {
+        Actor::ApiKey { id, .. } => format!("api_key:{id}"),
+        Actor::User { id, .. } => format!("user:{id}"),
+        _ => {
+            req.extensions_mut().insert(caller);
+            return pass(req, next).await;
+        }
     };
     req.extensions_mut().insert(caller);
-    let body = req.extract::<web::Bytes>().await?;
+    let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
+    let body = raw_body(&mut req, limit).await?;
     req.set_payload(Payload::from(body.clone()));
+    // The concrete path, not the template: restoring project A and project B are two requests.
     let print = fingerprint(req.method(), req.path(), &body);
+    // Longer than any request may run, so a slow original is never taken over while alive.
+    let lease = LEASE
+        + req
+            .app_data::<RequestTimeout>()
+            .map_or(Duration::from_secs(30), |t| t.0);
 
-    let now = chrono::Utc::now();
     let claim = store
         .0
-        .claim(&scope, &key, &print, now)
+        .claim(&scope, &key, &print, chrono::Utc::now(), lease)
         .await
         .map_err(|e| ApiError::Domain(e.into()))?;
-    match claim {
-        Claim::Mismatch => Err(ApiError::Domain(DomainError::invalid(
-            "Idempotency-Key",
-            "key_reused",
-            "was already used for a different request; use a new key for a new request",
-        ))
-        .into()),
-        Claim::InProgress => Err(ApiError::Domain(DomainError::Conflict {
-            code: "idempotency.in_progress",
-            message: "a request with this Idempotency-Key is still running; retry shortly"
-                .to_owned(),
-            field: None,
-        })
-        .into()),
-        Claim::Completed(stored) => Ok(req.into_response(replay(stored))),
-        Claim::Started => {
-            let response = match next.call(req).await {
-                Ok(response) => response,
-                Err(error) => {
-                    let _ = store.0.release(&scope, &key).await;
-                    return Err(error);
-                }
-            };
-            if !response.status().is_success() {
-                let _ = store.0.release(&scope, &key).await;
-                return Ok(response.map_into_boxed_body());
-            }
-            let (request, response) = response.into_parts();
-            let status = response.status();
-            let headers: Vec<(String, String)> = KEPT_HEADERS
-                .iter()
-                .filter_map(|name| {
-                    let value = response.headers().get(name)?.to_str().ok()?;
-                    Some((name.as_str().to_owned(), value.to_owned()))
-                })
-                .collect();
-            let (head, body) = response.into_parts();
-            let bytes = match actix_web::body::to_bytes_limited(body, MAX_STORED_BODY).await {
-                Ok(Ok(bytes)) => bytes,
-                _ => {
-                    // Too large to keep (or unreadable): the answer is gone for a replay, so
-                    // the key is freed rather than pointing at nothing.
-                    let _ = store.0.release(&scope, &key).await;
-                    return Ok(ServiceResponse::new(
-                        request,
-                        head.set_body(BoxBody::new(web::Bytes::new())),
-                    ));
-                }
-            };
-            let stored = StoredResponse {
-                status: status.as_u16(),
-                headers,
-                body: bytes.to_vec(),
-            };
-            if let Err(error) = store.0.complete(&scope, &key, &stored).await {
-                tracing::warn!(%error, "storing an idempotent answer failed; its key is released");
-                let _ = store.0.release(&scope, &key).await;
-            }
-            Ok(ServiceResponse::new(
-                request,
-                head.set_body(BoxBody::new(bytes)),
+    let token = match claim {
+        Claim::Mismatch => {
+            return Err(ApiError::Domain(DomainError::invalid(
+                "Idempotency-Key",
+                "key_reused",
+                "was already used for a different request; use a new key for a new request",
             ))
+            .into());
         }
+        Claim::InProgress => {
+            return Err(ApiError::Domain(DomainError::Conflict {
+                code: "idempotency.in_progress",
+                message: "a request with this Idempotency-Key is still running; retry shortly"
+                    .to_owned(),
+                field: None,
+            })
+            .into());
+        }
+        Claim::Completed(stored) => return Ok(req.into_response(replay(stored))),
+        Claim::Started(token) => token,
+    };
+    // A request cut off by the timeout or a dropped connection keeps its claim until the
+    // lease ends: it may have committed, and a retry meanwhile gets 409, not a duplicate.
+    let response = next.call(req).await?;
+    if !response.status().is_success() {
+        // Refused or failed: nothing happened that a retry could duplicate.
+        let _ = store.0.release(&scope, &key, &token).await;
+        return Ok(response.map_into_boxed_body());
     }
+    let (request, response) = response.into_parts();
+    let status = response.status();
+    let headers: Vec<(String, String)> = KEPT_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = response.headers().get(name)?.to_str().ok()?;
+            Some((name.as_str().to_owned(), value.to_owned()))
+        })
+        .collect();
+    let (head, body) = response.into_parts();
+    let small = matches!(body.size(), BodySize::Sized(n) if usize::try_from(n).is_ok_and(|n| n <= MAX_STORED_BODY));
+    if !small {
+        // Too large (or streamed) to keep: served as is; the claim stays until the lease ends.
+        tracing::warn!(
+            "an idempotent answer is too large to store; retries get 409 until the lease ends"
+        );
+        return Ok(ServiceResponse::new(
+            request,
+            head.set_body(body).map_into_boxed_body(),
+        ));
+    }
+    let bytes = actix_web::body::to_bytes(body).await.map_err(|_| {
+        ApiError::Domain(DomainError::internal(
+            "reading the answer to store it failed",
+        ))
+    })?;
+    let stored = StoredResponse {
+        status: status.as_u16(),
+        headers,
+        body: bytes.to_vec(),
+    };
+    if let Err(error) = store.0.complete(&scope, &key, &token, &stored).await {
+        // The effect happened: keep the claim (retries get 409 until the lease ends) rather
+        // than free it for a duplicate.
+        tracing::warn!(%error, "storing an idempotent answer failed");
+    }
+    Ok(ServiceResponse::new(
+        request,
+        head.set_body(BoxBody::new(bytes)),
+    ))
 }
 
 #[cfg(test)]
@@ -194,9 +235,9 @@ mod tests {
 
     #[test]
     fn credentials_are_never_stored_and_fingerprints_tell_requests_apart() {
-        assert!(excluded("/api/v1/auth/login"));
-        assert!(excluded("/api/v1/api-keys"));
-        assert!(!excluded("/api/v1/projects"));
+        assert!(!replayable("/api/v1/auth/login"));
+        assert!(!replayable("/api/v1/api-keys"));
+        assert!(replayable("/api/v1/projects"));
         let a = fingerprint(&Method::POST, "/api/v1/projects", b"{\"name\":\"A\"}");
         assert_eq!(a.len(), 64);
         assert_ne!(

@@ -318,6 +318,7 @@ pub fn cors(settings: &CorsSettings) -> Cors {
             header::IF_NONE_MATCH,
             HeaderName::from_static(REQUEST_ID_HEADER),
             HeaderName::from_static("x-api-key"),
+            HeaderName::from_static(crate::idempotency::IDEMPOTENCY_KEY),
         ])
         .expose_headers([
             HeaderName::from_static(REQUEST_ID_HEADER),
@@ -327,6 +328,7 @@ pub fn cors(settings: &CorsSettings) -> Cors {
             HeaderName::from_static("ratelimit-limit"),
             HeaderName::from_static("ratelimit-remaining"),
             HeaderName::from_static("ratelimit-reset"),
+            HeaderName::from_static(crate::idempotency::REPLAYED),
         ])
         .max_age(usize::try_from(settings.max_age.as_secs()).ok());
     if settings.allowed_origins.iter().any(|o| o == "*") {

@@ -482,13 +482,8 @@ pub fn document_json() -> String {
 /// and API-key creation, whose answers are credentials): the header, the replay marker and the
 /// 409 of a concurrent duplicate.
 pub fn add_idempotency(openapi: &mut OpenApi) {
-    let skipped = |path: &str| {
-        ["/auth/", "/api-keys"]
-            .iter()
-            .any(|prefix| path.starts_with(&format!("{API_PREFIX}{prefix}")))
-    };
     for (path, item) in &mut openapi.paths.paths {
-        if !path.starts_with(API_PREFIX) || skipped(path) {
+        if !path.starts_with(API_PREFIX) || !crate::idempotency::replayable(path) {
             continue;
         }
         let Some(operation) = item.post.as_mut() else {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keel_kernel::RepoError;
-use keel_kernel::idempotency::{Claim, IdempotencyStore, LEASE, RETENTION, StoredResponse};
+use keel_kernel::idempotency::{Claim, IdempotencyStore, RETENTION, StoredResponse};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
@@ -31,6 +31,8 @@ pub mod entity {
         pub fingerprint: String,
         /// `in_progress` or `completed`.
         pub state: String,
+        /// The current claim's token.
+        pub claim_token: String,
         /// The answer's status.
         pub status: Option<i32>,
         /// The answer's replayed headers, as JSON pairs.
@@ -94,12 +96,15 @@ impl IdempotencyStore for SeaIdempotencyStore {
         key: &str,
         fingerprint: &str,
         now: DateTime<Utc>,
+        lease: std::time::Duration,
     ) -> Result<Claim, RepoError> {
+        let token = uuid::Uuid::new_v4().to_string();
         let fresh = Model {
             scope: scope.to_owned(),
             key: key.to_owned(),
             fingerprint: fingerprint.to_owned(),
             state: IN_PROGRESS.to_owned(),
+            claim_token: token.clone(),
             status: None,
             headers: None,
             body: None,
@@ -113,15 +118,16 @@ impl IdempotencyStore for SeaIdempotencyStore {
             .await
             .map_err(repo_err)?;
         if matches!(inserted, TryInsertResult::Inserted(1)) {
-            return Ok(Claim::Started);
+            return Ok(Claim::Started(token));
         }
         // Taken over, atomically, when the old claim expired (24 h) or was abandoned mid-run
         // (a process killed while holding it).
         let expired = now - delta(RETENTION);
-        let abandoned = now - delta(LEASE);
+        let abandoned = now - delta(lease);
         let taken = Entity::update_many()
             .col_expr(Column::Fingerprint, Expr::value(fingerprint))
             .col_expr(Column::State, Expr::value(IN_PROGRESS))
+            .col_expr(Column::ClaimToken, Expr::value(token.clone()))
             .col_expr(Column::Status, Expr::value(Option::<i32>::None))
             .col_expr(Column::Headers, Expr::value(Option::<String>::None))
             .col_expr(Column::Body, Expr::value(Option::<Vec<u8>>::None))
@@ -141,7 +147,7 @@ impl IdempotencyStore for SeaIdempotencyStore {
             .await
             .map_err(repo_err)?;
         if taken.rows_affected == 1 {
-            return Ok(Claim::Started);
+            return Ok(Claim::Started(token));
         }
         let Some(row) = Entity::find_by_id((scope.to_owned(), key.to_owned()))
             .one(&self.db)
@@ -164,6 +170,7 @@ impl IdempotencyStore for SeaIdempotencyStore {
         &self,
         scope: &str,
         key: &str,
+        token: &str,
         response: &StoredResponse,
     ) -> Result<(), RepoError> {
         let headers = serde_json::to_string(&response.headers)
@@ -176,17 +183,19 @@ impl IdempotencyStore for SeaIdempotencyStore {
             .filter(Column::Scope.eq(scope))
             .filter(Column::Key.eq(key))
             .filter(Column::State.eq(IN_PROGRESS))
+            .filter(Column::ClaimToken.eq(token))
             .exec(&self.db)
             .await
             .map_err(repo_err)?;
         Ok(())
     }
 
-    async fn release(&self, scope: &str, key: &str) -> Result<(), RepoError> {
+    async fn release(&self, scope: &str, key: &str, token: &str) -> Result<(), RepoError> {
         Entity::delete_many()
             .filter(Column::Scope.eq(scope))
             .filter(Column::Key.eq(key))
             .filter(Column::State.eq(IN_PROGRESS))
+            .filter(Column::ClaimToken.eq(token))
             .exec(&self.db)
             .await
             .map_err(repo_err)?;

@@ -18,13 +18,14 @@ use crate::repo::RepoError;
 
 /// How long a stored answer is replayed.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// How long a request may hold its key before a retry may take it over (a process killed
-/// mid-request never finishes its own).
+/// The least time a request holds its key before a retry may take it over (a process killed
+/// mid-request never finishes its own); the api adds its request timeout on top.
 pub const LEASE: Duration = Duration::from_secs(120);
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
-/// Largest answer kept for replay; a larger one is served but its key is released.
-pub const MAX_STORED_BODY: usize = 1 << 20;
+/// Largest answer kept for replay (four times the default request body limit); a larger one
+/// is served, and its key stays claimed until the lease ends.
+pub const MAX_STORED_BODY: usize = 4 << 20;
 
 /// A finished answer, as it will be replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +41,9 @@ pub struct StoredResponse {
 /// What claiming a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// First use (or an expired or abandoned one): run the request, then complete or release.
-    Started,
+    /// First use (or an expired or abandoned one): run the request, then complete or release
+    /// with this claim token (a late finisher cannot touch a claim taken over since).
+    Started(String),
     /// The same request is running now.
     InProgress,
     /// The key was used for a different request.
@@ -60,24 +62,27 @@ pub fn valid_key(key: &str) -> bool {
 pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
     /// Claims `key` for `scope` (the caller) and a request with `fingerprint`, atomically:
     /// of two concurrent first uses, one gets [`Claim::Started`].
+    /// A claim older than `lease` that never finished counts as abandoned.
     async fn claim(
         &self,
         scope: &str,
         key: &str,
         fingerprint: &str,
         now: DateTime<Utc>,
+        lease: Duration,
     ) -> Result<Claim, RepoError>;
 
-    /// Stores the answer of a claimed key.
+    /// Stores the answer of the claim `token` (a no-op when the claim was taken over).
     async fn complete(
         &self,
         scope: &str,
         key: &str,
+        token: &str,
         response: &StoredResponse,
     ) -> Result<(), RepoError>;
 
-    /// Gives a claimed key back (the request failed on the server's side): a retry runs again.
-    async fn release(&self, scope: &str, key: &str) -> Result<(), RepoError>;
+    /// Gives the claim `token` back (the request was refused): a retry runs again.
+    async fn release(&self, scope: &str, key: &str, token: &str) -> Result<(), RepoError>;
 
     /// Deletes keys created before `before`; returns how many.
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, RepoError>;
