@@ -100,6 +100,15 @@ where
 
 /// Deserializes JSON, telling malformed JSON (400) from JSON of the wrong shape (422).
 pub fn deserialize_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every request body is a JSON object; serde would also fill a struct from an array of its
+    // fields in order (`["Zed"]`), which no client means.
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        return Err(ApiError::Domain(DomainError::invalid(
+            "body",
+            "invalid_type",
+            "must be a JSON object",
+        )));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
     deserializer
@@ -586,5 +595,12 @@ mod tests {
 
         let errors = field_errors_of("42");
         assert_eq!(errors[0].field, "body");
+
+        // Fields in order as an array: serde would take it; a body is an object.
+        let errors = field_errors_of(r#"  ["a", 1]"#);
+        assert_eq!(
+            (errors[0].field.as_str(), errors[0].code.as_str()),
+            ("body", "invalid_type")
+        );
     }
 }

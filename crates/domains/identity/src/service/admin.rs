@@ -216,7 +216,9 @@ impl IdentityService<'_> {
         if let Some(status) = patch.status
             && status != user.status
         {
-            if !status.can_sign_in() {
+            // Any status but active takes an administrator's power away (pending verification
+            // too: an unverified account holds no permission), so the last one keeps theirs.
+            if status != UserStatus::Active {
                 self.ensure_not_last_admin(tx.as_mut(), &user).await?;
             }
             changes.insert(

@@ -920,3 +920,18 @@ fn a_password_change_from_a_session_revoked_meanwhile_is_refused() {
         .is_ok()
     );
 }
+
+#[test]
+fn the_last_admin_cannot_be_set_back_to_pending_verification() {
+    let w = world();
+    let (root, caller) = w.admin();
+    let err = block_on(w.identity.for_caller(&caller).update_user(
+        root.id,
+        UserPatch {
+            status: Some(UserStatus::PendingVerification),
+            ..UserPatch::default()
+        },
+    ))
+    .unwrap_err();
+    assert!(matches!(err, IdentityError::LastAdmin));
+}
