@@ -3,7 +3,6 @@
 //! leave a deployment open.
 
 use keel_config::{Settings, Sources};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{PASSWORD, TestApp, assert_problem, spawn_app, spawn_app_with};
@@ -45,22 +44,10 @@ async fn failed_login_from(app: &TestApp, attempt: &str, forwarded_for: &[&str])
 
 /// The `ip` of the caller's only session and of their newest `auth.login` activity entry.
 async fn recorded_ips(app: &TestApp, token: &str) -> (Value, Value) {
-    let sessions: Value = app
-        .authed(Method::GET, "/api/v1/auth/sessions", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions: Value = app.get_authed_json("/api/v1/auth/sessions", token).await;
     let activity: Value = app
-        .authed(Method::GET, "/api/v1/activity?action=auth.login", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_authed_json("/api/v1/activity?action=auth.login", token)
+        .await;
     (
         sessions["items"][0]["ip"].clone(),
         activity["items"][0]["ip"].clone(),

@@ -32,14 +32,7 @@ async fn key_rows(app: &TestApp) -> i64 {
 }
 
 async fn project_count(app: &TestApp, token: &str) -> u64 {
-    let page: Value = app
-        .authed(Method::GET, "/api/v1/projects", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_authed_json("/api/v1/projects", token).await;
     page["total"].as_u64().unwrap()
 }
 

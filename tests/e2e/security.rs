@@ -11,14 +11,7 @@ use crate::support::{PASSWORD, TestApp, assert_problem, spawn_app, spawn_app_wit
 
 /// The id of the role called `name`, as an administrator sees it.
 async fn role_id(app: &TestApp, admin: &str, name: &str) -> String {
-    let roles: Value = app
-        .authed(Method::GET, "/api/v1/roles", admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let roles: Value = app.get_authed_json("/api/v1/roles", admin).await;
     roles["items"]
         .as_array()
         .unwrap()
@@ -58,14 +51,7 @@ async fn member_with_role(
 }
 
 async fn permissions_of(app: &TestApp, token: &str) -> Vec<String> {
-    let me: Value = app
-        .authed(Method::GET, "/api/v1/auth/me", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_authed_json("/api/v1/auth/me", token).await;
     me["permissions"]
         .as_array()
         .unwrap()
@@ -131,14 +117,7 @@ async fn account_managers_cannot_escalate_to_admin() {
     );
 
     // Nor suspend the administrator, who holds more than she does.
-    let root_id = app
-        .authed(Method::GET, "/api/v1/auth/me", &root)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
+    let root_id = app.get_authed_json("/api/v1/auth/me", &root).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -500,14 +479,7 @@ async fn api_keys_need_a_fresh_session_expire_and_die_with_a_reset() {
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
-    let session_id = app
-        .authed(Method::GET, "/api/v1/auth/sessions", &token)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["items"][0]["id"]
+    let session_id = app.get_authed_json("/api/v1/auth/sessions", &token).await["items"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -222,6 +222,17 @@ impl TestApp {
             .bearer_auth(token)
     }
 
+    /// `GET path` with a bearer token; returns the JSON body, whatever the status.
+    pub(crate) async fn get_authed_json(&self, path: &str, token: &str) -> Value {
+        self.authed(reqwest::Method::GET, path, token)
+            .send()
+            .await
+            .expect("the request completes")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// Signs up `email` with [`PASSWORD`], expecting 201; returns the user JSON.
     pub(crate) async fn register(&self, email: &str) -> Value {
         let response = self
