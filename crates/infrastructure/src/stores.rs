@@ -10,7 +10,7 @@ use keel_kernel::throttle::{Cache, Count, Counters};
 use moka::Expiry;
 use moka::sync::Cache as MokaCache;
 use redis::AsyncCommands as _;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// Most entries an in-memory store keeps (least recently used ones go first).
 const MEMORY_CAPACITY: u64 = 100_000;
@@ -166,6 +166,9 @@ impl Cache for MemoryCache {
     }
 }
 
+/// Longest a Redis command or connection attempt may take before the caller falls back.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Counters and cache in Redis, shared by every replica. Keys carry `redis.key_prefix`.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -202,7 +205,16 @@ impl RedisStore {
     /// Connects (the connection manager reconnects by itself after failures).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let connection = ConnectionManager::new(client).await?;
+        // A request never waits long for Redis (limits fail open, the session cache falls back
+        // to the database): no reconnect retries inside a command while Redis is away, the
+        // next command tries again. The default six retries with backoff held in-flight
+        // requests until the request timeout (found by `cargo xtask fault redis`).
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(0)
+            .set_max_delay(REDIS_TIMEOUT);
+        let connection = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
