@@ -245,3 +245,109 @@ async fn keys_belong_to_one_credential_and_credentials_are_never_stored() {
     }
     assert_eq!(key_rows(&app).await, before, "no credential stored");
 }
+
+#[tokio::test]
+async fn a_claim_marked_in_a_committed_transaction_is_never_run_again_even_after_its_lease() {
+    use keel_infrastructure::SeaUnitOfWork;
+    use keel_infrastructure::idempotency::SeaIdempotencyStore;
+    use keel_kernel::UnitOfWork as _;
+    use keel_kernel::idempotency::{Claim, IdempotencyStore};
+
+    let app = spawn_app().await;
+    let store = SeaIdempotencyStore::new(app.pool.clone());
+    let unit_of_work = SeaUnitOfWork::new(app.pool.clone());
+    let lease = std::time::Duration::from_secs(150);
+    let t0 = chrono::Utc::now();
+    let later = t0 + chrono::Duration::minutes(3);
+
+    // The effect commits with the mark; the process dies before storing the answer.
+    let Claim::Started(token) = store.claim("user:a", "k1", "f", t0, lease).await.unwrap() else {
+        panic!("a first claim starts")
+    };
+    let mut tx = unit_of_work.begin().await.unwrap();
+    store
+        .mark_committed(tx.as_mut(), "user:a", "k1", &token)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.claim("user:a", "k1", "f", t0, lease).await.unwrap(),
+        Claim::InProgress,
+        "still within its lease: it may yet store its answer"
+    );
+    assert_eq!(
+        store
+            .claim("user:a", "k1", "f", later, lease)
+            .await
+            .unwrap(),
+        Claim::AnswerLost,
+        "after the lease a retry must not run it a second time"
+    );
+    // A marked claim whose transaction rolled back committed nothing: taken over after the
+    // lease like any abandoned claim.
+    let Claim::Started(token) = store.claim("user:a", "k2", "f", t0, lease).await.unwrap() else {
+        panic!("a first claim starts")
+    };
+    let mut tx = unit_of_work.begin().await.unwrap();
+    store
+        .mark_committed(tx.as_mut(), "user:a", "k2", &token)
+        .await
+        .unwrap();
+    drop(tx);
+    assert!(matches!(
+        store
+            .claim("user:a", "k2", "f", later, lease)
+            .await
+            .unwrap(),
+        Claim::Started(_)
+    ));
+    // The answer of a marked claim is still stored and replayed when the process lives.
+    let Claim::Started(token) = store.claim("user:a", "k3", "f", t0, lease).await.unwrap() else {
+        panic!("a first claim starts")
+    };
+    let mut tx = unit_of_work.begin().await.unwrap();
+    store
+        .mark_committed(tx.as_mut(), "user:a", "k3", &token)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let answer = keel_kernel::idempotency::StoredResponse {
+        status: 201,
+        headers: Vec::new(),
+        body: b"{}".to_vec(),
+    };
+    store
+        .complete("user:a", "k3", &token, &answer)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim("user:a", "k3", "f", later, lease)
+            .await
+            .unwrap(),
+        Claim::Completed(answer)
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_between_commit_and_answer_is_told_so_and_creates_nothing() {
+    use sea_orm::ConnectionTrait;
+
+    let app = spawn_app().await;
+    let (_, token) = app.member("crash@example.com").await;
+    assert_eq!(
+        create_project(&app, &token, "crash-1", "Once")
+            .await
+            .status(),
+        201
+    );
+    // What a kill -9 after the use case's commit leaves: the mark, no answer, an old claim.
+    let backdated = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let sql = format!(
+        "UPDATE idempotency_keys SET state = 'committed', status = NULL, headers = NULL, body = NULL, claimed_at = '{backdated}'"
+    );
+    app.pool.execute_unprepared(&sql).await.unwrap();
+    let retry = create_project(&app, &token, "crash-1", "Once").await;
+    assert_problem(retry, 409, "idempotency.answer_lost").await;
+    assert_eq!(project_count(&app, &token).await, 1, "never run twice");
+}

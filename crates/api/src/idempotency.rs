@@ -21,7 +21,7 @@ use futures_util::StreamExt as _;
 use keel_kernel::idempotency::{
     Claim, IdempotencyStore, LEASE, MAX_KEY_LEN, MAX_STORED_BODY, StoredResponse, valid_key,
 };
-use keel_kernel::{Actor, DomainError};
+use keel_kernel::{Actor, DomainError, RepoError, Transaction, UnitOfWork};
 use sha2::{Digest, Sha256};
 
 use crate::API_PREFIX;
@@ -36,6 +36,40 @@ pub const REPLAYED: &str = "idempotent-replayed";
 
 /// Response headers worth replaying with a stored body.
 const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::ETAG];
+
+tokio::task_local! {
+    /// The claim of the request being handled on this task, if it carries a key.
+    static ACTIVE_CLAIM: ActiveClaim;
+}
+
+/// The claim a running request holds.
+#[derive(Debug, Clone)]
+struct ActiveClaim {
+    store: Arc<dyn IdempotencyStore>,
+    scope: String,
+    key: String,
+    token: String,
+}
+
+/// A unit of work that, inside a request holding an idempotency claim, marks the claim as
+/// committed in every transaction it begins: the mark commits exactly when the effect does.
+/// Outside such a request it is the unit of work it wraps.
+#[derive(Debug)]
+pub struct MarkingUnitOfWork(pub Arc<dyn UnitOfWork>);
+
+#[async_trait::async_trait]
+impl UnitOfWork for MarkingUnitOfWork {
+    async fn begin(&self) -> Result<Box<dyn Transaction>, RepoError> {
+        let mut tx = self.0.begin().await?;
+        if let Ok(claim) = ACTIVE_CLAIM.try_with(Clone::clone) {
+            claim
+                .store
+                .mark_committed(tx.as_mut(), &claim.scope, &claim.key, &claim.token)
+                .await?;
+        }
+        Ok(tx)
+    }
+}
 
 /// Where keys are kept, registered as app data.
 #[derive(Debug, Clone)]
@@ -176,12 +210,29 @@ where
             })
             .into());
         }
+        Claim::AnswerLost => {
+            return Err(ApiError::Domain(DomainError::Conflict {
+                code: "idempotency.answer_lost",
+                message: "the first request with this Idempotency-Key took effect, but its answer was lost when the server stopped; it will not run again: read the result instead (e.g. list the resource)"
+                    .to_owned(),
+                field: None,
+            })
+            .into());
+        }
         Claim::Completed(stored) => return Ok(req.into_response(replay(stored))),
         Claim::Started(token) => token,
     };
     // A request cut off by the timeout or a dropped connection keeps its claim until the
     // lease ends: it may have committed, and a retry meanwhile gets 409, not a duplicate.
-    let response = next.call(req).await?;
+    // Every transaction the request begins marks the claim as committed within itself
+    // ([`MarkingUnitOfWork`]), so a crash after the commit never lets a retry run it again.
+    let claim = ActiveClaim {
+        store: Arc::clone(&store.0),
+        scope: scope.clone(),
+        key: key.clone(),
+        token: token.clone(),
+    };
+    let response = ACTIVE_CLAIM.scope(claim, next.call(req)).await?;
     if !response.status().is_success() {
         // Refused or failed: nothing happened that a retry could duplicate.
         let _ = store.0.release(&scope, &key, &token).await;
@@ -231,7 +282,81 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use keel_kernel::idempotency::{Claim, StoredResponse};
+    use keel_kernel::repo::InMemoryUnitOfWork;
+
     use super::*;
+
+    /// Records which claims were marked.
+    #[derive(Debug, Default)]
+    struct Marks(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl IdempotencyStore for Marks {
+        async fn claim(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: chrono::DateTime<chrono::Utc>,
+            _: Duration,
+        ) -> Result<Claim, RepoError> {
+            Ok(Claim::InProgress)
+        }
+        async fn complete(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &StoredResponse,
+        ) -> Result<(), RepoError> {
+            Ok(())
+        }
+        async fn mark_committed(
+            &self,
+            _: &mut dyn Transaction,
+            scope: &str,
+            key: &str,
+            token: &str,
+        ) -> Result<(), RepoError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{scope}/{key}/{token}"));
+            Ok(())
+        }
+        async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), RepoError> {
+            Ok(())
+        }
+        async fn purge(&self, _: chrono::DateTime<chrono::Utc>) -> Result<u64, RepoError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn transactions_of_a_request_with_a_key_mark_its_claim_and_others_do_not() {
+        let marks = Arc::new(Marks::default());
+        let unit_of_work = MarkingUnitOfWork(Arc::new(InMemoryUnitOfWork));
+        unit_of_work.begin().await.unwrap();
+        assert!(marks.0.lock().unwrap().is_empty());
+        let claim = ActiveClaim {
+            store: marks.clone(),
+            scope: "user:a".into(),
+            key: "k".into(),
+            token: "t1".into(),
+        };
+        ACTIVE_CLAIM
+            .scope(claim, async {
+                // Two transactions in one use case: both carry the mark.
+                unit_of_work.begin().await.unwrap();
+                unit_of_work.begin().await.unwrap();
+            })
+            .await;
+        unit_of_work.begin().await.unwrap();
+        assert_eq!(*marks.0.lock().unwrap(), ["user:a/k/t1", "user:a/k/t1"]);
+    }
 
     #[test]
     fn credentials_are_never_stored_and_fingerprints_tell_requests_apart() {

@@ -68,7 +68,11 @@ impl Services {
     /// Wires the services to one connection pool. Fails, naming the configuration key, when a
     /// key, pepper, parameter or the Redis server is unusable.
     pub async fn build(db: &DatabaseConnection, settings: &Settings) -> anyhow::Result<Self> {
-        let unit_of_work = Arc::new(SeaUnitOfWork::new(db.clone()));
+        // Inside a request with an Idempotency-Key, every transaction also marks the key's
+        // claim as committed, atomically with the effect; elsewhere it is the plain one.
+        let unit_of_work: Arc<dyn keel_kernel::UnitOfWork> = Arc::new(
+            keel_api::idempotency::MarkingUnitOfWork(Arc::new(SeaUnitOfWork::new(db.clone()))),
+        );
         let clock = Arc::new(SystemClock);
         let activity_store = Arc::new(SeaActivity::new(db.clone()));
         let store = Arc::new(SeaIdentityStore::new(db.clone()));

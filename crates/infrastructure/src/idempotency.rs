@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keel_kernel::RepoError;
 use keel_kernel::idempotency::{Claim, IdempotencyStore, RETENTION, StoredResponse};
+use keel_kernel::{RepoError, Transaction};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
@@ -12,6 +12,7 @@ use sea_orm::{
 };
 
 use crate::error::repo_err;
+use crate::unit_of_work::sea_txn;
 
 /// The sea-orm entity of `idempotency_keys`.
 pub mod entity {
@@ -29,7 +30,8 @@ pub mod entity {
         pub key: String,
         /// SHA-256 of method, path and body.
         pub fingerprint: String,
-        /// `in_progress` or `completed`.
+        /// `in_progress`, `committed` (the effect committed, the answer not yet stored) or
+        /// `completed`.
         pub state: String,
         /// The current claim's token.
         pub claim_token: String,
@@ -55,6 +57,7 @@ pub mod entity {
 use entity::{Column, Entity, Model};
 
 const IN_PROGRESS: &str = "in_progress";
+const COMMITTED: &str = "committed";
 const COMPLETED: &str = "completed";
 
 /// Idempotency keys on the app's connection pool.
@@ -163,6 +166,10 @@ impl IdempotencyStore for SeaIdempotencyStore {
         if row.state == COMPLETED {
             return stored(row).map(Claim::Completed);
         }
+        if row.state == COMMITTED && row.claimed_at < abandoned {
+            // Its process died between committing and storing the answer.
+            return Ok(Claim::AnswerLost);
+        }
         Ok(Claim::InProgress)
     }
 
@@ -182,9 +189,28 @@ impl IdempotencyStore for SeaIdempotencyStore {
             .col_expr(Column::Body, Expr::value(response.body.clone()))
             .filter(Column::Scope.eq(scope))
             .filter(Column::Key.eq(key))
-            .filter(Column::State.eq(IN_PROGRESS))
+            .filter(Column::State.is_in([IN_PROGRESS, COMMITTED]))
             .filter(Column::ClaimToken.eq(token))
             .exec(&self.db)
+            .await
+            .map_err(repo_err)?;
+        Ok(())
+    }
+
+    async fn mark_committed(
+        &self,
+        tx: &mut dyn Transaction,
+        scope: &str,
+        key: &str,
+        token: &str,
+    ) -> Result<(), RepoError> {
+        Entity::update_many()
+            .col_expr(Column::State, Expr::value(COMMITTED))
+            .filter(Column::Scope.eq(scope))
+            .filter(Column::Key.eq(key))
+            .filter(Column::State.eq(IN_PROGRESS))
+            .filter(Column::ClaimToken.eq(token))
+            .exec(sea_txn(tx)?)
             .await
             .map_err(repo_err)?;
         Ok(())

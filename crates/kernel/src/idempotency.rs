@@ -5,8 +5,9 @@
 //! The rules, per caller and key: the same request again within 24 h replays the stored answer;
 //! a different request under a used key is refused; a repeat while the first is still running
 //! is refused (the client retries later). An answer that says the server failed (5xx) is not
-//! kept, so a retry runs the request again. A request whose process died mid-way releases its
-//! key after [`LEASE`].
+//! kept, so a retry runs the request again, unless its effect had already committed. A request
+//! whose process died mid-way releases its key after [`LEASE`] if nothing it did committed;
+//! if its effect committed, the key answers [`Claim::AnswerLost`] rather than run twice.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::jobs::{Job, Queue};
-use crate::repo::RepoError;
+use crate::repo::{RepoError, Transaction};
 
 /// How long a stored answer is replayed.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -50,6 +51,9 @@ pub enum Claim {
     Mismatch,
     /// The same request finished: replay this.
     Completed(StoredResponse),
+    /// The first request's effect committed, but its process died before the answer was
+    /// stored: running it again would do it twice, and there is nothing to replay.
+    AnswerLost,
 }
 
 /// Whether `key` is usable: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
@@ -81,7 +85,20 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
         response: &StoredResponse,
     ) -> Result<(), RepoError>;
 
-    /// Gives the claim `token` back (the request was refused): a retry runs again.
+    /// Records, inside the use case's own transaction `tx`, that claim `token`'s effect is
+    /// being committed: if the transaction commits and the process dies before
+    /// [`IdempotencyStore::complete`], the key is never run again ([`Claim::AnswerLost`]); if
+    /// it rolls back, so does the mark.
+    async fn mark_committed(
+        &self,
+        tx: &mut dyn Transaction,
+        scope: &str,
+        key: &str,
+        token: &str,
+    ) -> Result<(), RepoError>;
+
+    /// Gives the claim `token` back (the request was refused and nothing committed): a retry
+    /// runs again.
     async fn release(&self, scope: &str, key: &str, token: &str) -> Result<(), RepoError>;
 
     /// Deletes keys created before `before`; returns how many.
