@@ -14,6 +14,7 @@ mod auth;
 mod deploy;
 mod edge;
 mod errors;
+mod fuzz_corpus;
 mod health;
 mod http_basics;
 mod idempotency;

@@ -142,11 +142,18 @@ pub fn etag(version: i64) -> String {
 /// The versions an `If-Match` header accepts: `None` without the header or with `*`. Weak or
 /// malformed tags match nothing (RFC 9110 compares `If-Match` strongly), so they end in 412.
 pub fn if_match(headers: &HeaderMap) -> Option<Vec<i64>> {
+    if_match_values(headers.get_all(header::IF_MATCH).map(|v| v.as_bytes()))
+}
+
+/// [`if_match`] over the raw values of every `If-Match` header line, in order.
+pub fn if_match_values<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<i64>> {
     let mut versions = Vec::new();
     let mut present = false;
-    for value in headers.get_all(header::IF_MATCH) {
+    for value in values {
         present = true;
-        let Ok(text) = value.to_str() else { continue };
+        let Ok(text) = std::str::from_utf8(value) else {
+            continue;
+        };
         for tag in text.split(',').map(str::trim) {
             if tag == "*" {
                 return None;

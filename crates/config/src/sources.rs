@@ -266,9 +266,27 @@ impl SecretFiles {
     }
 }
 
+/// Largest secret file read; a path pointing at a device or a log must not exhaust memory.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
 fn read_secret(path: &Path) -> Result<String, String> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| format!("cannot read secret file {}: {e}", path.display());
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "secret file {} is larger than {} KiB",
+            path.display(),
+            MAX_SECRET_FILE_BYTES / 1024
+        ));
+    }
+    let content = String::from_utf8(bytes)
+        .map_err(|_| format!("secret file {} is not valid UTF-8", path.display()))?;
     let value = content.strip_suffix('\n').unwrap_or(&content);
     let value = value.strip_suffix('\r').unwrap_or(value);
     if value.is_empty() {

@@ -195,6 +195,14 @@ fn secret_files_are_read_and_win_over_plain_variables() {
 }
 
 #[test]
+fn a_secret_file_pointing_at_a_device_or_a_huge_file_is_refused_not_read_whole() {
+    // /dev/zero never ends: reading it whole would exhaust memory.
+    let err = load(&[("APP__AUTH__JWT_SECRET_FILE", "/dev/zero")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["APP__AUTH__JWT_SECRET_FILE"]);
+    assert!(err.to_string().contains("larger than 64 KiB"), "{err}");
+}
+
+#[test]
 fn database_url_alias_yields_to_the_app_variable() {
     let settings = load(&[("DATABASE_URL", "postgres://alias@db/keel")]).unwrap();
     assert_eq!(

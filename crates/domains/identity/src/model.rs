@@ -285,6 +285,23 @@ pub struct OneTimeToken {
 /// Prefix of every API key, so leaked keys are recognisable by secret scanners.
 pub const API_KEY_PREFIX: &str = "keel_";
 
+/// Longest public part of an API key accepted at lookup.
+const API_KEY_PREFIX_MAX: usize = 16;
+/// Longest secret part of an API key accepted before hashing.
+const API_KEY_SECRET_MAX: usize = 128;
+
+/// Splits a presented API key (`keel_<prefix>_<secret>`) into its lookup prefix and secret;
+/// `None` for anything else, so malformed keys never reach the database or the hasher.
+pub fn split_api_key(presented: &str) -> Option<(&str, &str)> {
+    presented
+        .strip_prefix(API_KEY_PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .filter(|(prefix, secret)| {
+            (1..=API_KEY_PREFIX_MAX).contains(&prefix.len())
+                && (1..=API_KEY_SECRET_MAX).contains(&secret.len())
+        })
+}
+
 /// A long-lived credential for programs, acting for its owner with narrowed permissions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {

@@ -17,8 +17,8 @@ use super::{
 };
 use crate::error::IdentityError;
 use crate::model::{
-    API_KEY_PREFIX, EMAIL_MAX_CHARS, Email, FULL_NAME_MAX_CHARS, MEMBER_ROLE, RefreshToken,
-    Session, TokenId, User, UserStatus,
+    EMAIL_MAX_CHARS, Email, FULL_NAME_MAX_CHARS, MEMBER_ROLE, RefreshToken, Session, TokenId, User,
+    UserStatus,
 };
 
 /// Longest password looked at: longer input cannot match any stored password (the policy's
@@ -339,16 +339,8 @@ impl Identity {
     /// The actor behind an API key (`keel_<prefix>_<secret>`): its owner, with the owner's
     /// current permissions narrowed to the key's scopes.
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<Actor, IdentityError> {
-        let (prefix, secret) = presented
-            .strip_prefix(API_KEY_PREFIX)
-            .and_then(|rest| rest.split_once('_'))
-            .filter(|(prefix, secret)| {
-                !prefix.is_empty()
-                    && prefix.len() <= 16
-                    && !secret.is_empty()
-                    && secret.len() <= 128
-            })
-            .ok_or(IdentityError::InvalidToken)?;
+        let (prefix, secret) =
+            crate::model::split_api_key(presented).ok_or(IdentityError::InvalidToken)?;
         let key = self
             .ports
             .api_keys
@@ -711,7 +703,12 @@ impl IdentityService<'_> {
     /// Ends the caller's session: its access and refresh tokens stop working.
     pub async fn logout(&self) -> Result<(), IdentityError> {
         let session = self.session_id()?;
-        self.revoke_own(session, "logout", "auth.logout").await
+        // Signing out of a session that has already ended (revoked elsewhere, while this
+        // token was still cached as live) has nothing left to do: done, not 404.
+        match self.revoke_own(session, "logout", "auth.logout").await {
+            Err(IdentityError::NotFound(_)) => Ok(()),
+            other => other,
+        }
     }
 
     /// Ends every session and every API key of the caller (a signed-in session only: not with
