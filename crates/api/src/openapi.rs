@@ -128,7 +128,7 @@ problem_responses! {
     /// 404.
     NotFound => "No such resource, or it is outside the caller's scope.",
     /// 409.
-    Conflict => "The change conflicts with stored data (a unique value is taken).",
+    Conflict => "The change conflicts with stored data: a unique value is taken, the last active administrator would lose that power (`user.last_admin`), a system role would change (`role.system`), a request with the same `Idempotency-Key` still runs (`idempotency.in_progress`), or took effect but lost its answer in a crash (`idempotency.answer_lost`).",
     /// 412.
     PreconditionFailed => "`If-Match` names a version that is no longer current: re-read and retry.",
     /// 413.
@@ -183,16 +183,52 @@ impl Modify for Shared {
         }
         for item in openapi.paths.paths.values_mut() {
             for operation in operations_mut(item) {
-                let responses = &mut operation.responses.responses;
-                responses
-                    .entry("500".to_owned())
-                    .or_insert_with(|| error_ref("InternalError"));
-                responses
-                    .entry("503".to_owned())
-                    .or_insert_with(|| error_ref("Unavailable"));
+                for (status, name) in shape_responses(operation) {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_ref(name));
+                }
             }
         }
     }
+}
+
+/// The error responses an operation can meet because of its shape, whatever its handler
+/// does: any request can meet 500 and 503; a credential can be malformed, doubled (400) or
+/// stale (401); a body can be unreadable (400), too large (413), not JSON (415) or break a
+/// rule (422); a path id can be malformed (422) or unknown (404); a query can be refused (422).
+fn shape_responses(operation: &Operation) -> Vec<(&'static str, &'static str)> {
+    let mut found = vec![("500", "InternalError"), ("503", "Unavailable")];
+    let authenticated = operation
+        .security
+        .as_ref()
+        .is_some_and(|requirements| !requirements.is_empty());
+    if authenticated {
+        found.extend([("400", "BadRequest"), ("401", "Unauthenticated")]);
+    }
+    if operation.request_body.is_some() {
+        found.extend([
+            ("400", "BadRequest"),
+            ("413", "PayloadTooLarge"),
+            ("415", "UnsupportedMediaType"),
+            ("422", "ValidationFailed"),
+        ]);
+    }
+    for parameter in operation.parameters.iter().flatten() {
+        let RefOr::T(parameter) = parameter else {
+            continue;
+        };
+        match parameter.parameter_in {
+            ParameterIn::Path => {
+                found.extend([("404", "NotFound"), ("422", "ValidationFailed")]);
+            }
+            ParameterIn::Query => found.push(("422", "ValidationFailed")),
+            _ => {}
+        }
+    }
+    found
 }
 
 fn operations_mut(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -498,7 +534,7 @@ pub fn add_idempotency(openapi: &mut OpenApi) {
                     .parameter_in(ParameterIn::Header)
                     .required(Required::False)
                     .description(Some(
-                        "Makes a retry safe: the same key with the same request within 24 h replays the first 2xx answer (with `Idempotent-Replayed: true`) instead of running again; the same key with another request is 422 (`key_reused`); while the first still runs, 409 `idempotency.in_progress`. 1 to 255 visible ASCII characters, per caller.",
+                        "Makes a retry safe: the same key with the same request within 24 h replays the first 2xx answer (with `Idempotent-Replayed: true`) instead of running again; the same key with another request is 422 (`key_reused`); while the first still runs, 409 `idempotency.in_progress`; if the first took effect but its answer was lost in a crash, 409 `idempotency.answer_lost` (it never runs twice). 1 to 255 visible ASCII characters, per caller.",
                     ))
                     .schema(Some(
                         ObjectBuilder::new()

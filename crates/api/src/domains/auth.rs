@@ -267,12 +267,12 @@ impl From<SessionView> for SessionJson {
 struct RegisterBody {
     /// Unique, case-insensitively.
     #[validate(length(max = crate::limits::EMAIL))]
-    #[schema(max_length = 254)]
+    #[schema(max_length = 254, format = Email)]
     email: String,
-    /// 12 to 128 characters by default (`auth.password_min_length`); common passwords are
-    /// refused.
+    /// 12 to 128 characters by default (`auth.password_min_length`, `password_max_length`);
+    /// common passwords are refused.
     #[validate(length(max = crate::limits::PASSWORD))]
-    #[schema(max_length = 1024)]
+    #[schema(min_length = 12, max_length = 1024)]
     password: String,
     /// Display name.
     #[serde(default)]
@@ -330,7 +330,7 @@ struct ChangePasswordBody {
     current_password: String,
     /// The new one (same policy as sign-up).
     #[validate(length(max = crate::limits::PASSWORD))]
-    #[schema(max_length = 1024)]
+    #[schema(min_length = 12, max_length = 1024)]
     new_password: String,
 }
 
@@ -341,7 +341,7 @@ struct ChangePasswordBody {
 struct ForgotBody {
     /// The account's address.
     #[validate(length(max = crate::limits::EMAIL))]
-    #[schema(max_length = 254)]
+    #[schema(max_length = 254, format = Email)]
     email: String,
 }
 
@@ -354,9 +354,9 @@ struct ResetBody {
     #[validate(length(max = crate::limits::TOKEN))]
     #[schema(max_length = 512)]
     token: String,
-    /// The new password.
+    /// The new password (same policy as sign-up).
     #[validate(length(max = crate::limits::PASSWORD))]
-    #[schema(max_length = 1024)]
+    #[schema(min_length = 12, max_length = 1024)]
     new_password: String,
 }
 
@@ -621,6 +621,7 @@ async fn update_me(
     request_body = ChangePasswordBody,
     security(("bearer" = [])),
     responses(
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 204, description = "Changed."),
         (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
@@ -719,6 +720,7 @@ async fn reset_password(
     summary = "Mail an email-verification link",
     security(("bearer" = [])),
     responses(
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 202, description = "Accepted.", body = Accepted),
         (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),

@@ -126,6 +126,7 @@ pub struct JobPage {
     params(("id" = Uuid, Path, description = "Job id")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
+        (status = 403, response = crate::openapi::Forbidden),
         (status = 200, description = "The job.", body = JobView),
         (status = 401, response = crate::openapi::Unauthenticated),
         (status = 404, response = crate::openapi::NotFound),
@@ -309,19 +310,22 @@ async fn delete(
 struct ProbeBody {
     /// Attempts that fail before one succeeds (0 to 20).
     #[serde(default)]
+    #[schema(maximum = 20)]
     fail_attempts: u32,
     /// Fail permanently instead (the job goes dead at once).
     #[serde(default)]
     permanent: bool,
     /// Milliseconds each attempt works (at most 60000).
     #[serde(default)]
+    #[schema(maximum = 60000)]
     sleep_ms: u64,
     /// Attempts allowed (1 to 20, default 3).
     #[serde(default = "default_attempts")]
+    #[schema(minimum = 1, maximum = 20)]
     max_attempts: u32,
     /// `high`, `default` (the default) or `low`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(high|default|low)$")]
     queue: Option<Queue>,
 }
 

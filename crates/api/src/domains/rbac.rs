@@ -94,7 +94,7 @@ impl From<Role> for RoleView {
 struct CreateBody {
     /// Unique name: lower-case letters, digits, `_` and `-`.
     #[validate(length(max = crate::limits::ROLE_NAME))]
-    #[schema(max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$")]
     name: String,
     /// What it is for.
     #[serde(default)]
@@ -191,6 +191,7 @@ async fn create(
     params(("id" = Uuid, Path, description = "Role id")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
+        (status = 409, response = crate::openapi::Conflict),
         (status = 200, description = "The role.", body = RoleView),
         (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),

@@ -122,11 +122,14 @@ impl From<ReleaseNote> for ReleaseNoteView {
 pub struct CreateReleaseNote {
     /// Semantic version (a leading `v` is dropped), unique.
     #[validate(length(max = crate::limits::RELEASE_VERSION))]
-    #[schema(max_length = 64)]
+    #[schema(
+        max_length = 64,
+        pattern = r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+    )]
     version: String,
     /// 1 to 200 characters.
     #[validate(length(max = crate::limits::RELEASE_TITLE))]
-    #[schema(max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     title: String,
     /// Markdown, up to 100 000 characters.
     #[serde(default)]
@@ -168,6 +171,8 @@ pub struct UpdateReleaseNote {
     tag = "release-notes",
     operation_id = "list_release_notes",
     summary = "List release notes (published ones for everyone; drafts too with `release_notes:write`)",
+    // Anonymous callers are welcome; a credential, when sent, must be valid.
+    security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "One page.", body = ReleaseNotePage),
         (status = 422, response = crate::openapi::ValidationFailed),
@@ -189,6 +194,8 @@ async fn list(
     tag = "release-notes",
     operation_id = "latest_release_note",
     summary = "The newest published release note",
+    // Anonymous callers are welcome; a credential, when sent, must be valid.
+    security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The note.", body = ReleaseNoteView),
         (status = 404, response = crate::openapi::NotFound),
@@ -209,6 +216,8 @@ async fn latest(
     operation_id = "get_release_note",
     summary = "Read a release note",
     params(("id" = Uuid, Path, description = "Release note id")),
+    // Anonymous callers are welcome; a credential, when sent, must be valid.
+    security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The note.", body = ReleaseNoteView),
         (status = 404, response = crate::openapi::NotFound),

@@ -123,6 +123,7 @@ async fn get(
     params(("id" = Uuid, Path, description = "User id")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
+        (status = 409, response = crate::openapi::Conflict),
         (status = 200, description = "The account.", body = UserView),
         (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
@@ -161,6 +162,7 @@ async fn update(
     params(("id" = Uuid, Path, description = "User id")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
+        (status = 409, response = crate::openapi::Conflict),
         (status = 204, description = "Deleted."),
         (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
@@ -244,6 +246,7 @@ async fn grant_role(
     params(("id" = Uuid, Path, description = "User id"), ("role_id" = Uuid, Path, description = "Role id")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
+        (status = 409, response = crate::openapi::Conflict),
         (status = 204, description = "Revoked."),
         (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),

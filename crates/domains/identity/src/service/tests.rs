@@ -935,3 +935,24 @@ fn the_last_admin_cannot_be_set_back_to_pending_verification() {
     .unwrap_err();
     assert!(matches!(err, IdentityError::LastAdmin));
 }
+
+#[test]
+fn signing_out_of_a_session_that_already_ended_succeeds_without_a_second_entry() {
+    let w = world();
+    w.register("ada@example.com");
+    let tokens = w.login("ada@example.com");
+    // The caller was authenticated while the session was live (a cached check), then another
+    // device signed out everywhere.
+    let caller = w.caller(&tokens);
+    block_on(w.identity.for_caller(&caller).logout()).unwrap();
+    block_on(w.identity.for_caller(&caller).logout()).unwrap();
+    assert_eq!(
+        w.fakes
+            .activity
+            .actions()
+            .iter()
+            .filter(|a| **a == "auth.logout")
+            .count(),
+        1
+    );
+}
