@@ -11,11 +11,16 @@ use clap::{Parser, Subcommand};
 use xshell::{Shell, cmd};
 
 mod bench;
+mod contract;
 mod docs;
+mod fault;
+mod fuzz;
 mod hooks;
+mod load;
 
 mod new_domain;
 mod process;
+mod soak;
 
 /// The PostgreSQL server CI and `--postgres` use unless `TEST_DATABASE_URL` says otherwise.
 const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -100,6 +105,48 @@ enum Task {
         /// Replace a different hook of the same name that is already installed.
         #[arg(long)]
         force: bool,
+    },
+    /// Contract fuzzing: schemathesis drives the api from its `/openapi.json` as a member and
+    /// as an administrator (needs schemathesis: `pip install -r .ci/contract-requirements.txt`).
+    Contract {
+        /// Generated cases per operation and phase.
+        #[arg(long, default_value_t = 40)]
+        max_examples: u32,
+        /// Seed, so a failure can be replayed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// A failure under load, on a private PostgreSQL (and Redis) on loopback:
+    /// `cargo xtask fault postgres|redis|kill-api|kill-worker|sigterm|overload|all`.
+    Fault {
+        /// Which failure.
+        #[arg(value_enum)]
+        scenario: fault::Scenario,
+        /// The CI form: shorter outages and fewer jobs.
+        #[arg(long)]
+        short: bool,
+    },
+    /// Mixed load at a fraction of measured capacity for N minutes, sampled every 10 s into
+    /// target/soak/soak.csv and soak.png.
+    Soak {
+        /// How long.
+        #[arg(long, default_value_t = 10)]
+        minutes: u32,
+        /// Fraction of the measured capacity to send.
+        #[arg(long, default_value_t = 0.5)]
+        fraction: f64,
+        /// Use debug binaries instead of release ones.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Coverage-guided fuzzing of the parsers (nightly + cargo-fuzz), or with `--replay` the
+    /// committed corpus through the same targets.
+    Fuzz {
+        /// A target (list_query, cursor, config, credentials, if_match); all when absent.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u32,
     },
     /// Measurements recorded in docs/benchmarks.md.
     Bench {
@@ -199,6 +246,14 @@ fn main() -> anyhow::Result<()> {
         }
         Task::NewDomainCheck => new_domain::check::check(&sh, &workspace_root()),
         Task::Hooks { force } => hooks::run(&sh, &workspace_root(), force),
+        Task::Contract { max_examples, seed } => contract::contract(&sh, max_examples, seed),
+        Task::Fault { scenario, short } => fault::fault(&sh, scenario, short),
+        Task::Soak {
+            minutes,
+            fraction,
+            debug,
+        } => soak::soak(&sh, minutes, fraction, debug),
+        Task::Fuzz { target, seconds } => fuzz::fuzz(&sh, target.as_deref(), seconds),
         Task::Bench {
             what: BenchTarget::Startup { runs },
         } => bench::bench_startup(&sh, runs),
@@ -270,6 +325,27 @@ fn ci(sh: &Shell, sqlite_only: bool) -> anyhow::Result<()> {
     step("docs render offline (headless Chromium)", || {
         docs::docs_check(sh)
     })?;
+    step("contract fuzzing (schemathesis, member and admin)", || {
+        contract::contract(sh, 40, 1)
+    })?;
+    if sqlite_only {
+        eprintln!("\n(fault runs skipped: --sqlite-only; they start a private PostgreSQL)");
+    } else {
+        step(
+            "fault runs, short form (private PostgreSQL and Redis)",
+            || fault::fault(sh, fault::Scenario::All, true),
+        )?;
+    }
+    if fuzz::available() {
+        step(
+            "parser fuzzing, short run (corpus replayed by the tests)",
+            || fuzz::fuzz(sh, None, 15),
+        )?;
+    } else {
+        eprintln!(
+            "\n(short fuzz run skipped: no nightly toolchain or cargo-fuzz; the tests replayed fuzz/corpus)"
+        );
+    }
     step("a generated domain passes the suite", || {
         new_domain::check::check(sh, &workspace_root())
     })?;
