@@ -294,13 +294,28 @@ async fn a_claim_marked_in_a_committed_transaction_is_never_run_again_even_after
         .await
         .unwrap();
     drop(tx);
-    assert!(matches!(
+    let Claim::Started(successor) = store
+        .claim("user:a", "k2", "f", later, lease)
+        .await
+        .unwrap()
+    else {
+        panic!("an abandoned claim is taken over")
+    };
+    // The original, finishing late, cannot commit its effect next to its successor's.
+    let mut tx = unit_of_work.begin().await.unwrap();
+    assert!(
         store
-            .claim("user:a", "k2", "f", later, lease)
+            .mark_committed(tx.as_mut(), "user:a", "k2", &token)
             .await
-            .unwrap(),
-        Claim::Started(_)
-    ));
+            .is_err()
+    );
+    drop(tx);
+    let mut tx = unit_of_work.begin().await.unwrap();
+    store
+        .mark_committed(tx.as_mut(), "user:a", "k2", &successor)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     // The answer of a marked claim is still stored and replayed when the process lives.
     let Claim::Started(token) = store.claim("user:a", "k3", "f", t0, lease).await.unwrap() else {
         panic!("a first claim starts")
@@ -331,23 +346,65 @@ async fn a_claim_marked_in_a_committed_transaction_is_never_run_again_even_after
 
 #[tokio::test]
 async fn a_retry_after_a_crash_between_commit_and_answer_is_told_so_and_creates_nothing() {
-    use sea_orm::ConnectionTrait;
+    use sea_orm::{ConnectionTrait, DatabaseBackend};
 
     let app = spawn_app().await;
     let (_, token) = app.member("crash@example.com").await;
+    // Storing the answer fails, as if the process died right after the use case committed.
+    let statements: &[&str] = match app.pool.get_database_backend() {
+        DatabaseBackend::Postgres => &[
+            "CREATE FUNCTION keel_test_no_answer() RETURNS trigger AS $$ BEGIN \
+             IF NEW.state = 'completed' THEN RAISE EXCEPTION 'simulated crash'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER keel_test_no_answer BEFORE UPDATE ON idempotency_keys \
+             FOR EACH ROW EXECUTE FUNCTION keel_test_no_answer()",
+        ],
+        _ => &[
+            "CREATE TRIGGER keel_test_no_answer BEFORE UPDATE ON idempotency_keys \
+             WHEN NEW.state = 'completed' BEGIN SELECT RAISE(ABORT, 'simulated crash'); END",
+        ],
+    };
+    for sql in statements {
+        app.pool.execute_unprepared(sql).await.unwrap();
+    }
     assert_eq!(
         create_project(&app, &token, "crash-1", "Once")
             .await
             .status(),
         201
     );
-    // What a kill -9 after the use case's commit leaves: the mark, no answer, an old claim.
+    // The use case's own transaction marked the claim: the wiring, not a test's SQL.
+    let state = app
+        .pool
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.pool.get_database_backend(),
+            "SELECT state FROM idempotency_keys",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<String>(0)
+        .unwrap();
+    assert_eq!(state, "committed");
+    // Within the lease a retry waits its turn; after it, it is told, and nothing runs twice.
+    assert_problem(
+        create_project(&app, &token, "crash-1", "Once").await,
+        409,
+        "idempotency.in_progress",
+    )
+    .await;
     let backdated = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
-    let sql = format!(
-        "UPDATE idempotency_keys SET state = 'committed', status = NULL, headers = NULL, body = NULL, claimed_at = '{backdated}'"
-    );
-    app.pool.execute_unprepared(&sql).await.unwrap();
-    let retry = create_project(&app, &token, "crash-1", "Once").await;
-    assert_problem(retry, 409, "idempotency.answer_lost").await;
+    app.pool
+        .execute_unprepared(&format!(
+            "UPDATE idempotency_keys SET claimed_at = '{backdated}'"
+        ))
+        .await
+        .unwrap();
+    assert_problem(
+        create_project(&app, &token, "crash-1", "Once").await,
+        409,
+        "idempotency.answer_lost",
+    )
+    .await;
     assert_eq!(project_count(&app, &token).await, 1, "never run twice");
 }

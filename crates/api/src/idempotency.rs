@@ -52,22 +52,55 @@ struct ActiveClaim {
 }
 
 /// A unit of work that, inside a request holding an idempotency claim, marks the claim as
-/// committed in every transaction it begins: the mark commits exactly when the effect does.
-/// Outside such a request it is the unit of work it wraps.
+/// committed in every transaction it commits, just before the commit: the mark commits exactly
+/// when the effect does, and the claim's row is locked only for that moment. Outside such a
+/// request it is the unit of work it wraps.
+///
+/// The rule this relies on: a use case's effects are written through a transaction of the unit
+/// of work, begun on the request's own task (not in a spawned task).
 #[derive(Debug)]
 pub struct MarkingUnitOfWork(pub Arc<dyn UnitOfWork>);
 
 #[async_trait::async_trait]
 impl UnitOfWork for MarkingUnitOfWork {
     async fn begin(&self) -> Result<Box<dyn Transaction>, RepoError> {
-        let mut tx = self.0.begin().await?;
-        if let Ok(claim) = ACTIVE_CLAIM.try_with(Clone::clone) {
-            claim
-                .store
-                .mark_committed(tx.as_mut(), &claim.scope, &claim.key, &claim.token)
-                .await?;
-        }
-        Ok(tx)
+        let inner = self.0.begin().await?;
+        Ok(match ACTIVE_CLAIM.try_with(Clone::clone) {
+            Ok(claim) => Box::new(MarkingTransaction { inner, claim }),
+            Err(_) => inner,
+        })
+    }
+}
+
+/// A transaction that marks its request's claim when it commits.
+struct MarkingTransaction {
+    inner: Box<dyn Transaction>,
+    claim: ActiveClaim,
+}
+
+impl std::fmt::Debug for MarkingTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarkingTransaction")
+            .field("claim", &self.claim)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Transaction for MarkingTransaction {
+    async fn commit(mut self: Box<Self>) -> Result<(), RepoError> {
+        let claim = &self.claim;
+        // Fails (and so rolls the effect back) when the claim is no longer this request's.
+        claim
+            .store
+            .mark_committed(self.inner.as_mut(), &claim.scope, &claim.key, &claim.token)
+            .await?;
+        self.inner.commit().await
+    }
+
+    // Repositories look through to the storage's own transaction.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self.inner.as_any_mut()
     }
 }
 
@@ -224,7 +257,7 @@ where
     };
     // A request cut off by the timeout or a dropped connection keeps its claim until the
     // lease ends: it may have committed, and a retry meanwhile gets 409, not a duplicate.
-    // Every transaction the request begins marks the claim as committed within itself
+    // Every transaction the request commits marks the claim as committed within itself
     // ([`MarkingUnitOfWork`]), so a crash after the commit never lets a retry run it again.
     let claim = ActiveClaim {
         store: Arc::clone(&store.0),
@@ -336,10 +369,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn transactions_of_a_request_with_a_key_mark_its_claim_and_others_do_not() {
+    async fn committed_transactions_of_a_request_with_a_key_mark_its_claim_and_no_others_do() {
         let marks = Arc::new(Marks::default());
         let unit_of_work = MarkingUnitOfWork(Arc::new(InMemoryUnitOfWork));
-        unit_of_work.begin().await.unwrap();
+        unit_of_work.begin().await.unwrap().commit().await.unwrap();
         assert!(marks.0.lock().unwrap().is_empty());
         let claim = ActiveClaim {
             store: marks.clone(),
@@ -349,12 +382,22 @@ mod tests {
         };
         ACTIVE_CLAIM
             .scope(claim, async {
-                // Two transactions in one use case: both carry the mark.
-                unit_of_work.begin().await.unwrap();
-                unit_of_work.begin().await.unwrap();
+                let mut first = unit_of_work.begin().await.unwrap();
+                // Repositories still reach the storage's own transaction.
+                assert!(
+                    first
+                        .as_any_mut()
+                        .downcast_mut::<keel_kernel::repo::InMemoryTransaction>()
+                        .is_some()
+                );
+                // Nothing is marked before the commit, nor by a rolled-back transaction.
+                assert!(marks.0.lock().unwrap().is_empty());
+                drop(unit_of_work.begin().await.unwrap());
+                first.commit().await.unwrap();
+                unit_of_work.begin().await.unwrap().commit().await.unwrap();
             })
             .await;
-        unit_of_work.begin().await.unwrap();
+        unit_of_work.begin().await.unwrap().commit().await.unwrap();
         assert_eq!(*marks.0.lock().unwrap(), ["user:a/k/t1", "user:a/k/t1"]);
     }
 

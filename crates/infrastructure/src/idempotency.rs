@@ -204,15 +204,22 @@ impl IdempotencyStore for SeaIdempotencyStore {
         key: &str,
         token: &str,
     ) -> Result<(), RepoError> {
-        Entity::update_many()
+        let marked = Entity::update_many()
             .col_expr(Column::State, Expr::value(COMMITTED))
             .filter(Column::Scope.eq(scope))
             .filter(Column::Key.eq(key))
-            .filter(Column::State.eq(IN_PROGRESS))
+            .filter(Column::State.is_in([IN_PROGRESS, COMMITTED]))
             .filter(Column::ClaimToken.eq(token))
             .exec(sea_txn(tx)?)
             .await
             .map_err(repo_err)?;
+        if marked.rows_affected != 1 {
+            // Taken over after the lease (a slow original on a skewed clock): its effect must
+            // not commit next to the retry's.
+            return Err(RepoError::UniqueViolation {
+                constraint: "idempotency_keys.claim_token".to_owned(),
+            });
+        }
         Ok(())
     }
 

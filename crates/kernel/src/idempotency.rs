@@ -20,8 +20,10 @@ use crate::repo::{RepoError, Transaction};
 /// How long a stored answer is replayed.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// The least time a request holds its key before a retry may take it over (a process killed
-/// mid-request never finishes its own); the api adds its request timeout on top.
-pub const LEASE: Duration = Duration::from_secs(120);
+/// mid-request never finishes its own); the api adds its request timeout on top, which already
+/// bounds the original, so this only covers clock skew between replicas and a commit in flight
+/// at the timeout. A claim whose effect committed is never taken over ([`Claim::AnswerLost`]).
+pub const LEASE: Duration = Duration::from_secs(30);
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 /// Largest answer kept for replay (four times the default request body limit); a larger one
@@ -85,10 +87,11 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
         response: &StoredResponse,
     ) -> Result<(), RepoError>;
 
-    /// Records, inside the use case's own transaction `tx`, that claim `token`'s effect is
-    /// being committed: if the transaction commits and the process dies before
+    /// Records, inside the use case's own transaction `tx` just before it commits, that claim
+    /// `token`'s effect is committing: if the transaction commits and the process dies before
     /// [`IdempotencyStore::complete`], the key is never run again ([`Claim::AnswerLost`]); if
-    /// it rolls back, so does the mark.
+    /// it rolls back, so does the mark. Fails when the claim is no longer `token`'s (taken over
+    /// after its lease), so the late effect rolls back.
     async fn mark_committed(
         &self,
         tx: &mut dyn Transaction,
