@@ -2,6 +2,8 @@
 //! (moka) by default, or Redis when `redis.url` is set, so limits and invalidations hold across
 //! replicas.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -168,12 +170,56 @@ impl Cache for MemoryCache {
 
 /// Longest a Redis command or connection attempt may take before the caller falls back.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// After a failed command, how long requests skip Redis (falling back at once) before trying
+/// it again: a Redis that stops answering costs one timeout per pause, not one per request.
+const REDIS_PAUSE: Duration = Duration::from_secs(1);
+/// How long startup waits for Redis to answer before refusing to start.
+const REDIS_STARTUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Counters and cache in Redis, shared by every replica. Keys carry `redis.key_prefix`.
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
     prefix: String,
+    pause: Arc<Pause>,
+}
+
+/// Skips Redis for [`REDIS_PAUSE`] after a failure.
+#[derive(Debug)]
+struct Pause {
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which Redis is skipped.
+    until_ms: AtomicU64,
+}
+
+impl Pause {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn check(&self) -> Result<(), BoxError> {
+        if self.now_ms() < self.until_ms.load(Ordering::Relaxed) {
+            return Err("Redis is skipped for a moment after a failure".into());
+        }
+        Ok(())
+    }
+
+    fn settle<T>(&self, result: redis::RedisResult<T>) -> Result<T, BoxError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                if error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+                {
+                    let until = self.now_ms() + millis(REDIS_PAUSE);
+                    self.until_ms.store(until, Ordering::Relaxed);
+                }
+                Err(error.into())
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -202,7 +248,8 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// Connects (the connection manager reconnects by itself after failures).
+    /// Connects, waiting up to 10 s for Redis to answer (the connection manager reconnects by
+    /// itself after later failures).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         // A request never waits long for Redis (limits fail open, the session cache falls back
@@ -214,24 +261,44 @@ impl RedisStore {
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_number_of_retries(0)
             .set_max_delay(REDIS_TIMEOUT);
-        let connection = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self {
-            connection,
+        let store = Self {
+            connection: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: prefix.to_owned(),
-        })
+            pause: Arc::new(Pause {
+                epoch: Instant::now(),
+                until_ms: AtomicU64::new(0),
+            }),
+        };
+        // A Redis that starts a little after the api is fine; a wrong URL still stops startup.
+        let started = Instant::now();
+        loop {
+            match store.round_trip().await {
+                Ok(()) => return Ok(store),
+                Err(error) if started.elapsed() >= REDIS_STARTUP_WAIT => return Err(error),
+                Err(_) => tokio::time::sleep(REDIS_TIMEOUT).await,
+            }
+        }
+    }
+
+    async fn round_trip(&self) -> redis::RedisResult<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
     }
 
     fn key(&self, key: &str) -> String {
         format!("{}:{key}", self.prefix)
     }
 
-    /// A round trip, for the readiness check.
+    /// A round trip, for the readiness check (never skipped; a success ends a pause).
     pub async fn ping(&self) -> Result<(), BoxError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await?;
-        Ok(())
+        let result = self.round_trip().await;
+        if result.is_ok() {
+            self.pause.until_ms.store(0, Ordering::Relaxed);
+        }
+        self.pause.settle(result)
     }
 }
 
@@ -249,12 +316,15 @@ impl keel_kernel::health::HealthCheck for RedisStore {
 #[async_trait]
 impl Counters for RedisStore {
     async fn hit(&self, key: &str, window: Duration) -> Result<Count, BoxError> {
+        self.pause.check()?;
         let mut connection = self.connection.clone();
-        let (hits, ttl): (u64, i64) = redis::Script::new(HIT_SCRIPT)
-            .key(self.key(key))
-            .arg(millis(window))
-            .invoke_async(&mut connection)
-            .await?;
+        let (hits, ttl): (u64, i64) = self.pause.settle(
+            redis::Script::new(HIT_SCRIPT)
+                .key(self.key(key))
+                .arg(millis(window))
+                .invoke_async(&mut connection)
+                .await,
+        )?;
         Ok(Count {
             hits,
             ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
@@ -262,13 +332,16 @@ impl Counters for RedisStore {
     }
 
     async fn peek(&self, key: &str) -> Result<Option<Count>, BoxError> {
+        self.pause.check()?;
         let mut connection = self.connection.clone();
         let key = self.key(key);
-        let (hits, ttl): (Option<u64>, i64) = redis::pipe()
-            .get(&key)
-            .pttl(&key)
-            .query_async(&mut connection)
-            .await?;
+        let (hits, ttl): (Option<u64>, i64) = self.pause.settle(
+            redis::pipe()
+                .get(&key)
+                .pttl(&key)
+                .query_async(&mut connection)
+                .await,
+        )?;
         Ok(hits.filter(|_| ttl > 0).map(|hits| Count {
             hits,
             ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
@@ -276,19 +349,23 @@ impl Counters for RedisStore {
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> Result<(), BoxError> {
+        self.pause.check()?;
         let mut connection = self.connection.clone();
-        let _: bool = connection
-            .pexpire(
-                self.key(key),
-                i64::try_from(millis(ttl)).unwrap_or(i64::MAX),
-            )
-            .await?;
+        let _: bool = self.pause.settle(
+            connection
+                .pexpire(
+                    self.key(key),
+                    i64::try_from(millis(ttl)).unwrap_or(i64::MAX),
+                )
+                .await,
+        )?;
         Ok(())
     }
 
     async fn clear(&self, key: &str) -> Result<(), BoxError> {
+        self.pause.check()?;
         let mut connection = self.connection.clone();
-        let _: u64 = connection.del(self.key(key)).await?;
+        let _: u64 = self.pause.settle(connection.del(self.key(key)).await)?;
         Ok(())
     }
 }
@@ -296,21 +373,24 @@ impl Counters for RedisStore {
 #[async_trait]
 impl Cache for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
+        self.pause.check()?;
         let mut connection = self.connection.clone();
-        Ok(connection.get(self.key(key)).await?)
+        self.pause.settle(connection.get(self.key(key)).await)
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), BoxError> {
+        self.pause.check()?;
         let mut connection = self.connection.clone();
-        let _: () = connection
-            .pset_ex(self.key(key), value, millis(ttl))
-            .await?;
+        let _: () = self
+            .pause
+            .settle(connection.pset_ex(self.key(key), value, millis(ttl)).await)?;
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), BoxError> {
+        // Not skipped during a pause: a revocation's invalidation is worth one more try.
         let mut connection = self.connection.clone();
-        let _: u64 = connection.del(self.key(key)).await?;
+        let _: u64 = self.pause.settle(connection.del(self.key(key)).await)?;
         Ok(())
     }
 }
