@@ -544,10 +544,13 @@ pub fn add_idempotency(openapi: &mut OpenApi) {
                     ))
                     .build(),
             ));
-        operation
-            .responses
-            .responses
-            .entry("409".to_owned())
-            .or_insert_with(|| error_ref("Conflict"));
+        // The key's request body is read (and bounded) to fingerprint it, body or not.
+        for (status, name) in [("409", "Conflict"), ("413", "PayloadTooLarge")] {
+            operation
+                .responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| error_ref(name));
+        }
     }
 }

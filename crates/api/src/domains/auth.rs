@@ -378,6 +378,8 @@ struct TokenBody {
     operation_id = "register",
     summary = "Create an account",
     request_body = RegisterBody,
+    // Anonymous callers are welcome; a credential, when sent, must be valid.
+    security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 201, description = "Created; sign in next.", body = UserView),
         (status = 400, response = crate::openapi::BadRequest),
@@ -653,6 +655,8 @@ async fn change_password(
     operation_id = "forgot_password",
     summary = "Mail a single-use reset link (always 202: no account discovery)",
     request_body = ForgotBody,
+    // Anonymous callers are welcome; a credential, when sent, must be valid.
+    security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 202, description = "Accepted.", body = Accepted),
         (status = 400, response = crate::openapi::BadRequest),
