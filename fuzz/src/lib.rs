@@ -11,6 +11,7 @@ use keel_config::{Settings, Sources};
 use keel_identity::ports::AccessTokens as _;
 use keel_infrastructure::security::JwtTokens;
 use keel_kernel::query::{Cursor, FieldKind, FieldSpec, ListQuery, ListSpec, MAX_LIMIT, Position};
+use secrecy::ExposeSecret as _;
 
 /// A list spec with one field of every kind, nullable and not, so every parser path is live.
 static SPEC: ListSpec = ListSpec {
@@ -119,10 +120,18 @@ pub fn config(data: &[u8]) {
     };
     if let Ok(settings) = Settings::load_from(&sources) {
         let redacted = settings.to_redacted_toml();
-        assert!(
-            !redacted.contains("keel-local-development-pepper-not-for-production"),
-            "secrets never appear in the redacted dump"
-        );
+        let auth = &settings.auth;
+        let mut secrets: Vec<&str> = vec![auth.jwt_secret.expose_secret()];
+        secrets.extend(auth.peppers.values().map(|p| p.expose_secret()));
+        for secret in secrets {
+            // Short values (a one-letter secret) can appear anywhere by chance.
+            if secret.len() >= 8 {
+                assert!(
+                    !redacted.contains(secret),
+                    "a secret appears in the redacted dump"
+                );
+            }
+        }
     }
 }
 
@@ -143,14 +152,30 @@ pub fn credentials(data: &[u8]) {
         access_tokens().verify(&presented).is_none(),
         "a forged access token verified"
     );
-    if let Some((prefix, secret)) = keel_identity::model::split_api_key(&presented) {
+    let split = keel_identity::model::split_api_key(&presented);
+    assert_eq!(
+        split.is_some(),
+        well_formed_key(&presented),
+        "the parser and the written-out format disagree"
+    );
+    if let Some((prefix, secret)) = split {
         assert_eq!(
             format!("{}{prefix}_{secret}", keel_identity::model::API_KEY_PREFIX),
             presented,
             "an API key splits into exactly its parts"
         );
-        assert!(!prefix.is_empty() && prefix.len() <= 16 && !secret.is_empty());
     }
+}
+
+/// `keel_<1..=16 chars without _>_<1..=128 chars>`, written out independently of the parser.
+fn well_formed_key(presented: &str) -> bool {
+    let Some(rest) = presented.strip_prefix(keel_identity::model::API_KEY_PREFIX) else {
+        return false;
+    };
+    let Some(at) = rest.find('_') else {
+        return false;
+    };
+    (1..=16).contains(&at) && (1..=128).contains(&(rest.len() - at - 1))
 }
 
 fn access_tokens() -> &'static JwtTokens {
@@ -170,6 +195,20 @@ pub fn if_match(data: &[u8]) {
     };
     let tags: usize = lines.iter().map(|l| l.split(|b| *b == b',').count()).sum();
     assert!(versions.len() <= tags, "more versions than tags");
+    // Only exact strong tags count: every version is some `"v<n>"` tag, never a weak one.
+    let strong: Vec<i64> = lines
+        .iter()
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter_map(|tag| tag.strip_prefix("\"v")?.strip_suffix('"')?.parse().ok())
+        .collect();
+    for version in &versions {
+        assert!(
+            strong.contains(version),
+            "version {version} matched no strong tag"
+        );
+    }
     for version in versions {
         let tag = keel_api::crud::etag(version);
         assert_eq!(

@@ -1,7 +1,8 @@
 """Schemathesis hooks for `cargo xtask contract`: sign in as the role under test.
 
 The run may revoke its own credentials (it calls logout, logout-all and session deletion with
-generated data), so the token is fetched again after any 401 (schemathesis' `retry_on`). As an
+generated data), so the token is fetched again after any 401 (`retry_on=[401]`; the summary
+reports how often it re-authenticated). As an
 administrator it learns account ids from list answers and could suspend or delete its own
 account once it has made another administrator (legitimately: the last-admin rule only keeps
 one active); generated requests never target the signed-in account itself.
@@ -50,7 +51,7 @@ def _login() -> str:
     return body["access_token"]
 
 
-@schemathesis.auth(refresh_interval=600)
+@schemathesis.auth(refresh_interval=600, retry_on=[401])
 class KeelSession:
     """A bearer token for the role under test."""
 

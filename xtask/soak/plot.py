@@ -23,7 +23,7 @@ def main(source: str, target: str) -> None:
         ("database pool (api)", [("in use", column("pool_in_use")), ("open", column("pool_open"))]),
         ("requests/s", [("served", column("requests_per_s"))]),
         ("p99 latency (ms)", [("p99", column("p99_ms"))]),
-        ("5xx per 10 s", [("5xx", column("errors_5xx"))]),
+        ("errors per 10 s (non-2xx)", [("errors", column("errors"))]),
     ]
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 2.1 * len(panels)), sharex=True)
     for axis, (title, series) in zip(axes, panels):

@@ -391,10 +391,17 @@ impl Load {
                 let seed_id = seed_id.clone();
                 std::thread::Builder::new()
                     .stack_size(256 * 1024)
-                    .spawn(move || run(&client, &shared, role, index, &seed_id, pace))
-                    .unwrap_or_else(|_| std::thread::spawn(|| {}))
+                    .spawn(move || run(client, &shared, role, index, &seed_id, pace))
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>();
+        let handles = match handles {
+            Ok(handles) => handles,
+            Err(error) => {
+                // Fewer clients than asked would make every figure of the run a lie.
+                shared.stop.store(true, Ordering::SeqCst);
+                panic!("starting {} load threads failed: {error}", roles.len());
+            }
+        };
         Self { shared, handles }
     }
 
@@ -409,7 +416,7 @@ impl Load {
 }
 
 fn run(
-    client: &Client,
+    mut client: Client,
     shared: &Shared,
     role: Role,
     index: usize,
@@ -486,7 +493,7 @@ fn run(
             Role::PointReader => {
                 shared.record(&client.get(&format!("/api/v1/projects/{seed_id}")));
             }
-            Role::Mixed => mixed(client, shared, index, n, seed_id),
+            Role::Mixed => mixed(&mut client, shared, index, n, seed_id),
         }
         if let Some(pace) = pace
             && let Some(rest) = pace.checked_sub(started.elapsed())
@@ -496,7 +503,7 @@ fn run(
     }
 }
 
-fn mixed(client: &Client, shared: &Shared, index: usize, n: u64, seed_id: &str) {
+fn mixed(client: &mut Client, shared: &Shared, index: usize, n: u64, seed_id: &str) {
     let run_id = std::process::id();
     if n.is_multiple_of(20) {
         let credentials = shared
@@ -506,7 +513,16 @@ fn mixed(client: &Client, shared: &Shared, index: usize, n: u64, seed_id: &str) 
             .clone();
         if let Some((email, password)) = credentials {
             let body = json!({ "email": email, "password": password });
-            shared.record(&client.post("/api/v1/auth/login", &body, None));
+            let answer = client.post("/api/v1/auth/login", &body, None);
+            shared.record(&answer);
+            // Carry on with the fresh token: a run longer than a token's life stays signed in.
+            if let Some(token) = answer
+                .json()
+                .pointer("/access_token")
+                .and_then(Value::as_str)
+            {
+                client.token = Some(token.to_owned());
+            }
             return;
         }
     }
