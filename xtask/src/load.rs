@@ -505,7 +505,10 @@ fn run(
 
 fn mixed(client: &mut Client, shared: &Shared, index: usize, n: u64, seed_id: &str) {
     let run_id = std::process::id();
-    if n.is_multiple_of(20) {
+    // Sign-ins are spread over the threads: the same account signing in from one address
+    // many times at the same instant is refused by design (the password backoff counts
+    // attempts before hashing them).
+    if (n + index as u64).is_multiple_of(20) {
         let credentials = shared
             .credentials
             .lock()
