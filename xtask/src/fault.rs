@@ -483,6 +483,46 @@ pub(crate) fn admin(base: &str) -> anyhow::Result<Client> {
     Ok(client.with_token(&token))
 }
 
+/// What every scenario starts from: its directory, a private PostgreSQL, the api on it (with
+/// `extra` configuration), an anonymous client and the administrator's. Dropped in field
+/// order: the api first, then the cluster, then the directory.
+struct Stage {
+    api: Proc,
+    vars: Vec<(String, String)>,
+    pg: Postgres,
+    dir: RunDir,
+    anonymous: Client,
+    client: Client,
+}
+
+impl Stage {
+    fn start(name: &str, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let dir = RunDir::new(name)?;
+        let pg = Postgres::start(&dir.0)?;
+        let port = free_port()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let vars = api_vars(port, &pg.url(), extra);
+        let api = Proc::spawn("api", &dir.0, "api.log", &vars)?;
+        let anonymous = Client::new(&base, CLIENT_TIMEOUT);
+        wait_ready(&anonymous, Duration::from_secs(60))?;
+        let client = admin(&base)?;
+        Ok(Self {
+            api,
+            vars,
+            pg,
+            dir,
+            anonymous,
+            client,
+        })
+    }
+
+    /// Starts the api again (after a kill); how long until it was ready.
+    fn restart_api(&mut self) -> anyhow::Result<Duration> {
+        self.api = Proc::spawn("api", &self.dir.0, "api.log", &self.vars)?;
+        wait_ready(&self.anonymous, Duration::from_secs(30))
+    }
+}
+
 /// Projects by name, with whether each has its `project.created` activity entry.
 fn stored_projects(pg: &Postgres) -> anyhow::Result<BTreeMap<String, (u64, bool)>> {
     let rows = pg.query(
@@ -542,14 +582,8 @@ fn ensure_only(tally: &Tally, allowed: &[u16], what: &str) -> anyhow::Result<()>
 
 fn postgres_outage(short: bool) -> anyhow::Result<Report> {
     let outage = Duration::from_secs(if short { 5 } else { 10 });
-    let dir = RunDir::new("postgres")?;
-    let pg = Postgres::start(&dir.0)?;
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let _api = Proc::spawn("api", &dir.0, "api.log", &api_vars(port, &pg.url(), &[]))?;
-    let anonymous = Client::new(&base, CLIENT_TIMEOUT);
-    wait_ready(&anonymous, Duration::from_secs(60))?;
-    let client = admin(&base)?;
+    let stage = Stage::start("postgres", &[])?;
+    let (pg, anonymous, client) = (&stage.pg, &stage.anonymous, &stage.client);
     let roles = [
         Role::Writer,
         Role::Writer,
@@ -560,8 +594,8 @@ fn postgres_outage(short: bool) -> anyhow::Result<Report> {
         Role::PointReader,
         Role::PointReader,
     ];
-    let load = Load::start(&client, &roles, None);
-    let watch = ReadinessWatch::start(&anonymous, None);
+    let load = Load::start(client, &roles, None);
+    let watch = ReadinessWatch::start(anonymous, None);
     std::thread::sleep(Duration::from_secs(3));
     let before = load.shared.tally();
     // Instants taken before each transition: readiness may change before pg_ctl returns.
@@ -628,7 +662,7 @@ fn postgres_outage(short: bool) -> anyhow::Result<Report> {
         "no request was refused during the outage: the load did not reach the database"
     );
     let acks = shared.acks();
-    let checked = check_acknowledged(&pg, &acks)?;
+    let checked = check_acknowledged(pg, &acks)?;
     Ok(Report {
         scenario: "PostgreSQL stopped under load",
         load: format!(
@@ -658,34 +692,22 @@ fn postgres_outage(short: bool) -> anyhow::Result<Report> {
 
 fn redis_outage(short: bool) -> anyhow::Result<Report> {
     let outage = Duration::from_secs(if short { 5 } else { 10 });
-    let dir = RunDir::new("redis")?;
-    let pg = Postgres::start(&dir.0)?;
     let mut redis = Redis::start()?;
-    let port = free_port()?;
     let ops_port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let _api = Proc::spawn(
-        "api",
-        &dir.0,
-        "api.log",
-        &api_vars(
-            port,
-            &pg.url(),
-            &[
-                ("APP__REDIS__URL", redis.url()),
-                // Limits on: they are what falls back.
-                ("APP__RATE_LIMIT__ENABLED", "true".to_owned()),
-                (
-                    "APP__RATE_LIMIT__AUTH_PER_IP_PER_MINUTE",
-                    "100000".to_owned(),
-                ),
-                ("APP__OPS__PORT", ops_port.to_string()),
-            ],
-        ),
+    let stage = Stage::start(
+        "redis",
+        &[
+            ("APP__REDIS__URL", redis.url()),
+            // Limits on: they are what falls back.
+            ("APP__RATE_LIMIT__ENABLED", "true".to_owned()),
+            (
+                "APP__RATE_LIMIT__AUTH_PER_IP_PER_MINUTE",
+                "100000".to_owned(),
+            ),
+            ("APP__OPS__PORT", ops_port.to_string()),
+        ],
     )?;
-    let anonymous = Client::new(&base, CLIENT_TIMEOUT);
-    wait_ready(&anonymous, Duration::from_secs(60))?;
-    let client = admin(&base)?;
+    let (pg, anonymous, client) = (&stage.pg, &stage.anonymous, &stage.client);
     let roles = [
         Role::Writer,
         Role::Writer,
@@ -693,8 +715,8 @@ fn redis_outage(short: bool) -> anyhow::Result<Report> {
         Role::Reader,
         Role::PointReader,
     ];
-    let load = Load::start(&client, &roles, None);
-    let watch = ReadinessWatch::start(&anonymous, None);
+    let load = Load::start(client, &roles, None);
+    let watch = ReadinessWatch::start(anonymous, None);
     std::thread::sleep(Duration::from_secs(2));
     let ops = Client::new(&format!("http://127.0.0.1:{ops_port}"), CLIENT_TIMEOUT);
     let redis_check = |ops: &Client| {
@@ -790,7 +812,7 @@ fn redis_outage(short: bool) -> anyhow::Result<Report> {
         "readiness left 200 with only Redis down: {:?}",
         readiness.iter().map(|(_, s)| s).collect::<Vec<_>>()
     );
-    let checked = check_acknowledged(&pg, &shared.acks())?;
+    let checked = check_acknowledged(pg, &shared.acks())?;
     Ok(Report {
         scenario: "Redis stopped under load (redis.url set)",
         load: format!(
@@ -817,15 +839,8 @@ fn redis_outage(short: bool) -> anyhow::Result<Report> {
 
 fn kill_api(short: bool) -> anyhow::Result<Report> {
     let kills = if short { 1 } else { 3 };
-    let dir = RunDir::new("kill-api")?;
-    let pg = Postgres::start(&dir.0)?;
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let vars = api_vars(port, &pg.url(), &[]);
-    let anonymous = Client::new(&base, CLIENT_TIMEOUT);
-    let mut api = Proc::spawn("api", &dir.0, "api.log", &vars)?;
-    wait_ready(&anonymous, Duration::from_secs(60))?;
-    let client = admin(&base)?;
+    let mut stage = Stage::start("kill-api", &[])?;
+    let client = stage.client.clone();
     let mut all_sent = Vec::new();
     let mut all_acks = Vec::new();
     let mut restarts = Vec::new();
@@ -841,19 +856,16 @@ fn kill_api(short: bool) -> anyhow::Result<Report> {
         ];
         let load = Load::start(&client, &roles, None);
         std::thread::sleep(Duration::from_millis(2500));
-        api.kill9();
+        stage.api.kill9();
         let shared = load.stop();
-        let started = Instant::now();
-        api = Proc::spawn("api", &dir.0, "api.log", &vars)?;
-        restarts.push(wait_ready(&anonymous, Duration::from_secs(30))?);
-        let _ = started;
+        restarts.push(stage.restart_api()?);
         total.merge(&shared.tally());
         all_sent.extend(shared.sent());
         all_acks.extend(shared.acks());
     }
     // Nothing half-done: every stored project has its activity entry, and every bulk request
     // stored all of its items or none, acknowledged or not.
-    let stored = stored_projects(&pg)?;
+    let stored = stored_projects(&stage.pg)?;
     for (name, (count, activity)) in &stored {
         ensure!(*count == 1, "project {name} stored {count} times");
         ensure!(
@@ -881,7 +893,7 @@ fn kill_api(short: bool) -> anyhow::Result<Report> {
         partial_bulks == 0,
         "{partial_bulks} bulk writes are partly stored"
     );
-    let checked = check_acknowledged(&pg, &all_acks)?;
+    let checked = check_acknowledged(&stage.pg, &all_acks)?;
     // A client retries every unanswered write with its Idempotency-Key: no duplicates.
     let mut retried = 0;
     let mut held = 0;
@@ -938,7 +950,7 @@ fn kill_api(short: bool) -> anyhow::Result<Report> {
             held += 1;
         }
     }
-    let after_retries = stored_projects(&pg)?;
+    let after_retries = stored_projects(&stage.pg)?;
     for sent in &all_sent {
         for name in &sent.names {
             match after_retries.get(name) {
@@ -947,7 +959,6 @@ fn kill_api(short: bool) -> anyhow::Result<Report> {
             }
         }
     }
-    drop(api);
     let slowest_restart = restarts.iter().max().copied().unwrap_or_default();
     Ok(Report {
         scenario: "`kill -9` of the api under write load",
@@ -972,14 +983,8 @@ fn kill_api(short: bool) -> anyhow::Result<Report> {
 
 fn kill_worker(short: bool) -> anyhow::Result<Report> {
     let jobs: usize = if short { 300 } else { 1000 };
-    let dir = RunDir::new("kill-worker")?;
-    let pg = Postgres::start(&dir.0)?;
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let _api = Proc::spawn("api", &dir.0, "api.log", &api_vars(port, &pg.url(), &[]))?;
-    let anonymous = Client::new(&base, CLIENT_TIMEOUT);
-    wait_ready(&anonymous, Duration::from_secs(60))?;
-    let client = admin(&base)?;
+    let stage = Stage::start("kill-worker", &[])?;
+    let (pg, dir, client) = (&stage.pg, &stage.dir, &stage.client);
     let mut ids = BTreeSet::new();
     for _ in 0..jobs {
         let answer = client.post(
@@ -1022,22 +1027,22 @@ fn kill_worker(short: bool) -> anyhow::Result<Report> {
             .and_then(Value::as_u64)
             .unwrap_or(0)
     };
-    while total_succeeded(&client) < (jobs / 3) as u64 {
+    while total_succeeded(client) < (jobs / 3) as u64 {
         ensure!(
             started.elapsed() < Duration::from_secs(120),
             "the worker did not start on the queue"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let at_kill = total_succeeded(&client);
+    let at_kill = total_succeeded(client);
     worker.kill9();
     let _worker = Proc::spawn("worker", &dir.0, "worker-2.log", &worker_vars)?;
     let deadline = Instant::now() + Duration::from_secs(if short { 120 } else { 300 });
-    while total_succeeded(&client) < jobs as u64 {
+    while total_succeeded(client) < jobs as u64 {
         ensure!(
             Instant::now() < deadline,
             "only {} of {jobs} jobs succeeded after the kill",
-            total_succeeded(&client)
+            total_succeeded(client)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -1087,23 +1092,8 @@ fn kill_worker(short: bool) -> anyhow::Result<Report> {
 
 fn sigterm(short: bool) -> anyhow::Result<Report> {
     let _ = short;
-    let dir = RunDir::new("sigterm")?;
-    let pg = Postgres::start(&dir.0)?;
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let api = Proc::spawn(
-        "api",
-        &dir.0,
-        "api.log",
-        &api_vars(
-            port,
-            &pg.url(),
-            &[("APP__SERVER__DRAIN_DELAY", "2s".to_owned())],
-        ),
-    )?;
-    let anonymous = Client::new(&base, CLIENT_TIMEOUT);
-    wait_ready(&anonymous, Duration::from_secs(60))?;
-    let client = admin(&base)?;
+    let mut stage = Stage::start("sigterm", &[("APP__SERVER__DRAIN_DELAY", "2s".to_owned())])?;
+    let (anonymous, client) = (stage.anonymous.clone(), stage.client.clone());
     let roles = [
         Role::Writer,
         Role::Writer,
@@ -1118,10 +1108,9 @@ fn sigterm(short: bool) -> anyhow::Result<Report> {
     let sent_before = load.shared.requests.load(Ordering::SeqCst);
     // Taken before the signal: readiness may turn before `kill` returns.
     let signalled = Instant::now();
-    api.signal("TERM")?;
-    let mut api = api;
+    stage.api.signal("TERM")?;
     let exit = loop {
-        if let Some(status) = api.child.try_wait()? {
+        if let Some(status) = stage.api.child.try_wait()? {
             break status;
         }
         ensure!(
@@ -1147,7 +1136,7 @@ fn sigterm(short: bool) -> anyhow::Result<Report> {
         .find(|(at, status)| *at >= signalled && *status != 200)
         .map(|(at, _)| at.duration_since(signalled))
         .context("readiness never left 200 after SIGTERM")?;
-    let checked = check_acknowledged(&pg, &shared.acks())?;
+    let checked = check_acknowledged(&stage.pg, &shared.acks())?;
     Ok(Report {
         scenario: "SIGTERM under load, readiness drain 2 s",
         load: format!(
@@ -1170,14 +1159,8 @@ fn sigterm(short: bool) -> anyhow::Result<Report> {
 fn overload(short: bool) -> anyhow::Result<Report> {
     let burst = Duration::from_secs(if short { 6 } else { 15 });
     let connections = 1024;
-    let dir = RunDir::new("overload")?;
-    let pg = Postgres::start(&dir.0)?;
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let _api = Proc::spawn("api", &dir.0, "api.log", &api_vars(port, &pg.url(), &[]))?;
-    let anonymous = Client::new(&base, CLIENT_TIMEOUT);
-    wait_ready(&anonymous, Duration::from_secs(60))?;
-    let client = admin(&base)?;
+    let stage = Stage::start("overload", &[])?;
+    let client = &stage.client;
     let roles: Vec<Role> = (0..connections)
         .map(|i| {
             if i % 8 == 0 {
@@ -1187,7 +1170,7 @@ fn overload(short: bool) -> anyhow::Result<Report> {
             }
         })
         .collect();
-    let load = Load::start(&client, &roles, None);
+    let load = Load::start(client, &roles, None);
     std::thread::sleep(burst);
     let shared = load.stop();
     let tally = shared.tally();

@@ -292,6 +292,9 @@ pub(crate) struct Shared {
     pub(crate) sent: Mutex<Vec<Ack>>,
     /// Requests sent.
     pub(crate) requests: AtomicU64,
+    /// Unique to this load (process and generation): every name and key it writes carries it,
+    /// so two loads of one run never share an `Idempotency-Key`.
+    pub(crate) run_id: String,
     /// Who [`Role::Mixed`] signs in as.
     pub(crate) credentials: Mutex<Option<(String, String)>>,
 }
@@ -345,7 +348,7 @@ pub(crate) enum Role {
     Mixed,
 }
 
-/// Seed projects made so far (their names must be unique: the runs count names).
+/// Loads started so far (names must be unique across them: the runs count names).
 static SEEDS: AtomicU64 = AtomicU64::new(0);
 
 /// Threads sending requests until [`Shared::stop`].
@@ -368,12 +371,18 @@ impl Load {
         pace: Option<Duration>,
         shared: Shared,
     ) -> Self {
+        let mut shared = shared;
+        shared.run_id = format!(
+            "{}.{}",
+            std::process::id(),
+            SEEDS.fetch_add(1, Ordering::SeqCst)
+        );
         let shared = Arc::new(shared);
         // A project for the point readers, created before the clock starts.
         let seed_id = client
             .post(
                 "/api/v1/projects",
-                &json!({ "name": format!("seed-{}-{}", std::process::id(), SEEDS.fetch_add(1, Ordering::SeqCst)) }),
+                &json!({ "name": format!("seed-{}", shared.run_id) }),
                 None,
             )
             .json()
@@ -415,6 +424,13 @@ impl Load {
     }
 }
 
+/// Remembers a write (sent or acknowledged).
+fn note(list: &Mutex<Vec<Ack>>, names: Vec<String>) {
+    list.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Ack { names });
+}
+
 fn run(
     mut client: Client,
     shared: &Shared,
@@ -423,7 +439,7 @@ fn run(
     seed_id: &str,
     pace: Option<Duration>,
 ) {
-    let run_id = std::process::id();
+    let run_id = &shared.run_id;
     let mut n = 0_u64;
     while !shared.stop.load(Ordering::SeqCst) {
         if shared.paused.load(Ordering::SeqCst) {
@@ -435,21 +451,11 @@ fn run(
         match role {
             Role::Writer => {
                 let name = format!("w{run_id}-{index}-{n}");
-                shared
-                    .sent
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(Ack {
-                        names: vec![name.clone()],
-                    });
+                note(&shared.sent, vec![name.clone()]);
                 let answer = client.post("/api/v1/projects", &json!({ "name": name }), Some(&name));
                 shared.record(&answer);
                 if answer.ok() {
-                    shared
-                        .acks
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(Ack { names: vec![name] });
+                    note(&shared.acks, vec![name]);
                     if let Some(id) = answer.json().pointer("/id").and_then(Value::as_str) {
                         shared.record(&client.get(&format!("/api/v1/projects/{id}")));
                     }
@@ -459,13 +465,7 @@ fn run(
                 let names: Vec<String> = (0..5)
                     .map(|item| format!("b{run_id}-{index}-{n}-{item}"))
                     .collect();
-                shared
-                    .sent
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(Ack {
-                        names: names.clone(),
-                    });
+                note(&shared.sent, names.clone());
                 let items: Vec<Value> = names.iter().map(|name| json!({ "name": name })).collect();
                 let key = format!("b{run_id}-{index}-{n}");
                 let answer = client.post(
@@ -475,11 +475,7 @@ fn run(
                 );
                 shared.record(&answer);
                 if answer.ok() {
-                    shared
-                        .acks
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(Ack { names });
+                    note(&shared.acks, names);
                 }
             }
             Role::Reader => {
@@ -504,7 +500,7 @@ fn run(
 }
 
 fn mixed(client: &mut Client, shared: &Shared, index: usize, n: u64, seed_id: &str) {
-    let run_id = std::process::id();
+    let run_id = &shared.run_id;
     // Sign-ins are spread over the threads: the same account signing in from one address
     // many times at the same instant is refused by design (the password backoff counts
     // attempts before hashing them).
