@@ -267,7 +267,8 @@ where
     };
     let response = ACTIVE_CLAIM.scope(claim, next.call(req)).await?;
     if !response.status().is_success() {
-        // Refused or failed: nothing happened that a retry could duplicate.
+        // Refused or failed: a retry may run again, unless something committed meanwhile (the
+        // store keeps a claim marked `committed`).
         let _ = store.0.release(&scope, &key, &token).await;
         return Ok(response.map_into_boxed_body());
     }
