@@ -184,7 +184,6 @@ async fn live() -> HttpResponse {
     operation_id = "health_ready",
     responses(
         (status = 200, description = "Ready.", body = HealthStatus),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 async fn ready(registry: web::Data<HealthRegistry>) -> HttpResponse {

@@ -100,7 +100,6 @@ crate::page_of!(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "One page.", body = ActivityPage),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]

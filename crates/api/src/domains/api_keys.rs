@@ -112,12 +112,7 @@ struct CreateBody {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created; `key` is the only copy of the secret.", body = CreatedView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn create(
@@ -153,7 +148,6 @@ async fn create(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The keys (never their secrets).", body = ApiKeyList),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
     )
 )]
@@ -177,10 +171,7 @@ async fn list(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 204, description = "Revoked."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn delete(

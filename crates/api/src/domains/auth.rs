@@ -382,10 +382,6 @@ struct TokenBody {
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 201, description = "Created; sign in next.", body = UserView),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
         (status = 409, response = crate::openapi::Conflict),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
@@ -419,10 +415,6 @@ async fn register(
     responses(
         (status = 200, description = "Signed in.", body = TokensView),
         (status = 401, response = crate::openapi::Unauthenticated),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
 )]
@@ -451,10 +443,6 @@ async fn login(
     responses(
         (status = 200, description = "New tokens; the old refresh token is spent.", body = TokensView),
         (status = 401, response = crate::openapi::Unauthenticated),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
 )]
@@ -482,7 +470,6 @@ async fn refresh(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
     )
 )]
@@ -503,7 +490,6 @@ async fn logout(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Every session revoked."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
     )
 )]
@@ -524,7 +510,6 @@ async fn logout_all(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The sessions.", body = SessionList),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
     )
 )]
@@ -548,10 +533,7 @@ async fn sessions(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Revoked."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn revoke_session(
@@ -572,7 +554,6 @@ async fn revoke_session(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The account.", body = MeView),
-        (status = 401, response = crate::openapi::Unauthenticated),
     )
 )]
 async fn me(
@@ -593,12 +574,7 @@ async fn me(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The account.", body = MeView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn update_me(
@@ -625,12 +601,7 @@ async fn update_me(
     responses(
         (status = 429, response = crate::openapi::TooManyRequests),
         (status = 204, description = "Changed."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn change_password(
@@ -659,10 +630,6 @@ async fn change_password(
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 202, description = "Accepted.", body = Accepted),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
 )]
@@ -694,10 +661,6 @@ async fn forgot_password(
     responses(
         (status = 204, description = "Reset."),
         (status = 401, response = crate::openapi::Unauthenticated),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
 )]
@@ -726,7 +689,6 @@ async fn reset_password(
     responses(
         (status = 429, response = crate::openapi::TooManyRequests),
         (status = 202, description = "Accepted.", body = Accepted),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
     )
 )]
@@ -754,10 +716,6 @@ async fn request_verification(
     responses(
         (status = 204, description = "Verified."),
         (status = 401, response = crate::openapi::Unauthenticated),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
 )]

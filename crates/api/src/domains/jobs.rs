@@ -128,9 +128,6 @@ pub struct JobPage {
     responses(
         (status = 403, response = crate::openapi::Forbidden),
         (status = 200, description = "The job.", body = JobView),
-        (status = 401, response = crate::openapi::Unauthenticated),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn get(
@@ -224,7 +221,6 @@ fn parse_filter(req: &HttpRequest) -> Result<JobFilter, ApiError> {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "One page.", body = JobPage),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 422, response = crate::openapi::ValidationFailed),
     )
@@ -257,11 +253,8 @@ async fn list(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The job, pending again.", body = JobView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn retry(
@@ -285,11 +278,8 @@ async fn retry(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn delete(
@@ -351,12 +341,7 @@ struct EnqueuedView {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 202, description = "Enqueued; a worker will run it.", body = EnqueuedView),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn probe(

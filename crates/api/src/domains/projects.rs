@@ -64,7 +64,6 @@ pub struct ProjectSummary {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The counts.", body = ProjectSummary),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
     )
 )]

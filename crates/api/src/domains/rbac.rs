@@ -134,7 +134,6 @@ struct PermissionsBody {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Every role.", body = RoleList),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
     )
 )]
@@ -158,13 +157,8 @@ async fn list(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 201, description = "Created.", body = RoleView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn create(
@@ -193,13 +187,7 @@ async fn create(
     responses(
         (status = 409, response = crate::openapi::Conflict),
         (status = 200, description = "The role.", body = RoleView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn set_permissions(
@@ -224,7 +212,6 @@ async fn set_permissions(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The catalogue.", body = PermissionList),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
     )
 )]

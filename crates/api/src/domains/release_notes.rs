@@ -220,8 +220,6 @@ async fn latest(
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The note.", body = ReleaseNoteView),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn get(
@@ -243,13 +241,8 @@ async fn get(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 201, description = "Created.", body = ReleaseNoteView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn create(
@@ -285,14 +278,8 @@ async fn create(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The note.", body = ReleaseNoteView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn update(
@@ -327,10 +314,7 @@ async fn update(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn delete(

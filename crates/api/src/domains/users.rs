@@ -73,7 +73,6 @@ struct GrantBody {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "One page.", body = UserPage),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 422, response = crate::openapi::ValidationFailed),
     )
@@ -98,10 +97,7 @@ async fn list(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The account.", body = UserView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn get(
@@ -125,13 +121,7 @@ async fn get(
     responses(
         (status = 409, response = crate::openapi::Conflict),
         (status = 200, description = "The account.", body = UserView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn update(
@@ -164,10 +154,7 @@ async fn update(
     responses(
         (status = 409, response = crate::openapi::Conflict),
         (status = 204, description = "Deleted."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn delete(
@@ -189,10 +176,7 @@ async fn delete(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The account.", body = UserView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn restore(
@@ -215,13 +199,7 @@ async fn restore(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The account with its roles.", body = UserView),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn grant_role(
@@ -248,10 +226,7 @@ async fn grant_role(
     responses(
         (status = 409, response = crate::openapi::Conflict),
         (status = 204, description = "Revoked."),
-        (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
 async fn revoke_role(
