@@ -458,4 +458,101 @@ mod tests {
         store.ping().await.unwrap();
         exercise(&store, &store, "t").await;
     }
+
+    /// A loopback TCP relay to Redis that can be told to hold everything: a Redis that stops
+    /// answering while connections stay open (a hung server, a network partition).
+    fn swallowing_relay(target: std::net::SocketAddr) -> (u16, Arc<std::sync::atomic::AtomicBool>) {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::AtomicBool;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let swallow = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&swallow);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = Arc::clone(&flag);
+                    std::thread::spawn(move || {
+                        let mut buffer = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buffer) {
+                            if n == 0 {
+                                break;
+                            }
+                            // Held, not lost: TCP delivers late, never drops mid-stream.
+                            while flag.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            if to.write_all(&buffer[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        (port, swallow)
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_stops_answering_costs_one_timeout_then_is_skipped_until_it_answers() {
+        // Needs a real Redis behind the relay (CI sets TEST_REDIS_URL).
+        let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+            return;
+        };
+        let address = url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse::<std::net::SocketAddr>()
+            .unwrap();
+        let (port, swallow) = swallowing_relay(address);
+        let prefix = format!("keel-test-{}", uuid::Uuid::new_v4().simple());
+        let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), &prefix)
+            .await
+            .unwrap();
+        store
+            .set("k", b"v".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+
+        swallow.store(true, Ordering::SeqCst);
+        // The first command waits for its timeout, never for the request's.
+        let started = Instant::now();
+        assert!(store.get("k").await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // Then Redis is skipped: callers fall back at once instead of each waiting.
+        let started = Instant::now();
+        for _ in 0..20 {
+            assert!(store.get("k").await.is_err());
+            assert!(store.hit("c", Duration::from_secs(60)).await.is_err());
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            store.ping().await.is_err(),
+            "the health check sees it failing"
+        );
+
+        // Answering again: the health check's round trip ends the pause, data is intact.
+        swallow.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.ping().await.is_err() {
+            assert!(Instant::now() < deadline, "never reconnected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(store.get("k").await.unwrap(), Some(b"v".to_vec()));
+    }
 }
