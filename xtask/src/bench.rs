@@ -52,7 +52,8 @@ pub(crate) fn bench_startup(sh: &Shell, runs: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_of(pid: u32) -> anyhow::Result<u64> {
+/// Resident memory of a process, in KiB.
+pub(crate) fn rss_of(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

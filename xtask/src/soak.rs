@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use xshell::Shell;
 
 use crate::fault::{
@@ -242,14 +242,8 @@ pub(crate) fn soak(sh: &Shell, minutes: u32, fraction: f64, debug: bool) -> anyh
 }
 
 fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib / 1024.0)
+    #[allow(clippy::cast_precision_loss)]
+    Ok(crate::bench::rss_of(pid)? as f64 / 1024.0)
 }
 
 fn open_fds(pid: u32) -> anyhow::Result<usize> {
