@@ -59,12 +59,27 @@ pub(crate) async fn connect_with_pool_size(
     let application_name = application_name.to_owned();
     options.map_sqlx_postgres_opts(move |o| o.application_name(&application_name));
 
-    Database::connect(options)
-        .await
-        .map_err(|source| InfraError::Connect {
-            url: redacted_url(url),
-            source,
-        })
+    // Processes opening a new SQLite file at the same moment (an api and a worker started
+    // together, concurrent migration runners) can find it locked while one of them switches
+    // it to WAL, a step SQLite's busy handler does not wait for: retry within the busy timeout.
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(source)
+                if settings.is_sqlite()
+                    && source.to_string().contains("database is locked")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            result => {
+                return result.map_err(|source| InfraError::Connect {
+                    url: redacted_url(url),
+                    source,
+                });
+            }
+        }
+    }
 }
 
 /// Creates the directory of a file-backed SQLite URL such as `sqlite://./data/keel.db?mode=rwc`.
