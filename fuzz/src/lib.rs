@@ -8,8 +8,8 @@
 use std::sync::OnceLock;
 
 use keel_config::{Settings, Sources};
-use keel_identity::ports::AccessTokens as _;
-use keel_infrastructure::security::JwtTokens;
+use keel_identity::security::AccessTokens as _;
+use keel_infrastructure::identity::JwtTokens;
 use keel_kernel::query::{Cursor, FieldKind, FieldSpec, ListQuery, ListSpec, MAX_LIMIT, Position};
 use secrecy::ExposeSecret as _;
 

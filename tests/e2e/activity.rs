@@ -13,7 +13,9 @@ use keel_kernel::{Actor, Caller, DomainError, SessionId, UnitOfWork, UserId};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, assert_problem, error_fields, spawn_app, spawn_app_with};
+use crate::support::{
+    TestApp, assert_problem, error_fields, json_of, send, spawn_app, spawn_app_with,
+};
 
 async fn get(app: &TestApp, path: &str, token: &str) -> Value {
     let response = app.authed(Method::GET, path, token).send().await.unwrap();
@@ -161,4 +163,74 @@ async fn the_worker_purges_by_schedule_with_the_configured_retention() {
         "older than 30 days"
     );
     assert_eq!(total(&app, &admin, "test.fresh").await, 1, "within 30 days");
+}
+
+#[tokio::test]
+async fn activity_shows_login_events_scoped_to_the_caller() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let (ada_id, ada) = app.member("ada@example.com").await;
+    let _ = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({ "email": "ada@example.com", "password": "wrong-guess-123" }),
+        )
+        .await;
+
+    let own = json_of(
+        send(&app, Method::GET, "/api/v1/activity", &ada, None).await,
+        200,
+    )
+    .await;
+    let actions: Vec<&str> = own["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"auth.login"), "{actions:?}");
+    assert!(
+        actions.contains(&"auth.login_failed"),
+        "failed logins on my account are mine to see: {actions:?}"
+    );
+    assert!(
+        own["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["actor_user_id"] == ada_id.as_str()
+                || e["subject_user_id"] == ada_id.as_str())
+    );
+    let entry = &own["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "auth.login")
+        .unwrap();
+    assert!(entry["request_id"].is_string() && entry["ip"] == "127.0.0.1");
+
+    let everything = json_of(
+        send(
+            &app,
+            Method::GET,
+            "/api/v1/activity?action=auth.login&limit=100",
+            &admin,
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert!(
+        everything["total"].as_u64().unwrap() >= 2,
+        "the admin sees everyone's logins"
+    );
+    assert_eq!(
+        send(&app, Method::DELETE, "/api/v1/activity", &admin, None)
+            .await
+            .status(),
+        405,
+        "append-only"
+    );
 }

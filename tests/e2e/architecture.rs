@@ -122,7 +122,7 @@ fn kernel_and_domains_reach_no_web_orm_database_or_runtime_crate() {
     let (graph, roots) = workspace_graph();
     let root_names: Vec<&str> = roots.iter().map(|id| graph[id].0.as_str()).collect();
     assert!(root_names.contains(&"keel-kernel"), "{root_names:?}");
-    assert!(root_names.contains(&"keel-releases"), "{root_names:?}");
+    assert!(root_names.contains(&"keel-release-notes"), "{root_names:?}");
     let found = violations(&graph, &roots);
     assert!(
         found.is_empty(),

@@ -1,7 +1,7 @@
 //! Every bad input gets a precise RFC 9457 problem, and nothing is stored.
 
 use keel_kernel::ListQuery;
-use keel_releases::LIST_SPEC;
+use keel_release_notes::LIST_SPEC;
 
 use crate::support::{assert_problem, error_fields, spawn_app};
 

@@ -7,10 +7,8 @@
 // Test code reports failures by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod access;
 mod activity;
 mod architecture;
-mod auth;
 mod deploy;
 mod edge;
 mod errors;
@@ -18,6 +16,7 @@ mod fuzz_corpus;
 mod health;
 mod http_basics;
 mod idempotency;
+mod identity;
 mod inputs;
 mod jobs;
 mod migrations;

@@ -2,9 +2,10 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 
-use crate::support::{TestApp, assert_problem, error_fields, spawn_app};
+use crate::support::{TestApp, assert_problem, error_fields, json_of, send, spawn_app};
 
 const NOTES: &str = "/api/v1/release-notes";
 
@@ -203,4 +204,73 @@ async fn sql_looking_values_are_just_data() {
     }
     let page = app.get_json(NOTES, 200).await;
     assert_eq!(versions(&page), ["1.0.0"], "the table is intact");
+}
+
+#[tokio::test]
+async fn release_note_writes_need_the_permission_and_publish_by_patch() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let created = json_of(
+        send(
+            &app,
+            Method::POST,
+            "/api/v1/release-notes",
+            &admin,
+            Some(json!({ "version": "2.0.0", "title": "Big", "change_type": "breaking" })),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(
+        app.get_json("/api/v1/release-notes", 200).await["total"],
+        0,
+        "drafts are not public"
+    );
+    let published = json_of(
+        send(
+            &app,
+            Method::PATCH,
+            &format!("/api/v1/release-notes/{id}"),
+            &admin,
+            Some(json!({ "published": true })),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(published["status"], "published");
+    assert_eq!(app.get_json("/api/v1/release-notes", 200).await["total"], 1);
+    let activity = json_of(
+        send(
+            &app,
+            Method::GET,
+            &format!("/api/v1/activity?resource_id={id}&sort=created_at"),
+            &admin,
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    let actions: Vec<&str> = activity["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["release_note.created", "release_note.published"]);
+    assert_eq!(
+        send(
+            &app,
+            Method::DELETE,
+            &format!("/api/v1/release-notes/{id}"),
+            &admin,
+            None
+        )
+        .await
+        .status(),
+        204
+    );
 }

@@ -841,11 +841,11 @@ fn the_threat_model_points_at_tests_that_exist() {
             continue;
         }
         let (file, function) = if let Some(path) = reference.strip_prefix("e2e::") {
-            let Some((m, f)) = path.split_once("::") else {
+            let Some((m, f)) = path.rsplit_once("::") else {
                 continue;
             };
-            module = m.to_owned();
-            (format!("tests/e2e/{m}.rs"), f)
+            module = m.replace("::", "/");
+            (format!("tests/e2e/{module}.rs"), f)
         } else if let Some(f) = reference.strip_prefix("…::") {
             (format!("tests/e2e/{module}.rs"), f)
         } else if let Some((path, f)) = reference.split_once(".rs::") {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use keel_infrastructure::{SeaReleaseNoteRepository, SeaUnitOfWork};
 use keel_kernel::{ListQuery, UnitOfWork};
-use keel_releases::{
+use keel_release_notes::{
     ChangeType, LIST_SPEC, NewReleaseNote, ReleaseError, ReleaseNote, ReleaseNoteId,
     ReleaseNotePatch, ReleaseNoteRepository, ReleaseStatus, Version,
 };

@@ -7,8 +7,9 @@ use keel_app::{ApiApplication, Services, WorkerApplication};
 use keel_config::{Settings, Sources};
 use keel_infrastructure::testing::TestDatabase;
 use keel_infrastructure::{DatabaseConnection, connect};
-use keel_releases::testing::NewReleaseNoteFactory;
-use keel_releases::{ChangeType, ReleaseNote, ReleaseNoteService};
+use keel_release_notes::testing::NewReleaseNoteFactory;
+use keel_release_notes::{ChangeType, ReleaseNote, ReleaseNoteService};
+use reqwest::Method;
 use serde_json::Value;
 
 /// A running app with its own database.
@@ -452,4 +453,25 @@ pub(crate) fn error_fields(problem: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The JSON body of `response`, after checking its status.
+pub(crate) async fn json_of(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "{}", response.url());
+    response.json().await.unwrap()
+}
+
+/// Sends an authenticated request with an optional JSON body.
+pub(crate) async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app.authed(method, path, token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
 }

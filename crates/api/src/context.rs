@@ -2,7 +2,8 @@
 
 use std::future::{Ready, ready};
 
-use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
 
 /// Longest caller-supplied request id accepted; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;

@@ -21,10 +21,9 @@ use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
-use utoipa::openapi::{ComponentsBuilder, Header};
 use utoipa::openapi::{
-    ContentBuilder, HttpMethod, OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Ref, RefOr,
-    Required, Schema,
+    ComponentsBuilder, ContentBuilder, Header, HttpMethod, OpenApi, OpenApiBuilder, PathItem,
+    PathsBuilder, Ref, RefOr, Required, Schema,
 };
 use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;

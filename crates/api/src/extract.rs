@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, X_FORWARDED_FOR};
-use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
 use keel_identity::{Identity, IdentityError};

@@ -8,7 +8,6 @@
 //! API-key creation are left out: their answers are credentials, which are never stored.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};

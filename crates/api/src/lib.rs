@@ -7,7 +7,6 @@
 pub mod context;
 pub mod crud;
 
-pub mod domains;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -25,3 +24,31 @@ pub use server::{ApiServices, api_server, ops_server};
 
 /// Prefix of every versioned API route.
 pub const API_PREFIX: &str = "/api/v1";
+
+/// Declares every feature's HTTP module once: `configure` registers all their routes (inside
+/// the `/api/v1` scope) and `feature_documents` collects their OpenAPI operations. A feature
+/// module exposes `configure(&mut ServiceConfig)` and `openapi() -> OpenApi`.
+macro_rules! features {
+    ($($feature:ident),* $(,)?) => {
+        $(pub mod $feature;)*
+
+        /// Registers every feature's routes (called inside the `/api/v1` scope).
+        pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+            $($feature::configure(cfg);)*
+        }
+
+        /// Every feature's OpenAPI operations and schemas.
+        pub fn feature_documents() -> Vec<utoipa::openapi::OpenApi> {
+            vec![$($feature::openapi()),*]
+        }
+    };
+}
+
+features! {
+    identity,
+    activity,
+    jobs,
+    release_notes,
+    projects,
+    // keel:new-domain:features
+}

@@ -29,11 +29,11 @@ pub const PERMISSION_LIST: u64 = 100;
 /// One permission name: `resource:action`, each part at most 64 characters.
 pub const PERMISSION_NAME: usize = 64 + 1 + 64;
 /// A release note's version.
-pub const RELEASE_VERSION: u64 = keel_releases::model::VERSION_MAX_CHARS as u64;
+pub const RELEASE_VERSION: u64 = keel_release_notes::model::VERSION_MAX_CHARS as u64;
 /// A release note's title.
-pub const RELEASE_TITLE: u64 = keel_releases::model::TITLE_MAX_CHARS as u64;
+pub const RELEASE_TITLE: u64 = keel_release_notes::model::TITLE_MAX_CHARS as u64;
 /// A release note's Markdown body.
-pub const RELEASE_BODY: u64 = keel_releases::model::BODY_MAX_CHARS as u64;
+pub const RELEASE_BODY: u64 = keel_release_notes::model::BODY_MAX_CHARS as u64;
 
 /// `validator` custom rule for permission lists: every name at most [`PERMISSION_NAME`]
 /// characters (the list's own length is a `length(max = …)` rule beside it).

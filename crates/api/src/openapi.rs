@@ -499,7 +499,10 @@ pub fn document() -> OpenApi {
     let mut document = KeelDoc::openapi();
     document.merge(crate::health::HealthDoc::openapi());
     document.merge(crate::server::ServerDoc::openapi());
-    crate::domains::merge_openapi(&mut document);
+    for feature in crate::feature_documents() {
+        document.merge(feature);
+    }
+    add_idempotency(&mut document);
     Shared.modify(&mut document);
     document
 }

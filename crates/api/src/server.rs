@@ -12,17 +12,16 @@ use keel_activity::Activity;
 use keel_config::{Environment, Settings};
 use keel_identity::Identity;
 use keel_projects::Projects;
-
-use keel_releases::ReleaseNotes;
+use keel_release_notes::ReleaseNotes;
 use keel_telemetry::MetricsHandle;
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
+use crate::API_PREFIX;
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, TrustedProxies};
 use crate::health::{self, HealthRegistry};
 use crate::middleware::{RequestTimeout, cors, observe, security_headers};
 use crate::ratelimit::AuthRateLimit;
-use crate::{API_PREFIX, domains};
 
 /// The domain services and shared adapters the API exposes.
 #[derive(Debug, Clone)]
@@ -39,7 +38,7 @@ pub struct ApiServices {
     pub project_reports: keel_projects::ProjectReports,
     // keel:new-domain:api-services
     /// Background jobs (read, retry, delete, probe).
-    pub jobs: domains::jobs::JobServices,
+    pub jobs: crate::jobs::JobServices,
     /// Per-IP limits on authentication endpoints.
     pub auth_rate_limit: AuthRateLimit,
     /// The JWKS document (`None` with HS256, which has no public keys).
@@ -205,7 +204,7 @@ pub fn api_server(
             .service(
                 web::scope(API_PREFIX)
                     .wrap(from_fn(crate::idempotency::idempotent))
-                    .configure(domains::configure),
+                    .configure(crate::configure),
             )
             .default_service(web::to(route_not_found))
     })

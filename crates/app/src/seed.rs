@@ -1,6 +1,6 @@
 //! `api seed`: idempotent example data, created through the domain services.
 
-use keel_releases::{ChangeType, NewReleaseNote, ReleaseError};
+use keel_release_notes::{ChangeType, NewReleaseNote, ReleaseError};
 
 use crate::services::Services;
 

@@ -9,18 +9,15 @@ use keel_identity::password::PasswordPolicy;
 use keel_identity::{Identity, IdentityPorts, IdentitySettings};
 use keel_infrastructure::activity::SeaActivity;
 use keel_infrastructure::crud::SeaCrud;
-use keel_infrastructure::projects::SeaProjectReports;
-
-use keel_infrastructure::identity::SeaIdentityStore;
+use keel_infrastructure::identity::{Argon2Hasher, HmacSecrets, JwtTokens, SeaIdentityStore};
 use keel_infrastructure::jobs::{JobStore, SeaJobQueue};
-use keel_infrastructure::security::{Argon2Hasher, HmacSecrets, JwtTokens};
+use keel_infrastructure::projects::SeaProjectReports;
 use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
 use keel_infrastructure::{DatabaseConnection, SeaReleaseNoteRepository, SeaUnitOfWork};
 use keel_kernel::throttle::{Cache, Counters};
 use keel_kernel::{PermissionDef, SystemClock};
 use keel_projects::{ProjectReports, Projects};
-use keel_releases::ReleaseNotes;
-
+use keel_release_notes::ReleaseNotes;
 use secrecy::ExposeSecret;
 
 /// Every permission every domain defines: the catalogue RBAC is synced to.
@@ -28,7 +25,7 @@ pub fn permission_catalog() -> Vec<PermissionDef> {
     keel_identity::PERMISSIONS
         .iter()
         .chain(keel_activity::PERMISSIONS)
-        .chain(keel_releases::PERMISSIONS)
+        .chain(keel_release_notes::PERMISSIONS)
         .chain(keel_projects::PERMISSIONS)
         .chain(keel_kernel::jobs::PERMISSIONS)
         // keel:new-domain:permissions
@@ -51,7 +48,7 @@ pub struct Services {
     pub project_reports: ProjectReports,
     // keel:new-domain:services
     /// Background jobs: the store, and the outbox use cases enqueue into.
-    pub jobs: keel_api::domains::jobs::JobServices,
+    pub jobs: keel_api::jobs::JobServices,
     /// The job store itself (the worker runs it).
     pub job_store: JobStore,
     /// Rate-limit counters (memory, or Redis when configured).
@@ -148,7 +145,7 @@ impl Services {
             ),
             project_reports: ProjectReports::new(Arc::new(SeaProjectReports::new(db.clone()))),
             // keel:new-domain:services-build
-            jobs: keel_api::domains::jobs::JobServices {
+            jobs: keel_api::jobs::JobServices {
                 repository: Arc::new(JobStore::new(db)),
                 unit_of_work: unit_of_work.clone(),
                 queue: Arc::new(SeaJobQueue),

@@ -18,7 +18,6 @@ pub mod projects;
 // keel:new-domain:modules
 
 pub mod release_notes;
-pub mod security;
 pub mod stores;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -27,7 +26,6 @@ pub mod unit_of_work;
 pub use database::{DatabaseHealth, PoolStats, connect};
 pub use error::InfraError;
 pub use release_notes::SeaReleaseNoteRepository;
-pub use unit_of_work::SeaUnitOfWork;
-
 /// Re-exported so the composition root can hold a connection without depending on sea-orm.
 pub use sea_orm::DatabaseConnection;
+pub use unit_of_work::SeaUnitOfWork;

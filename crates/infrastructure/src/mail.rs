@@ -5,14 +5,20 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use keel_config::{MailSettings, MailTransport, SmtpTls};
+use keel_kernel::RepoError;
 use keel_kernel::error::BoxError;
+use keel_kernel::jobs::JobId;
 use keel_kernel::mail::{Email, Mailer};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sea_orm::{DatabaseBackend, DatabaseConnection};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
+
+use crate::error::repo_err;
 
 /// The mail transport could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +162,68 @@ fn message_id(dedupe_key: &str, from: &Mailbox) -> String {
     let digest = Sha256::digest(dedupe_key.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("<{hex}@{}>", from.email.domain())
+}
+
+/// The record of mail already handed to the transport, by dedupe key: a retried `mail.send`
+/// job finds its key here and does not send again.
+#[derive(Debug, Clone)]
+pub struct MailDeliveries {
+    db: DatabaseConnection,
+}
+
+impl MailDeliveries {
+    /// The ledger on `db`.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl keel_kernel::mail::DeliveryLedger for MailDeliveries {
+    async fn was_sent(&self, dedupe_key: &str) -> Result<bool, RepoError> {
+        use sea_orm::ConnectionTrait;
+        let backend = self.db.get_database_backend();
+        let sql = match backend {
+            DatabaseBackend::Postgres => {
+                "SELECT 1 AS one FROM mail_deliveries WHERE dedupe_key = $1"
+            }
+            _ => "SELECT 1 AS one FROM mail_deliveries WHERE dedupe_key = ?",
+        };
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                backend,
+                sql,
+                [dedupe_key.into()],
+            ))
+            .await
+            .map_err(repo_err)?;
+        Ok(row.is_some())
+    }
+
+    async fn record(&self, dedupe_key: &str, job: JobId) -> Result<(), RepoError> {
+        use sea_orm::ConnectionTrait;
+        let backend = self.db.get_database_backend();
+        let sql = match backend {
+            DatabaseBackend::Postgres => {
+                "INSERT INTO mail_deliveries (dedupe_key, job_id, sent_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (dedupe_key) DO NOTHING"
+            }
+            _ => {
+                "INSERT INTO mail_deliveries (dedupe_key, job_id, sent_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (dedupe_key) DO NOTHING"
+            }
+        };
+        self.db
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                backend,
+                sql,
+                [dedupe_key.into(), job.as_uuid().into(), Utc::now().into()],
+            ))
+            .await
+            .map_err(repo_err)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ pub mod mail;
 pub mod model;
 pub mod password;
 pub mod policy;
-pub mod ports;
 pub mod repository;
+pub mod security;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -24,11 +24,11 @@ use crate::model::{
     ApiKey, Email, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId, Session, TokenId,
     TokenPurpose, User, UserStatus,
 };
-use crate::ports::{
-    AccessClaims, AccessTokens, HashError, IssuedToken, PasswordHasher, Secrets, Verification,
-};
 use crate::repository::{
     ApiKeyRepository, OneTimeTokenRepository, RoleRepository, SessionRepository, UserRepository,
+};
+use crate::security::{
+    AccessClaims, AccessTokens, HashError, IssuedToken, PasswordHasher, Secrets, Verification,
 };
 use crate::service::IdentityPorts;
 

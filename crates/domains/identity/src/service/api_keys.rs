@@ -1,9 +1,8 @@
 //! API keys: created, listed and deleted by their owner only.
 
 use chrono::{DateTime, Utc};
-use keel_kernel::DomainError;
 use keel_kernel::validation::FieldErrors;
-use keel_kernel::{ApiKeyId, NewActivity, Permission, PermissionSet};
+use keel_kernel::{ApiKeyId, DomainError, NewActivity, Permission, PermissionSet};
 use serde_json::json;
 
 use super::IdentityService;

@@ -5,34 +5,34 @@
 //! transaction together with their activity entry, and invalidates cached session state after
 //! the commit.
 
-mod account;
-mod admin;
+mod accounts;
 mod api_keys;
-mod auth;
+mod roles;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use accounts::{Me, Registration, UserPatch, UserWithRoles};
+pub use api_keys::{NewApiKey, NewApiKeyRequest};
+use chrono::{DateTime, Utc};
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::auth::SYSTEM;
 use keel_kernel::jobs::JobQueue;
 use keel_kernel::throttle::{Cache, Counters, Quota, check};
 use keel_kernel::{
-    Caller, Clock, NewActivity, PermissionSet, SessionId, Transaction, UnitOfWork, UserId,
+    Caller, Clock, DomainError, NewActivity, Permission, PermissionSet, SessionId, Transaction,
+    UnitOfWork, UserId,
 };
 use serde::{Deserialize, Serialize};
-
-pub use account::Me;
-pub use admin::{UserPatch, UserWithRoles};
-pub use api_keys::{NewApiKey, NewApiKeyRequest};
-pub use auth::{Registration, SessionView, Tokens};
+pub use sessions::{SessionView, Tokens};
 
 use crate::error::IdentityError;
 use crate::password::PasswordPolicy;
-use crate::ports::{AccessTokens, PasswordHasher, Secrets};
 use crate::repository::{
     ApiKeyRepository, OneTimeTokenRepository, RoleRepository, SessionRepository, UserRepository,
 };
+use crate::security::{AccessTokens, PasswordHasher, Secrets};
 
 /// Every port identity uses.
 #[derive(Debug)]
@@ -329,12 +329,12 @@ impl IdentityService<'_> {
 
 /// Turns a hashing failure into the domain's answer: a saturated hasher is a short outage
 /// (503 with `Retry-After`), anything else a bug.
-pub(crate) fn hashing(error: crate::ports::HashError) -> IdentityError {
+pub(crate) fn hashing(error: crate::security::HashError) -> IdentityError {
     match error {
-        crate::ports::HashError::Busy => IdentityError::Rejected(
+        crate::security::HashError::Busy => IdentityError::Rejected(
             keel_kernel::DomainError::Unavailable("password hashing is saturated".into()),
         ),
-        crate::ports::HashError::Failed(cause) => {
+        crate::security::HashError::Failed(cause) => {
             IdentityError::Rejected(keel_kernel::DomainError::Internal(cause))
         }
     }
@@ -353,6 +353,73 @@ pub(crate) fn client_bucket(ip: Option<std::net::IpAddr>) -> String {
             }
         },
         None => "unknown".to_owned(),
+    }
+}
+
+/// Permission checks every sub-area uses, and the purge of expired credentials.
+impl IdentityService<'_> {
+    pub(super) fn require(&self, permission: &Permission) -> Result<(), IdentityError> {
+        Ok(self.caller.actor.require(permission)?)
+    }
+
+    /// Fails naming the first permission in `set` the caller lacks: nobody hands out, takes
+    /// away or defines power they do not hold themselves (an API key counts with its scopes).
+    pub(super) fn require_holds<'p>(
+        &self,
+        set: impl IntoIterator<Item = &'p Permission>,
+    ) -> Result<(), IdentityError> {
+        match set.into_iter().find(|p| !self.caller.actor.can(p)) {
+            Some(missing) => Err(DomainError::Forbidden {
+                permission: missing.to_string(),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails unless the caller is Keel itself: minting administrators and reshaping the
+    /// catalogue happen at startup and from the CLI, never over HTTP.
+    pub(super) fn require_system(&self) -> Result<(), IdentityError> {
+        if self.caller.actor == keel_kernel::Actor::System {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden {
+                permission: "system".to_owned(),
+            }
+            .into())
+        }
+    }
+
+    /// Fails unless the caller holds every permission the `admin` role carries (Keel keeps it
+    /// equal to every permission the code defines): granting or revoking `admin` and reshaping
+    /// `member` are administrators' alone.
+    pub(super) async fn require_admin(&self) -> Result<(), IdentityError> {
+        let admin = self.admin_role().await?;
+        if self.caller.actor.holds_all(&admin.permissions) {
+            Ok(())
+        } else {
+            Err(IdentityError::AdminOnly)
+        }
+    }
+
+    /// Fails unless the caller holds every permission `user` holds: an account manager cannot
+    /// suspend, delete, restore or strip someone more powerful than themselves.
+    pub(super) async fn require_outranks(&self, user: UserId) -> Result<(), IdentityError> {
+        let theirs = self.ports().users.permissions_of(user).await?;
+        self.require_holds(theirs.iter())
+    }
+
+    /// Deletes sessions that ended and one-time tokens that expired or were used before
+    /// `before` (Keel itself only: the `identity.purge_expired_credentials` job). Returns the
+    /// numbers of sessions and tokens removed.
+    pub async fn purge_expired_credentials(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<(u64, u64), IdentityError> {
+        self.require_system()?;
+        let sessions = self.ports().sessions.purge_ended(before).await?;
+        let tokens = self.ports().one_time_tokens.purge(before).await?;
+        Ok((sessions, tokens))
     }
 }
 

@@ -1,0 +1,441 @@
+//! What the job admin reads and changes: job records from apalis' tables and the outbox,
+//! queue depths, retry, delete and purge.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use keel_kernel::jobs::{JobFilter, JobId, JobRecord, JobRepository, JobState, Queue, RetryPolicy};
+use keel_kernel::{RepoError, UserId};
+// Dynamic SQL here is assembled from fixed fragments and integers; every value is bound.
+use sqlx::Row;
+
+use super::outbox::{OutboxRow, outbox_row};
+use super::*;
+
+/// One apalis task as Keel reads it back.
+pub(super) struct TaskRow {
+    id: String,
+    queue: String,
+    status: String,
+    attempts: i64,
+    max_attempts: i64,
+    run_at: Option<i64>,
+    done_at: Option<i64>,
+    last_result: Option<String>,
+    metadata: HashMap<String, String>,
+}
+
+const SQLITE_FINISHED: &str =
+    "(status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))";
+
+impl JobStore {
+    /// Jobs waiting per queue (pending or retrying, in the queue or still in the outbox).
+    pub async fn queued_counts(&self) -> Result<Vec<(Queue, i64)>, RepoError> {
+        let (queue_sql, outbox_sql) = match &self.pool {
+            Pool::Sqlite(_) => (
+                "SELECT job_type, COUNT(*) FROM Jobs WHERE status IN ('Pending', 'Queued') \
+                 OR (status = 'Failed' AND attempts < max_attempts) GROUP BY job_type",
+                "SELECT queue, COUNT(*) FROM job_outbox GROUP BY queue",
+            ),
+            Pool::Postgres(_) => (
+                "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued') \
+                 OR (status = 'Failed' AND attempts < max_attempts) GROUP BY job_type",
+                "SELECT queue, COUNT(*) FROM job_outbox GROUP BY queue",
+            ),
+        };
+        let mut counts: HashMap<Queue, i64> = Queue::ALL.into_iter().map(|q| (q, 0)).collect();
+        for sql in [queue_sql, outbox_sql] {
+            let rows: Vec<(String, i64)> = match &self.pool {
+                Pool::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+                Pool::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+            }
+            .map_err(sqlx_err)?;
+            for (name, count) in rows {
+                if let Some(queue) = Queue::parse(&name) {
+                    *counts.entry(queue).or_default() += count;
+                }
+            }
+        }
+        Ok(Queue::ALL.into_iter().map(|q| (q, counts[&q])).collect())
+    }
+
+    /// Per queue, how long (seconds) the oldest job that could run has been waiting: in the
+    /// queue since its `run_at`, or in the outbox since it was committed. Queues with nothing
+    /// waiting report 0.
+    pub async fn oldest_waiting(&self) -> Result<Vec<(Queue, i64)>, RepoError> {
+        let now = Utc::now();
+        let queue_rows: Vec<(String, i64)> = match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT job_type, MIN(run_at) FROM Jobs \
+                     WHERE status IN ('Pending', 'Queued') AND run_at <= ? GROUP BY job_type",
+                )
+                .bind(now.timestamp())
+                .fetch_all(pool)
+                .await
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT job_type, EXTRACT(EPOCH FROM MIN(run_at))::bigint FROM apalis.jobs \
+                     WHERE status IN ('Pending', 'Queued') AND run_at <= now() GROUP BY job_type",
+                )
+                .fetch_all(pool)
+                .await
+            }
+        }
+        .map_err(sqlx_err)?;
+        let outbox_sql = "SELECT queue, MIN(created_at) FROM job_outbox GROUP BY queue";
+        let outbox_rows: Vec<(String, i64)> = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_as(outbox_sql).fetch_all(pool).await,
+            Pool::Postgres(pool) => sqlx::query_as(outbox_sql).fetch_all(pool).await,
+        }
+        .map_err(sqlx_err)?;
+        let mut ages: HashMap<Queue, i64> = Queue::ALL.into_iter().map(|q| (q, 0)).collect();
+        let waiting = queue_rows
+            .into_iter()
+            .map(|(name, since)| (name, now.timestamp() - since))
+            .chain(
+                outbox_rows
+                    .into_iter()
+                    .map(|(name, millis)| (name, (now.timestamp_millis() - millis) / 1000)),
+            );
+        for (name, age) in waiting {
+            if let Some(queue) = Queue::parse(&name) {
+                let oldest = ages.entry(queue).or_default();
+                *oldest = (*oldest).max(age.max(0));
+            }
+        }
+        Ok(Queue::ALL.into_iter().map(|q| (q, ages[&q])).collect())
+    }
+
+    pub(super) async fn fetch(&self, id: &str) -> Result<Option<TaskRow>, RepoError> {
+        let rows = self
+            .select(&format!("WHERE id = {}", self.param(1)), &[id.into()], None)
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    pub(super) async fn select(
+        &self,
+        filter: &str,
+        binds: &[Bind],
+        page: Option<(u32, u32)>,
+    ) -> Result<Vec<TaskRow>, RepoError> {
+        let paging = page.map_or(String::new(), |(limit, offset)| {
+            format!(" ORDER BY id DESC LIMIT {limit} OFFSET {offset}")
+        });
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let sql = format!(
+                    "SELECT id, job_type, status, attempts, max_attempts, run_at, done_at, \
+                     last_result, metadata FROM Jobs {filter}{paging}"
+                );
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), binds);
+                let rows = query.fetch_all(pool).await.map_err(sqlx_err)?;
+                rows.iter().map(task_row).collect()
+            }
+            Pool::Postgres(pool) => {
+                let sql = format!(
+                    "SELECT id, job_type, status, attempts::bigint AS attempts, \
+                     max_attempts::bigint AS max_attempts, \
+                     EXTRACT(EPOCH FROM run_at)::bigint AS run_at, \
+                     EXTRACT(EPOCH FROM done_at)::bigint AS done_at, \
+                     last_result::text AS last_result, \
+                     hstore_to_json(metadata)::text AS metadata FROM apalis.jobs {filter}{paging}"
+                );
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), binds);
+                let rows = query.fetch_all(pool).await.map_err(sqlx_err)?;
+                rows.iter().map(task_row).collect()
+            }
+        }
+    }
+
+    pub(super) async fn count(
+        &self,
+        filter: &str,
+        binds: &[Bind],
+        table: &str,
+    ) -> Result<u64, RepoError> {
+        let sql = format!("SELECT COUNT(*) FROM {table} {filter}");
+        let count: i64 = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let query = bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone())), binds);
+                query.fetch_one(pool).await
+            }
+            Pool::Postgres(pool) => {
+                let query = bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone())), binds);
+                query.fetch_one(pool).await
+            }
+        }
+        .map_err(sqlx_err)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    pub(super) fn jobs_table(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "Jobs",
+            Pool::Postgres(_) => "apalis.jobs",
+        }
+    }
+
+    /// The WHERE clause and binds selecting `filter` in apalis' table.
+    pub(super) fn queue_filter(&self, filter: &JobFilter) -> (String, Vec<Bind>) {
+        let mut clauses = Vec::new();
+        let mut binds = Vec::new();
+        if let Some(state) = filter.state {
+            clauses.push(
+                match state {
+                    JobState::Enqueued => "1 = 0",
+                    JobState::Pending => "status IN ('Pending', 'Queued')",
+                    JobState::Running => "status = 'Running'",
+                    JobState::Retrying => "(status = 'Failed' AND attempts < max_attempts)",
+                    JobState::Succeeded => "status = 'Done'",
+                    JobState::Dead => {
+                        "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))"
+                    }
+                }
+                .to_owned(),
+            );
+        }
+        if let Some(queue) = filter.queue {
+            binds.push(Bind::Text(queue.as_str().to_owned()));
+            clauses.push(format!("job_type = {}", self.param(binds.len())));
+        }
+        if let Some(kind) = &filter.kind {
+            binds.push(Bind::Text(kind.clone()));
+            let expr = match self.pool {
+                Pool::Sqlite(_) => "json_extract(metadata, '$.\"keel.kind\"')",
+                Pool::Postgres(_) => "(metadata -> 'keel.kind')",
+            };
+            clauses.push(format!("{expr} = {}", self.param(binds.len())));
+        }
+        let clause = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        (clause, binds)
+    }
+
+    pub(super) fn outbox_filter(&self, filter: &JobFilter) -> Option<(String, Vec<Bind>)> {
+        if filter.state.is_some_and(|s| s != JobState::Enqueued) {
+            return None;
+        }
+        let mut clauses = Vec::new();
+        let mut binds = Vec::new();
+        if let Some(queue) = filter.queue {
+            binds.push(Bind::Text(queue.as_str().to_owned()));
+            clauses.push(format!("queue = {}", self.param(binds.len())));
+        }
+        if let Some(kind) = &filter.kind {
+            binds.push(Bind::Text(kind.clone()));
+            clauses.push(format!("kind = {}", self.param(binds.len())));
+        }
+        let clause = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        Some((clause, binds))
+    }
+
+    pub(super) async fn outbox(
+        &self,
+        filter: &str,
+        binds: &[Bind],
+        page: Option<(u32, u32)>,
+    ) -> Result<Vec<JobRecord>, RepoError> {
+        let paging = page.map_or(String::new(), |(limit, offset)| {
+            format!(" ORDER BY id DESC LIMIT {limit} OFFSET {offset}")
+        });
+        let sql = format!("SELECT * FROM job_outbox {filter}{paging}");
+        let rows: Vec<OutboxRow> = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), binds);
+                query
+                    .fetch_all(pool)
+                    .await
+                    .map_err(sqlx_err)?
+                    .iter()
+                    .map(outbox_row)
+                    .collect::<Result<_, _>>()?
+            }
+            Pool::Postgres(pool) => {
+                let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), binds);
+                query
+                    .fetch_all(pool)
+                    .await
+                    .map_err(sqlx_err)?
+                    .iter()
+                    .map(outbox_row)
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        Ok(rows.into_iter().map(|r| r.record()).collect())
+    }
+}
+
+fn task_row<R>(row: &R) -> Result<TaskRow, RepoError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let metadata: Option<String> = row.try_get("metadata").map_err(sqlx_err)?;
+    Ok(TaskRow {
+        id: row.try_get("id").map_err(sqlx_err)?,
+        queue: row.try_get("job_type").map_err(sqlx_err)?,
+        status: row.try_get("status").map_err(sqlx_err)?,
+        attempts: row.try_get("attempts").map_err(sqlx_err)?,
+        max_attempts: row.try_get("max_attempts").map_err(sqlx_err)?,
+        run_at: row.try_get("run_at").map_err(sqlx_err)?,
+        done_at: row.try_get("done_at").map_err(sqlx_err)?,
+        last_result: row.try_get("last_result").map_err(sqlx_err)?,
+        metadata: metadata
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or_default(),
+    })
+}
+
+fn state_of(row: &TaskRow) -> JobState {
+    match row.status.as_str() {
+        "Running" => JobState::Running,
+        "Done" => JobState::Succeeded,
+        "Killed" => JobState::Dead,
+        "Failed" if row.attempts >= row.max_attempts => JobState::Dead,
+        "Failed" => JobState::Retrying,
+        _ => JobState::Pending,
+    }
+}
+
+/// The error text of apalis' stored result (`{"Err": "..."}`), if the last attempt failed.
+fn last_error(result: Option<&str>) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(result?).ok()?;
+    let error = value.get("Err")?;
+    let text = error
+        .as_str()
+        .map_or_else(|| error.to_string(), str::to_owned);
+    // Permanent failures travel as apalis' `AbortError`, whose text starts with its name.
+    Some(match text.strip_prefix("AbortError: ") {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
+}
+
+fn record(row: &TaskRow) -> JobRecord {
+    let state = state_of(row);
+    let policy: Option<RetryPolicy> = row
+        .metadata
+        .get(meta::POLICY)
+        .and_then(|p| serde_json::from_str(p).ok());
+    JobRecord {
+        id: job_id(&row.id).unwrap_or_else(|| JobId::from_uuid(uuid::Uuid::nil())),
+        kind: row.metadata.get(meta::KIND).cloned().unwrap_or_default(),
+        queue: Queue::parse(&row.queue).unwrap_or_default(),
+        state,
+        attempts: u32::try_from(row.attempts).unwrap_or_default(),
+        max_attempts: policy.map_or_else(
+            || u32::try_from(row.max_attempts).unwrap_or_default(),
+            |p| p.max_attempts,
+        ),
+        last_error: if state == JobState::Succeeded {
+            None
+        } else {
+            last_error(row.last_result.as_deref())
+        },
+        owner: row
+            .metadata
+            .get(meta::OWNER)
+            .and_then(|o| o.parse().ok())
+            .map(UserId::from_uuid),
+        request_id: row.metadata.get(meta::REQUEST_ID).cloned(),
+        created_at: created_at(&row.id),
+        run_at: row.run_at.and_then(|s| Utc.timestamp_opt(s, 0).single()),
+        finished_at: if state.is_finished() {
+            row.done_at.and_then(|s| Utc.timestamp_opt(s, 0).single())
+        } else {
+            None
+        },
+    }
+}
+
+#[async_trait]
+impl JobRepository for JobStore {
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, RepoError> {
+        let key = task_id(id);
+        if let Some(row) = self.fetch(&key).await? {
+            return Ok(Some(record(&row)));
+        }
+        let filter = format!("WHERE id = {}", self.param(1));
+        Ok(self
+            .outbox(&filter, &[key.as_str().into()], None)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<(Vec<JobRecord>, u64), RepoError> {
+        let limit = filter.limit.clamp(1, 100);
+        // Both sources sort by id (time-ordered): take enough of each, merge, then page.
+        let window = (limit + filter.offset, 0);
+        let (clause, binds) = self.queue_filter(filter);
+        let mut total = self.count(&clause, &binds, self.jobs_table()).await?;
+        let mut records: Vec<JobRecord> = self
+            .select(&clause, &binds, Some(window))
+            .await?
+            .into_iter()
+            .map(|row| record(&row))
+            .collect();
+        if let Some((clause, binds)) = self.outbox_filter(filter) {
+            total += self.count(&clause, &binds, "job_outbox").await?;
+            records.extend(self.outbox(&clause, &binds, Some(window)).await?);
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.id));
+        let page = records
+            .into_iter()
+            .skip(filter.offset as usize)
+            .take(limit as usize)
+            .collect();
+        Ok((page, total))
+    }
+
+    async fn retry(&self, id: JobId) -> Result<bool, RepoError> {
+        let now = Utc::now().timestamp();
+        let sql = match self.pool {
+            Pool::Sqlite(_) => "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?, \
+                 done_at = NULL, lock_by = NULL, lock_at = NULL, last_result = NULL \
+                 WHERE id = ? AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))"
+                .to_owned(),
+            Pool::Postgres(_) => "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, \
+                 run_at = to_timestamp($1), done_at = NULL, lock_by = NULL, lock_at = NULL, \
+                 last_result = NULL WHERE id = $2 AND (status = 'Killed' OR \
+                 (status = 'Failed' AND attempts >= max_attempts))"
+                .to_owned(),
+        };
+        let binds = [Bind::Int(now), Bind::Text(task_id(id))];
+        Ok(self.execute(&sql, &binds).await? == 1)
+    }
+
+    async fn delete(&self, id: JobId) -> Result<bool, RepoError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE id = {} AND {SQLITE_FINISHED}",
+            self.jobs_table(),
+            self.param(1)
+        );
+        Ok(self.execute(&sql, &[Bind::Text(task_id(id))]).await? == 1)
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let sql = match self.pool {
+            Pool::Sqlite(_) => format!("DELETE FROM Jobs WHERE {SQLITE_FINISHED} AND done_at < ?"),
+            Pool::Postgres(_) => format!(
+                "DELETE FROM apalis.jobs WHERE {SQLITE_FINISHED} AND done_at < to_timestamp($1)"
+            ),
+        };
+        self.execute(&sql, &[Bind::Int(before.timestamp())]).await
+    }
+}

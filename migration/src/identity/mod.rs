@@ -1,0 +1,14 @@
+//! Migrations of the `identity` feature.
+
+use sea_orm_migration::MigrationTrait;
+
+mod m20261124_000001_create_identity;
+mod m20261130_000001_harden_identity;
+
+/// This feature's migrations (the crate orders all features' by name, i.e. by date).
+pub(crate) fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![
+        Box::new(m20261124_000001_create_identity::Migration),
+        Box::new(m20261130_000001_harden_identity::Migration),
+    ]
+}
