@@ -3,8 +3,9 @@
 
 use keel_infrastructure::SeaUnitOfWork;
 use keel_infrastructure::jobs::{JobStore, SeaJobQueue};
+use keel_jobs::{JobRepository, JobState, Probe};
 use keel_kernel::UnitOfWork;
-use keel_kernel::jobs::{JobQueue, JobRepository, JobState, NewJob, Probe};
+use keel_kernel::jobs::{JobQueue, NewJob};
 use serde_json::{Value, json};
 
 use crate::support::{assert_problem, spawn_app};

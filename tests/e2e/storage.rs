@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::Utc;
-use keel_infrastructure::{SeaReleaseNoteRepository, SeaUnitOfWork};
+use keel_infrastructure::SeaUnitOfWork;
+use keel_infrastructure::release_notes::SeaReleaseNoteRepository;
 use keel_kernel::{ListQuery, UnitOfWork};
 use keel_release_notes::{
     ChangeType, LIST_SPEC, NewReleaseNote, ReleaseError, ReleaseNote, ReleaseNoteId,

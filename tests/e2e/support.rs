@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use keel_app::api::ServerHandle;
-use keel_app::{ApiApplication, Services, WorkerApplication};
+use keel_app::{ApiApplication, WorkerApplication};
 use keel_config::{Settings, Sources};
 use keel_infrastructure::testing::TestDatabase;
 use keel_infrastructure::{DatabaseConnection, connect};
@@ -99,9 +99,7 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
             .timeout(Duration::from_secs(20))
             .build()
             .expect("an HTTP client"),
-        services: Services::build(&pool, &settings)
-            .await
-            .expect("test services"),
+        services: Services::on(&pool, &settings).await,
         settings,
         mail_dir,
         pool,
@@ -474,4 +472,28 @@ pub(crate) async fn send(
         request = request.json(&body);
     }
     request.send().await.unwrap()
+}
+
+/// The domain services the tests arrange state through, on the app's database.
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub(crate) release_notes: keel_release_notes::ReleaseNotes,
+    pub(crate) identity: keel_identity::Identity,
+    pub(crate) activity: keel_activity::Activity,
+    pub(crate) projects: keel_projects::Projects,
+}
+
+impl Services {
+    /// The services of a state built like the app's.
+    async fn on(pool: &keel_infrastructure::DatabaseConnection, settings: &Settings) -> Self {
+        let state = keel_app::build_state(pool, settings)
+            .await
+            .expect("the application state");
+        Self {
+            release_notes: state.get().expect("release notes"),
+            identity: state.get().expect("identity"),
+            activity: state.get().expect("activity"),
+            projects: state.get().expect("projects"),
+        }
+    }
 }

@@ -569,7 +569,7 @@ pub(crate) fn bench_jobs(sh: &Shell, postgres: bool, jobs: u32) -> anyhow::Resul
                 .envs(vars)
                 .env("APP__WORKER__PORT", "0")
                 .env("APP__TELEMETRY__LOG_FORMAT", "json")
-                .env("APP__TELEMETRY__LOG_LEVEL", "warn,keel_worker::jobs=info")
+                .env("APP__TELEMETRY__LOG_LEVEL", "warn,keel_worker::queue=info")
                 .stdout(log)
                 .stderr(std::process::Stdio::null())
                 .spawn()?,

@@ -365,7 +365,7 @@ impl Proc {
             .current_dir(dir)
             .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("APP__TELEMETRY__LOG_FORMAT", "json")
-            .env("APP__TELEMETRY__LOG_LEVEL", "warn,keel_worker::jobs=info")
+            .env("APP__TELEMETRY__LOG_LEVEL", "warn,keel_worker::queue=info")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -17,20 +17,30 @@ pub mod openapi;
 
 pub mod ratelimit;
 pub mod server;
+pub mod state;
 
 pub use error::ApiError;
 pub use health::HealthRegistry;
-pub use server::{ApiServices, api_server, ops_server};
+pub use server::{api_server, ops_server};
 
 /// Prefix of every versioned API route.
 pub const API_PREFIX: &str = "/api/v1";
 
-/// Declares every feature's HTTP module once: `configure` registers all their routes (inside
-/// the `/api/v1` scope) and `feature_documents` collects their OpenAPI operations. A feature
-/// module exposes `configure(&mut ServiceConfig)` and `openapi() -> OpenApi`.
+/// Declares every feature's HTTP module once. A feature module exposes `data(&AppState)` (the
+/// services its handlers take), `configure(&mut ServiceConfig)` (its routes) and
+/// `openapi() -> OpenApi` (its operations); the functions below call them all.
 macro_rules! features {
     ($($feature:ident),* $(,)?) => {
         $(pub mod $feature;)*
+
+        /// Every feature's services from the state, to register as app data.
+        pub fn feature_data(
+            state: &keel_kernel::AppState,
+        ) -> Result<Vec<state::AppData>, keel_kernel::MissingService> {
+            let mut data = Vec::new();
+            $(data.extend($feature::data(state)?);)*
+            Ok(data)
+        }
 
         /// Registers every feature's routes (called inside the `/api/v1` scope).
         pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {

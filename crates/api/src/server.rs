@@ -2,17 +2,18 @@
 //! `/metrics`) the api and the worker each run on their own port.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::middleware::{Compress, Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
-use keel_activity::Activity;
 use keel_config::{Environment, Settings};
-use keel_identity::Identity;
-use keel_projects::Projects;
-use keel_release_notes::ReleaseNotes;
+use keel_identity::security::PublicKeys;
+use keel_kernel::AppState;
+use keel_kernel::idempotency::IdempotencyStore;
+use keel_kernel::throttle::{Counters, Quota};
 use keel_telemetry::MetricsHandle;
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
@@ -22,34 +23,7 @@ use crate::extract::{BodyLimit, TrustedProxies};
 use crate::health::{self, HealthRegistry};
 use crate::middleware::{RequestTimeout, cors, observe, security_headers};
 use crate::ratelimit::AuthRateLimit;
-
-/// The domain services and shared adapters the API exposes.
-#[derive(Debug, Clone)]
-pub struct ApiServices {
-    /// Release notes.
-    pub release_notes: ReleaseNotes,
-    /// Identity and access.
-    pub identity: Identity,
-    /// The activity log.
-    pub activity: Activity,
-    /// Projects (the example domain).
-    pub projects: Projects,
-    /// Project reports (its custom query).
-    pub project_reports: keel_projects::ProjectReports,
-    // keel:new-domain:api-services
-    /// Background jobs (read, retry, delete, probe).
-    pub jobs: crate::jobs::JobServices,
-    /// Per-IP limits on authentication endpoints.
-    pub auth_rate_limit: AuthRateLimit,
-    /// The JWKS document (`None` with HS256, which has no public keys).
-    pub jwks: Option<serde_json::Value>,
-    /// Stored answers of `Idempotency-Key` requests.
-    pub idempotency: std::sync::Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
-}
-
-/// The JWKS document, as app data.
-#[derive(Debug, Clone)]
-struct Jwks(Option<serde_json::Value>);
+use crate::state::AppData;
 
 /// The public keys that verify access tokens (EdDSA and RS256 only).
 #[utoipa::path(
@@ -62,7 +36,7 @@ struct Jwks(Option<serde_json::Value>);
         (status = 404, response = crate::openapi::NotFound),
     )
 )]
-async fn jwks(document: web::Data<Jwks>) -> Result<HttpResponse, ApiError> {
+async fn jwks(document: web::Data<PublicKeys>) -> Result<HttpResponse, ApiError> {
     match &document.0 {
         Some(keys) => Ok(HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
@@ -140,23 +114,24 @@ async fn route_not_found() -> Result<web::Json<()>, ApiError> {
 pub fn api_server(
     listener: TcpListener,
     settings: &Settings,
-    services: ApiServices,
+    state: &AppState,
     health: HealthRegistry,
     metrics: MetricsHandle,
 ) -> std::io::Result<Server> {
     let server = settings.server.clone();
     let production = settings.environment == Environment::Production;
-    let release_notes = web::Data::new(services.release_notes);
-    let identity = web::Data::new(services.identity);
-    let activity = web::Data::new(services.activity);
-    let projects = web::Data::new(services.projects);
-    let project_reports = web::Data::new(services.project_reports);
-    // keel:new-domain:app-data-let
-    let jobs = web::Data::new(services.jobs);
-
-    let auth_rate_limit = web::Data::new(services.auth_rate_limit);
-    let idempotency = web::Data::new(crate::idempotency::Idempotency(services.idempotency));
-    let jwks_document = web::Data::new(Jwks(services.jwks));
+    let missing = |error: keel_kernel::MissingService| std::io::Error::other(error.to_string());
+    // Every feature's services, taken from the state once: a missing one stops startup here.
+    let features: Vec<AppData> = crate::feature_data(state).map_err(missing)?;
+    let auth_rate_limit = web::Data::new(AuthRateLimit {
+        counters: state.get::<Arc<dyn Counters>>().map_err(missing)?,
+        quota: Quota::per_minute(settings.rate_limit.auth_per_ip_per_minute),
+        enabled: settings.rate_limit.enabled,
+    });
+    let idempotency = web::Data::new(crate::idempotency::Idempotency(
+        state.get::<Arc<dyn IdempotencyStore>>().map_err(missing)?,
+    ));
+    let jwks_document = web::Data::new(state.get::<PublicKeys>().map_err(missing)?);
     let openapi_document = web::Data::new(OpenApiJson(web::Bytes::from(
         crate::openapi::document_json(),
     )));
@@ -171,13 +146,7 @@ pub fn api_server(
 
     Ok(HttpServer::new(move || {
         App::new()
-            .app_data(release_notes.clone())
-            .app_data(identity.clone())
-            .app_data(activity.clone())
-            .app_data(projects.clone())
-            .app_data(project_reports.clone())
-            // keel:new-domain:app-data
-            .app_data(jobs.clone())
+            .configure(|cfg| features.iter().for_each(|data| data.register(cfg)))
             .app_data(auth_rate_limit.clone())
             .app_data(idempotency.clone())
             .app_data(jwks_document.clone())

@@ -7,17 +7,14 @@ pub use actix_web::dev::ServerHandle;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use keel_api::ratelimit::AuthRateLimit;
-use keel_api::{ApiServices, HealthRegistry, api_server, ops_server};
+use keel_api::{HealthRegistry, api_server, ops_server};
 use keel_config::Settings;
 use keel_infrastructure::DatabaseConnection;
-use keel_kernel::throttle::Quota;
 use keel_telemetry::MetricsHandle;
 use keel_worker::Supervisor;
 use tokio_util::sync::CancellationToken;
 
 use crate::background::housekeeping;
-use crate::services::Services;
 use crate::startup::{bind, open_database, readiness};
 
 /// Stops a running api gracefully (see [`ApiApplication::shutdown_handle`]).
@@ -76,11 +73,11 @@ impl ApiApplication {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = keel_telemetry::install_metrics()?;
         let db = open_database(&settings, "keel-api").await?;
-        let services = Services::build(&db, &settings).await?;
-        services.prepare(&settings).await?;
+        let state = crate::build_state(&db, &settings).await?;
+        crate::state::prepare(&state, &settings).await?;
         let mut health = readiness(&settings, &db);
-        if let Some(redis) = &services.redis {
-            health = health.with_optional(Arc::new(redis.clone()));
+        if let Ok(redis) = state.get::<keel_infrastructure::stores::RedisStore>() {
+            health = health.with_optional(Arc::new(redis));
         }
         let (listener, port) = bind(
             &settings.server.host,
@@ -95,29 +92,7 @@ impl ApiApplication {
             health.clone(),
             metrics.clone(),
         )?;
-        let server = api_server(
-            listener,
-            &settings,
-            ApiServices {
-                release_notes: services.release_notes,
-                identity: services.identity,
-                activity: services.activity,
-                projects: services.projects,
-                project_reports: services.project_reports,
-                jobs: services.jobs,
-
-                // keel:new-domain:api-services-from
-                auth_rate_limit: AuthRateLimit {
-                    counters: services.counters,
-                    quota: Quota::per_minute(settings.rate_limit.auth_per_ip_per_minute),
-                    enabled: settings.rate_limit.enabled,
-                },
-                jwks: services.jwks,
-                idempotency: services.idempotency,
-            },
-            health.clone(),
-            metrics.clone(),
-        )?;
+        let server = api_server(listener, &settings, &state, health.clone(), metrics.clone())?;
         Ok(Self {
             server,
             port,

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiApplication;
 use crate::seed;
-use crate::services::Services;
 use crate::signals::shutdown_signal;
 use crate::startup::open_database;
 use crate::worker::WorkerApplication;
@@ -282,7 +281,8 @@ pub async fn run_worker(cli: WorkerCli) -> ExitCode {
 }
 
 async fn manage_jobs(settings: &Settings, action: JobsAction) -> anyhow::Result<()> {
-    use keel_kernel::jobs::{JobFilter, JobId, JobRepository, JobState, Queue};
+    use keel_jobs::{JobFilter, JobRepository, JobState};
+    use keel_kernel::jobs::{JobId, Queue};
     let db = open_database(settings, "keel-worker-cli").await?;
     let store = keel_infrastructure::jobs::JobStore::new(&db);
     match action {
@@ -458,10 +458,10 @@ async fn create_admin(
         first
     };
     let db = open_database(settings, "keel-admin").await?;
-    let services = Services::build(&db, settings).await?;
-    services.prepare(settings).await?;
-    let admin = services
-        .identity
+    let state = crate::build_state(&db, settings).await?;
+    crate::state::prepare(&state, settings).await?;
+    let admin = state
+        .get::<keel_identity::Identity>()?
         .for_system()
         .create_admin(email, &password)
         .await
@@ -473,9 +473,9 @@ async fn create_admin(
 
 async fn run_seed(settings: &Settings) -> anyhow::Result<()> {
     let db = open_database(settings, "keel-seed").await?;
-    let services = Services::build(&db, settings).await?;
-    services.prepare(settings).await?;
-    let report = seed::run(&services)
+    let state = crate::build_state(&db, settings).await?;
+    crate::state::prepare(&state, settings).await?;
+    let report = seed::run(&state.get()?)
         .await
         .map_err(keel_kernel::DomainError::from)
         .context("seeding")?;

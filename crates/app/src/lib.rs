@@ -1,4 +1,4 @@
-//! Keel's composition root: builds the services from configuration and runs the `api` and
+//! Keel's composition root: builds the application state from configuration and runs the `api` and
 //! `worker` processes. Wiring only: every rule lives in a domain crate, every adapter in
 //! `keel-api` or `keel-infrastructure`.
 
@@ -6,9 +6,9 @@ pub mod api;
 pub mod background;
 pub mod cli;
 pub mod seed;
-pub mod services;
 pub mod signals;
 mod startup;
+pub mod state;
 pub mod worker;
 
 /// The commit the binaries were built from (`KEEL_GIT_SHA` at build time, else `git`, else
@@ -23,5 +23,5 @@ pub const LONG_VERSION: &str = concat!(
 );
 
 pub use api::ApiApplication;
-pub use services::Services;
+pub use state::{build_state, state_builder};
 pub use worker::WorkerApplication;

@@ -1,8 +1,6 @@
 //! `api seed`: idempotent example data, created through the domain services.
 
-use keel_release_notes::{ChangeType, NewReleaseNote, ReleaseError};
-
-use crate::services::Services;
+use keel_release_notes::{ChangeType, NewReleaseNote, ReleaseError, ReleaseNotes};
 
 /// What seeding did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -34,9 +32,9 @@ const RELEASE_NOTES: &[SeedNote] = &[SeedNote {
 }];
 
 /// Creates the example release notes that do not exist yet, as the system actor.
-pub async fn run(services: &Services) -> Result<SeedReport, ReleaseError> {
+pub async fn run(release_notes: &ReleaseNotes) -> Result<SeedReport, ReleaseError> {
     let mut report = SeedReport::default();
-    let releases = services.release_notes.for_system();
+    let releases = release_notes.for_system();
     for seed in RELEASE_NOTES {
         let created = releases
             .create(NewReleaseNote {

@@ -5,19 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use keel_activity::Activity;
-use keel_activity::jobs::PurgeOldActivity;
 use keel_api::ops_server;
 use keel_config::{JobsSettings, Settings};
-use keel_identity::jobs::{PurgeExpiredCredentials, SendTokenMail};
 use keel_infrastructure::jobs::JobStore;
 use keel_infrastructure::mail::{LettreMailer, MailDeliveries};
-use keel_kernel::idempotency::PurgeIdempotencyKeys;
-use keel_kernel::jobs::{JobFailure, JobRepository, NewJob, Probe, PurgeFinishedJobs, Queue};
-use keel_kernel::mail::{Delivery, Mailer, SendEmail, deliver_once};
+use keel_kernel::jobs::Queue;
+use keel_kernel::mail::Mailer;
 use keel_worker::Supervisor;
-use keel_worker::jobs::{Handlers, relay_outbox, run_queue, sample_queue_depth};
-use keel_worker::schedules::{self, Schedule};
+use keel_worker::queue::{Handlers, relay_outbox, run_queue, sample_queue_depth};
+use keel_worker::schedules;
 use tokio_util::sync::CancellationToken;
 
 use crate::background::housekeeping;
@@ -59,25 +55,15 @@ impl WorkerApplication {
             health,
             metrics.clone(),
         )?;
-        let store = JobStore::new(&db);
         let mailer: Arc<dyn Mailer> = Arc::new(
             LettreMailer::new(&settings.mail).context("setting up mail delivery ([mail])")?,
         );
-        let services = crate::services::Services::build(&db, &settings)
-            .await
-            .context("building the domain services")?;
-        let handlers = Arc::new(handlers(
-            &store,
-            mailer,
-            MailDeliveries::new(db.clone()),
-            services.identity,
-            services.activity,
-            services.idempotency,
-        ));
-        let armed = schedules::arm(
-            builtin_schedules(&settings.jobs, settings.activity.retention),
-            &settings.jobs,
-        )?;
+        let mut state = crate::state_builder(&db, &settings).await?;
+        state.insert(mailer).insert(MailDeliveries::new(db.clone()));
+        let state = state.build();
+        let store = state.get::<JobStore>()?;
+        let handlers = Arc::new(keel_worker::handlers(&state)?);
+        let armed = schedules::arm(keel_worker::schedules(&settings), &settings.jobs)?;
         tracing::info!(kinds = ?handlers.kinds(), schedules = armed.len(), "job handlers registered");
         let supervisor = housekeeping(
             Supervisor::new(settings.worker.shutdown_timeout),
@@ -128,159 +114,6 @@ impl WorkerApplication {
             other => other.context("stopping background tasks"),
         }
     }
-}
-
-/// Every job handler this worker runs.
-fn handlers(
-    store: &JobStore,
-    mailer: Arc<dyn Mailer>,
-    deliveries: MailDeliveries,
-    identity: keel_identity::Identity,
-    activity: Activity,
-    idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
-) -> Handlers {
-    let purge_store = store.clone();
-    let token_mail_identity = identity.clone();
-    let token_mailer = Arc::clone(&mailer);
-    let token_deliveries = deliveries.clone();
-    Handlers::default()
-        .register(move |job: SendTokenMail, context| {
-            let identity = token_mail_identity.clone();
-            let mailer = Arc::clone(&token_mailer);
-            let deliveries = token_deliveries.clone();
-            async move {
-                // A link that can no longer be derived (its pepper was removed) never will be.
-                let mail = identity
-                    .compose_token_mail(&job)
-                    .map_err(JobFailure::permanent)?;
-                let key = mail.dedupe_key.clone();
-                if deliver_once(mailer.as_ref(), &deliveries, mail, context.id).await?
-                    == Delivery::AlreadySent
-                {
-                    tracing::info!(dedupe_key = %key, "mail already sent; skipping");
-                }
-                Ok(())
-            }
-        })
-        .register(move |job: PurgeExpiredCredentials, _context| {
-            let identity = identity.clone();
-            async move {
-                let (sessions, tokens) = identity
-                    .for_system()
-                    .purge_expired_credentials(job.ended_before)
-                    .await
-                    .map_err(JobFailure::transient)?;
-                tracing::info!(sessions, tokens, "expired credentials purged");
-                Ok(())
-            }
-        })
-        .register(move |job: SendEmail, context| {
-            let mailer = Arc::clone(&mailer);
-            let deliveries = deliveries.clone();
-            async move {
-                let key = job.dedupe_key.clone();
-                if deliver_once(mailer.as_ref(), &deliveries, job, context.id).await?
-                    == Delivery::AlreadySent
-                {
-                    tracing::info!(dedupe_key = %key, "mail already sent; skipping");
-                }
-                Ok(())
-            }
-        })
-        .register(|probe: Probe, context| async move {
-            if probe.sleep_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(probe.sleep_ms)).await;
-            }
-            probe.outcome(context.attempt)
-        })
-        .register(move |job: PurgeFinishedJobs, _context| {
-            let store = purge_store.clone();
-            async move {
-                let purged = store
-                    .purge_finished(job.finished_before)
-                    .await
-                    .map_err(JobFailure::transient)?;
-                tracing::info!(purged, before = %job.finished_before, "finished jobs purged");
-                Ok(())
-            }
-        })
-        .register(move |job: PurgeOldActivity, _context| {
-            let activity = activity.clone();
-            async move {
-                let purged = activity
-                    .purge_older_than(&keel_kernel::auth::SYSTEM, job.before)
-                    .await
-                    .map_err(JobFailure::transient)?;
-                tracing::info!(purged, before = %job.before, "old activity entries purged");
-                Ok(())
-            }
-        })
-        .register(move |job: PurgeIdempotencyKeys, _context| {
-            let idempotency = Arc::clone(&idempotency);
-            async move {
-                let purged = idempotency
-                    .purge(job.created_before)
-                    .await
-                    .map_err(JobFailure::transient)?;
-                tracing::info!(purged, "expired idempotency keys purged");
-                Ok(())
-            }
-        })
-}
-
-/// The schedules declared in code (overridable by `jobs.schedules.<name>`).
-fn builtin_schedules(settings: &JobsSettings, activity_retention: Duration) -> Vec<Schedule> {
-    let retention =
-        chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::days(7));
-    let activity_retention = chrono::Duration::from_std(activity_retention).ok();
-    vec![
-        Schedule {
-            name: "purge_expired_credentials",
-            cron: "0 */15 * * * *".to_owned(),
-            // A day of grace: a session that just ended still explains recent activity.
-            make: Arc::new(|tick| {
-                NewJob::of(&PurgeExpiredCredentials {
-                    ended_before: tick - chrono::Duration::days(1),
-                })
-                .map_err(|e| e.to_string())
-            }),
-        },
-        Schedule {
-            name: "purge_finished_jobs",
-            // Hourly, at a minute unlikely to collide with other hourly work.
-            cron: "0 17 * * * *".to_owned(),
-            make: Arc::new(move |tick| {
-                NewJob::of(&PurgeFinishedJobs {
-                    finished_before: tick - retention,
-                })
-                .map_err(|e| e.to_string())
-            }),
-        },
-        Schedule {
-            name: "purge_old_activity",
-            // Hourly, half an hour from the jobs purge so the two never contend for the lock.
-            cron: "0 47 * * * *".to_owned(),
-            make: Arc::new(move |tick| {
-                let before = activity_retention
-                    .and_then(|retention| tick.checked_sub_signed(retention))
-                    .ok_or_else(|| "activity.retention is out of range".to_owned())?;
-                NewJob::of(&PurgeOldActivity { before }).map_err(|e| e.to_string())
-            }),
-        },
-        Schedule {
-            name: "purge_idempotency_keys",
-            // Hourly; keys answer retries for 24 h.
-            cron: "0 31 * * * *".to_owned(),
-            make: Arc::new(|tick| {
-                let keep = chrono::Duration::from_std(keel_kernel::idempotency::RETENTION)
-                    .unwrap_or(chrono::Duration::days(1));
-                NewJob::of(&PurgeIdempotencyKeys {
-                    created_before: tick - keep,
-                })
-                .map_err(|e| e.to_string())
-            }),
-        },
-    ]
 }
 
 /// Adds the queue workers, the outbox relay, the queue-depth gauge and the schedules.

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod mail;
 pub mod query;
 pub mod repo;
+pub mod state;
 pub mod throttle;
 pub mod validation;
 
@@ -27,6 +28,7 @@ pub use id::{ApiKeyId, SessionId, UserId};
 pub use jobs::{Job, JobFailure, JobId, JobQueue, NewJob, Queue, RetryPolicy};
 pub use query::{ListQuery, ListSpec, Page};
 pub use repo::{RepoError, Transaction, UnitOfWork};
+pub use state::{AppState, AppStateBuilder, MissingService};
 
 /// Re-exports used by `define_id!` so domain crates need no direct serde/uuid import for it.
 #[doc(hidden)]

@@ -6,8 +6,42 @@
 //! and the supervisor waits up to its deadline for them to finish their current work before
 //! aborting the stragglers.
 
-pub mod jobs;
+pub mod queue;
 pub mod schedules;
+
+/// Declares every module with jobs once: each has `register(Handlers, &AppState)` (its job
+/// handlers, on services from the state) and `schedules(&Settings)` (its recurring jobs).
+/// A feature without jobs is not listed.
+macro_rules! features {
+    ($($feature:ident),* $(,)?) => {
+        $(pub mod $feature;)*
+
+        /// Every job handler, on services from `state`.
+        pub fn handlers(
+            state: &keel_kernel::AppState,
+        ) -> Result<queue::Handlers, keel_kernel::MissingService> {
+            let handlers = queue::Handlers::default();
+            $(let handlers = $feature::register(handlers, state)?;)*
+            Ok(handlers)
+        }
+
+        /// Every schedule declared in code (overridable by `jobs.schedules.<name>`).
+        pub fn schedules(settings: &keel_config::Settings) -> Vec<schedules::Schedule> {
+            let mut all = Vec::new();
+            $(all.extend($feature::schedules(settings));)*
+            all
+        }
+    };
+}
+
+features! {
+    mail,
+    identity,
+    jobs,
+    activity,
+    idempotency,
+    // keel:new-domain:features
+}
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -124,3 +124,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     crate::openapi::add_list_parameters(&mut document, "/activity", &keel_activity::LIST_SPEC);
     document
 }
+
+/// The services this feature's handlers take from the application state.
+pub fn data(
+    state: &keel_kernel::AppState,
+) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
+    Ok(vec![
+        crate::state::AppData::of::<keel_activity::Activity>(state)?,
+    ])
+}

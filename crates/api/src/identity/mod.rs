@@ -154,3 +154,12 @@ fn limited(path: &str, route: actix_web::Route) -> impl actix_web::dev::HttpServ
         ))
         .route(route)
 }
+
+/// The services this feature's handlers take from the application state.
+pub fn data(
+    state: &keel_kernel::AppState,
+) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
+    Ok(vec![
+        crate::state::AppData::of::<keel_identity::Identity>(state)?,
+    ])
+}

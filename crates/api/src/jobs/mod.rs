@@ -2,15 +2,12 @@
 //! state, retries of dead jobs, deletion, and a diagnostic probe.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use keel_kernel::jobs::{
-    JobFilter, JobId, JobQueue, JobRecord, JobRepository, JobState, JobsAccess, Probe, Queue,
-    enqueue_probe,
-};
-use keel_kernel::{DomainError, FieldError, UnitOfWork};
+use keel_jobs::{JobFilter, JobRecord, JobState, Jobs, Probe, ProbeRequest};
+use keel_kernel::jobs::{JobId, Queue};
+use keel_kernel::{DomainError, FieldError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -18,17 +15,6 @@ use validator::Validate;
 
 use crate::error::ApiError;
 use crate::extract::{Caller, IdPath, ValidatedJson};
-
-/// What the job endpoints need: the job store and the outbox to enqueue into.
-#[derive(Debug, Clone)]
-pub struct JobServices {
-    /// Stored jobs.
-    pub repository: Arc<dyn JobRepository>,
-    /// Transactions.
-    pub unit_of_work: Arc<dyn UnitOfWork>,
-    /// The outbox.
-    pub queue: Arc<dyn JobQueue>,
-}
 
 /// Registers the job routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -133,9 +119,9 @@ pub struct JobPage {
 async fn get(
     Caller(caller): Caller,
     IdPath(id): IdPath<JobId>,
-    jobs: web::Data<JobServices>,
+    jobs: web::Data<Jobs>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = JobsAccess::new(jobs.repository.as_ref(), &caller)
+    let job = jobs.for_caller(&caller)
         .get(id)
         .await?;
     Ok(HttpResponse::Ok().json(JobView::from(job)))
@@ -228,10 +214,10 @@ fn parse_filter(req: &HttpRequest) -> Result<JobFilter, ApiError> {
 async fn list(
     Caller(caller): Caller,
     req: HttpRequest,
-    jobs: web::Data<JobServices>,
+    jobs: web::Data<Jobs>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = parse_filter(&req)?;
-    let (items, total) = JobsAccess::new(jobs.repository.as_ref(), &caller)
+    let (items, total) = jobs.for_caller(&caller)
         .list(&filter)
         .await?;
     Ok(HttpResponse::Ok().json(JobPage {
@@ -260,9 +246,9 @@ async fn list(
 async fn retry(
     Caller(caller): Caller,
     IdPath(id): IdPath<JobId>,
-    jobs: web::Data<JobServices>,
+    jobs: web::Data<Jobs>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = JobsAccess::new(jobs.repository.as_ref(), &caller)
+    let job = jobs.for_caller(&caller)
         .retry(id)
         .await?;
     Ok(HttpResponse::Ok().json(JobView::from(job)))
@@ -285,9 +271,9 @@ async fn retry(
 async fn delete(
     Caller(caller): Caller,
     IdPath(id): IdPath<JobId>,
-    jobs: web::Data<JobServices>,
+    jobs: web::Data<Jobs>,
 ) -> Result<HttpResponse, ApiError> {
-    JobsAccess::new(jobs.repository.as_ref(), &caller)
+    jobs.for_caller(&caller)
         .delete(id)
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -346,7 +332,7 @@ struct EnqueuedView {
 )]
 async fn probe(
     Caller(caller): Caller,
-    jobs: web::Data<JobServices>,
+    jobs: web::Data<Jobs>,
     ValidatedJson(body): ValidatedJson<ProbeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let probe = Probe {
@@ -354,15 +340,14 @@ async fn probe(
         permanent: body.permanent,
         sleep_ms: body.sleep_ms,
     };
-    let id = enqueue_probe(
-        &caller,
-        jobs.unit_of_work.as_ref(),
-        jobs.queue.as_ref(),
-        &probe,
-        body.queue.unwrap_or_default(),
-        body.max_attempts,
-    )
-    .await?;
+    let id = jobs
+        .for_caller(&caller)
+        .probe(&ProbeRequest {
+            probe,
+            queue: body.queue.unwrap_or_default(),
+            max_attempts: body.max_attempts,
+        })
+        .await?;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("{}/jobs/{id}", crate::API_PREFIX)))
         .json(EnqueuedView { id: id.as_uuid() }))
@@ -376,4 +361,13 @@ pub struct JobsDoc;
 /// The feature's operations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     <JobsDoc as utoipa::OpenApi>::openapi()
+}
+
+/// The services this feature's handlers take from the application state.
+pub fn data(
+    state: &keel_kernel::AppState,
+) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
+    Ok(vec![
+        crate::state::AppData::of::<keel_jobs::Jobs>(state)?,
+    ])
 }

@@ -203,3 +203,13 @@ impl From<UpdateProject> for ProjectPatch {
         }
     }
 }
+
+/// The services this feature's handlers take from the application state.
+pub fn data(
+    state: &keel_kernel::AppState,
+) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
+    Ok(vec![
+        crate::state::AppData::of::<keel_projects::Projects>(state)?,
+        crate::state::AppData::of::<keel_projects::ProjectReports>(state)?,
+    ])
+}

@@ -341,3 +341,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     );
     document
 }
+
+/// The services this feature's handlers take from the application state.
+pub fn data(
+    state: &keel_kernel::AppState,
+) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
+    Ok(vec![
+        crate::state::AppData::of::<keel_release_notes::ReleaseNotes>(state)?,
+    ])
+}

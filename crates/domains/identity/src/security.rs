@@ -105,3 +105,8 @@ pub trait Secrets: Send + Sync + std::fmt::Debug {
     /// The token derived from `context` under pepper `pepper_id`; `None` for an unknown pepper.
     fn derive_with(&self, pepper_id: &str, context: &str) -> Option<String>;
 }
+
+/// The JSON Web Key Set that verifies access tokens, served at `/.well-known/jwks.json`
+/// (`None` with HS256, which has no public key).
+#[derive(Debug, Clone, Default)]
+pub struct PublicKeys(pub Option<serde_json::Value>);

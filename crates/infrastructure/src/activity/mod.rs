@@ -191,6 +191,17 @@ impl ActivityRepository for SeaActivity {
     }
 }
 
+/// Registers the activity log's use cases and permissions.
+pub fn register(
+    adapters: &crate::Adapters,
+    state: &mut keel_kernel::AppStateBuilder,
+) -> Result<(), crate::RegisterError> {
+    state
+        .permissions(keel_activity::PERMISSIONS)
+        .insert(keel_activity::Activity::new(adapters.activity.clone()));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use keel_activity::LIST_SPEC;

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use keel_kernel::jobs::{JobFilter, JobId, JobRecord, JobRepository, JobState, Queue, RetryPolicy};
+use keel_jobs::{JobFilter, JobRecord, JobRepository, JobState};
+use keel_kernel::jobs::{JobId, Queue, RetryPolicy};
 use keel_kernel::{RepoError, UserId};
 // Dynamic SQL here is assembled from fixed fragments and integers; every value is bound.
 use sqlx::Row;

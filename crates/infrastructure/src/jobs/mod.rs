@@ -232,3 +232,20 @@ impl From<&str> for Bind {
         Bind::Text(value.to_owned())
     }
 }
+
+/// Registers the job admin's use cases and permissions, and the job store the worker runs.
+pub fn register(
+    adapters: &crate::Adapters,
+    state: &mut keel_kernel::AppStateBuilder,
+) -> Result<(), crate::RegisterError> {
+    let store = JobStore::new(&adapters.db);
+    state
+        .permissions(keel_jobs::PERMISSIONS)
+        .insert(keel_jobs::Jobs::new(
+            std::sync::Arc::new(store.clone()),
+            adapters.unit_of_work.clone(),
+            adapters.jobs.clone(),
+        ))
+        .insert(store);
+    Ok(())
+}

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use keel_kernel::jobs::{JobId, JobQueue, JobRecord, JobState, NewJob, Queue, RetryPolicy};
+use keel_jobs::{JobRecord, JobState};
+use keel_kernel::jobs::{JobId, JobQueue, NewJob, Queue, RetryPolicy};
 use keel_kernel::{RepoError, Transaction, UserId};
 use sea_orm::{ActiveModelTrait, Set};
 // Dynamic SQL here is assembled from fixed fragments and integers; every value is bound.

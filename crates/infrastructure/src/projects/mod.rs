@@ -170,6 +170,26 @@ impl ProjectReportRepository for SeaProjectReports {
     }
 }
 
+/// Registers the project use cases, its report and its permissions.
+pub fn register(
+    adapters: &crate::Adapters,
+    state: &mut keel_kernel::AppStateBuilder,
+) -> Result<(), crate::RegisterError> {
+    use std::sync::Arc;
+    state
+        .permissions(keel_projects::PERMISSIONS)
+        .insert(keel_projects::Projects::new(
+            Arc::new(crate::crud::SeaCrud::new(adapters.db.clone())),
+            adapters.unit_of_work.clone(),
+            adapters.activity_log(),
+            adapters.clock.clone(),
+        ))
+        .insert(keel_projects::ProjectReports::new(Arc::new(
+            SeaProjectReports::new(adapters.db.clone()),
+        )));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use keel_projects::LIST_SPEC;

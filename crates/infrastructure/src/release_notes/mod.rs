@@ -224,6 +224,22 @@ impl ReleaseNoteRepository for SeaReleaseNoteRepository {
     }
 }
 
+/// Registers the release-note use cases and permissions.
+pub fn register(
+    adapters: &crate::Adapters,
+    state: &mut keel_kernel::AppStateBuilder,
+) -> Result<(), crate::RegisterError> {
+    state
+        .permissions(keel_release_notes::PERMISSIONS)
+        .insert(keel_release_notes::ReleaseNotes::new(
+            std::sync::Arc::new(SeaReleaseNoteRepository::new(adapters.db.clone())),
+            adapters.unit_of_work.clone(),
+            adapters.activity_log(),
+            adapters.clock.clone(),
+        ));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use keel_release_notes::LIST_SPEC;

@@ -1,0 +1,96 @@
+//! Builds the application state the api and the worker share: the adapters configuration
+//! chooses (Redis or memory for counters and cache), then every feature's services on them
+//! (each feature's `register`, listed once in `keel_infrastructure`).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keel_config::Settings;
+use keel_infrastructure::activity::SeaActivity;
+use keel_infrastructure::idempotency::SeaIdempotencyStore;
+use keel_infrastructure::jobs::SeaJobQueue;
+use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
+use keel_infrastructure::{Adapters, DatabaseConnection, SeaUnitOfWork};
+use keel_kernel::idempotency::IdempotencyStore;
+use keel_kernel::throttle::{Cache, Counters};
+use keel_kernel::{AppState, AppStateBuilder, SystemClock};
+use secrecy::ExposeSecret;
+
+/// The adapters and every feature's services, ready for a process to add its own (the worker
+/// adds its mailer) before [`AppStateBuilder::build`].
+///
+/// Besides the features' services, the state holds the shared `Arc<dyn Counters>`, the
+/// `Arc<dyn IdempotencyStore>` and, when `redis.url` is set, the [`RedisStore`].
+pub async fn state_builder(
+    db: &DatabaseConnection,
+    settings: &Settings,
+) -> anyhow::Result<AppStateBuilder> {
+    let redis = match &settings.redis.url {
+        Some(url) => Some(
+            RedisStore::connect(url.expose_secret(), &settings.redis.key_prefix)
+                .await
+                .context("connecting to Redis (redis.url)")?,
+        ),
+        None => None,
+    };
+    let (counters, cache): (Arc<dyn Counters>, Arc<dyn Cache>) = match &redis {
+        Some(redis) => (Arc::new(redis.clone()), Arc::new(redis.clone())),
+        None => (
+            Arc::new(MemoryCounters::default()),
+            Arc::new(MemoryCache::default()),
+        ),
+    };
+    let adapters = Adapters {
+        db: db.clone(),
+        settings: Arc::new(settings.clone()),
+        // Inside a request with an Idempotency-Key, every transaction also marks the key's
+        // claim as committed, atomically with the effect; elsewhere it is the plain one.
+        unit_of_work: Arc::new(keel_api::idempotency::MarkingUnitOfWork(Arc::new(
+            SeaUnitOfWork::new(db.clone()),
+        ))),
+        activity: Arc::new(SeaActivity::new(db.clone())),
+        clock: Arc::new(SystemClock),
+        jobs: Arc::new(SeaJobQueue),
+        counters: counters.clone(),
+        cache,
+    };
+    let mut state = AppState::builder();
+    keel_infrastructure::register_features(&adapters, &mut state)
+        .map_err(|error| anyhow::anyhow!(error))
+        .context("building the features' services")?;
+    let idempotency: Arc<dyn IdempotencyStore> = Arc::new(SeaIdempotencyStore::new(db.clone()));
+    state.insert(counters).insert(idempotency);
+    if let Some(redis) = redis {
+        state.insert(redis);
+    }
+    Ok(state)
+}
+
+/// [`state_builder`], finished.
+pub async fn build_state(db: &DatabaseConnection, settings: &Settings) -> anyhow::Result<AppState> {
+    Ok(state_builder(db, settings).await?.build())
+}
+
+/// Keel's startup bookkeeping: the permission catalogue and system roles, then the
+/// configured first administrator when none exists.
+pub async fn prepare(state: &AppState, settings: &Settings) -> anyhow::Result<()> {
+    let identity = state.get::<keel_identity::Identity>()?;
+    let system = identity.for_system();
+    system
+        .sync_rbac(state.permissions())
+        .await
+        .map_err(keel_kernel::DomainError::from)
+        .context("seeding roles and permissions")?;
+    if let (Some(email), Some(password)) = (
+        &settings.bootstrap.admin_email,
+        &settings.bootstrap.admin_password,
+    ) && let Some(admin) = system
+        .bootstrap_admin(email, password.expose_secret())
+        .await
+        .map_err(keel_kernel::DomainError::from)
+        .context("creating the bootstrap administrator (bootstrap.admin_email)")?
+    {
+        tracing::info!(user = %admin.id, email = %admin.email, "bootstrap administrator created");
+    }
+    Ok(())
+}
