@@ -119,7 +119,8 @@ async fn only_keel_purges_entries_past_the_retention() {
     assert!(matches!(
         app.services
             .activity
-            .purge_older_than(&member, cutoff)
+            .for_caller(&member)
+            .purge_older_than(cutoff)
             .await,
         Err(DomainError::Forbidden { .. })
     ));
@@ -128,7 +129,8 @@ async fn only_keel_purges_entries_past_the_retention() {
     let purged = app
         .services
         .activity
-        .purge_older_than(&SYSTEM, cutoff)
+        .for_caller(&SYSTEM)
+        .purge_older_than(cutoff)
         .await
         .unwrap();
     assert_eq!(purged, 1);

@@ -97,7 +97,7 @@ fn column<E: Listable>(field: &str) -> Result<E::Column, RepoError> {
     })
 }
 
-fn to_sea(value: &Value) -> sea_orm::Value {
+pub(crate) fn to_sea(value: &Value) -> sea_orm::Value {
     match value {
         Value::Text(s) => s.clone().into(),
         Value::Integer(i) => (*i).into(),

@@ -22,7 +22,7 @@ use crate::auth::{Caller, Permission, Scope};
 use crate::clock::Clock;
 use crate::error::{DomainError, FieldError};
 use crate::id::UserId;
-use crate::query::{ListQuery, ListSpec, Page, Position};
+use crate::query::{ListQuery, ListSpec, Page, Position, Value};
 use crate::repo::{RepoError, Transaction, UnitOfWork};
 use crate::validation::FieldErrors;
 
@@ -80,6 +80,9 @@ pub trait Resource: Clone + Debug + Send + Sync + 'static {
     const LIST: ListSpec;
     /// Activity names.
     const ACTIONS: CrudActions;
+    /// Which rows a caller without [`Resource::SEE_ALL`] reaches besides their own (layer two).
+    /// Data, so the SQL adapter and the in-memory fake apply the same rule.
+    const SCOPE: ScopeRule = ScopeRule::Owner;
 
     /// Its id.
     fn id(&self) -> Self::Id;
@@ -93,6 +96,56 @@ pub trait Resource: Clone + Debug + Send + Sync + 'static {
     /// Applies a patch; returns the names of the fields it changed, or every rule it breaks.
     /// Business rules about transitions live here.
     fn apply(&mut self, patch: &Self::Patch) -> Result<Vec<&'static str>, FieldErrors>;
+
+    /// The value of a field named in [`Resource::LIST`], for in-memory evaluation of
+    /// [`Resource::SCOPE`]; `None` for a field it does not expose.
+    fn field(&self, _name: &str) -> Option<Value> {
+        None
+    }
+}
+
+/// A constant a scope rule compares a field with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Literal {
+    /// Text (also enum words).
+    Text(&'static str),
+    /// A boolean.
+    Boolean(bool),
+    /// An integer.
+    Integer(i64),
+}
+
+impl Literal {
+    /// The same value in the list language's terms (what adapters bind and compare).
+    pub fn to_value(self) -> Value {
+        match self {
+            Self::Text(text) => Value::Text(text.to_owned()),
+            Self::Boolean(flag) => Value::Boolean(flag),
+            Self::Integer(number) => Value::Integer(number),
+        }
+    }
+}
+
+/// `field = value`, over a field named in the resource's [`Resource::LIST`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldIs {
+    /// The public field name.
+    pub field: &'static str,
+    /// The value it must have.
+    pub value: Literal,
+}
+
+/// Which rows a caller without the see-all permission reaches: always their own, and what the
+/// rule shares besides. A domain declares it as [`Resource::SCOPE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeRule {
+    /// Their own rows only.
+    Owner,
+    /// Their own rows, and every row matching the predicate for reading only (shared-read,
+    /// owner-write): others' shared rows are listed and read, never changed.
+    SharedRead(FieldIs),
+    /// Their own rows, and every row matching the predicate, to read and to change.
+    Shared(FieldIs),
 }
 
 /// Why rows are being read: a custom scope may show more rows than it lets change (say,
@@ -111,6 +164,7 @@ pub enum Purpose {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowScope {
     owner: Option<UserId>,
+    shared: Option<FieldIs>,
     purpose: Purpose,
 }
 
@@ -118,6 +172,25 @@ impl RowScope {
     /// `None` for every owner's rows, else the owner whose rows are visible.
     pub fn owner(&self) -> Option<UserId> {
         self.owner
+    }
+
+    /// Rows reachable besides the owner's (from [`Resource::SCOPE`] and the purpose); always
+    /// `None` when [`RowScope::owner`] is `None`, since every row is reachable then.
+    pub fn shared(&self) -> Option<FieldIs> {
+        self.shared
+    }
+
+    /// Whether a row with this owner, whose fields `field` reads, is in scope: the in-memory
+    /// form of the condition SQL adapters build from [`RowScope::owner`] and
+    /// [`RowScope::shared`].
+    pub fn admits(&self, owner: UserId, field: impl Fn(&str) -> Option<Value>) -> bool {
+        match self.owner {
+            None => true,
+            Some(me) if me == owner => true,
+            Some(_) => self
+                .shared
+                .is_some_and(|rule| field(rule.field) == Some(rule.value.to_value())),
+        }
     }
 
     /// What the rows are read for.
@@ -133,10 +206,15 @@ impl RowScope {
         Ok(match actor.owner_scope(&R::SEE_ALL)? {
             Scope::All => Self {
                 owner: None,
+                shared: None,
                 purpose,
             },
             Scope::OwnedBy(user) => Self {
                 owner: Some(user),
+                shared: match (R::SCOPE, purpose) {
+                    (ScopeRule::Owner, _) | (ScopeRule::SharedRead(_), Purpose::Write) => None,
+                    (ScopeRule::SharedRead(rule) | ScopeRule::Shared(rule), _) => Some(rule),
+                },
                 purpose,
             },
         })
@@ -577,7 +655,7 @@ impl<R: Resource> InMemoryCrud<R> {
 }
 
 fn in_scope<R: Resource>(scope: RowScope, row: &R) -> bool {
-    scope.owner().is_none_or(|owner| row.meta().owner == owner)
+    scope.admits(row.meta().owner, |name| row.field(name))
 }
 
 #[async_trait]

@@ -18,7 +18,8 @@ pub fn register(handlers: Handlers, state: &AppState) -> Result<Handlers, Missin
         let activity = activity.clone();
         async move {
             let purged = activity
-                .purge_older_than(&keel_kernel::auth::SYSTEM, job.before)
+                .for_caller(&keel_kernel::auth::SYSTEM)
+                .purge_older_than(job.before)
                 .await
                 .map_err(JobFailure::transient)?;
             tracing::info!(purged, before = %job.before, "old activity entries purged");

@@ -109,7 +109,7 @@ async fn list(
     activity: web::Data<Activity>,
 ) -> Result<HttpResponse, ApiError> {
     let query = params.parse(&LIST_SPEC)?;
-    let page = activity.list(&caller, query).await?;
+    let page = activity.for_caller(&caller).list(query).await?;
     Ok(HttpResponse::Ok().json(page.map(ActivityView::from)))
 }
 

@@ -71,7 +71,7 @@ async fn summary(
     Caller(caller): Caller,
     reports: web::Data<ProjectReports>,
 ) -> Result<HttpResponse, ApiError> {
-    let summary = reports.status_summary(&caller).await?;
+    let summary = reports.for_caller(&caller).status_summary().await?;
     Ok(HttpResponse::Ok().json(ProjectSummary {
         total: summary.total,
         by_status: summary

@@ -43,11 +43,28 @@ impl ProjectReports {
         Self { repository }
     }
 
-    /// Counts per status of the projects `caller` may read: their own, or everyone's with
+    /// The reports as `caller` may run them.
+    pub fn for_caller<'a>(&'a self, caller: &'a Caller) -> ProjectReportsService<'a> {
+        ProjectReportsService {
+            reports: self,
+            caller,
+        }
+    }
+}
+
+/// The project reports bound to one caller.
+#[derive(Debug)]
+pub struct ProjectReportsService<'a> {
+    reports: &'a ProjectReports,
+    caller: &'a Caller,
+}
+
+impl ProjectReportsService<'_> {
+    /// Counts per status of the projects the caller may read: their own, or everyone's with
     /// `projects:manage_all`.
-    pub async fn status_summary(&self, caller: &Caller) -> Result<StatusSummary, DomainError> {
-        let scope = RowScope::for_caller::<Project>(caller, Purpose::Read)?;
-        let counts = self.repository.count_by_status(scope).await?;
+    pub async fn status_summary(&self) -> Result<StatusSummary, DomainError> {
+        let scope = RowScope::for_caller::<Project>(self.caller, Purpose::Read)?;
+        let counts = self.reports.repository.count_by_status(scope).await?;
         let by_status: Vec<(ProjectStatus, u64)> = ProjectStatus::ALL
             .iter()
             .map(|status| {
@@ -111,7 +128,7 @@ mod tests {
         let repository = Arc::new(Recording::default());
         let reports = ProjectReports::new(repository.clone());
         let (ada, member) = user(&[WRITE]);
-        let summary = block_on(reports.status_summary(&member)).unwrap();
+        let summary = block_on(reports.for_caller(&member).status_summary()).unwrap();
         assert_eq!(summary.total, 3);
         assert_eq!(
             summary.by_status,
@@ -123,7 +140,7 @@ mod tests {
             ]
         );
         let (_, admin) = user(&[WRITE, MANAGE_ALL]);
-        block_on(reports.status_summary(&admin)).unwrap();
+        block_on(reports.for_caller(&admin).status_summary()).unwrap();
         let scopes = repository.scopes.lock().unwrap().clone();
         assert_eq!(scopes[0].owner(), Some(ada));
         assert_eq!(scopes[0].purpose(), Purpose::Read);
@@ -136,11 +153,15 @@ mod tests {
         let reports = ProjectReports::new(repository.clone());
         let (_, stranger) = user(&[]);
         assert!(matches!(
-            block_on(reports.status_summary(&stranger)),
+            block_on(reports.for_caller(&stranger).status_summary()),
             Err(DomainError::Forbidden { .. })
         ));
         assert!(matches!(
-            block_on(reports.status_summary(&Caller::new(Actor::Anonymous))),
+            block_on(
+                reports
+                    .for_caller(&Caller::new(Actor::Anonymous))
+                    .status_summary()
+            ),
             Err(DomainError::Unauthenticated)
         ));
         assert!(repository.scopes.lock().unwrap().is_empty());

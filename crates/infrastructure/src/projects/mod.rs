@@ -152,7 +152,7 @@ impl ProjectReportRepository for SeaProjectReports {
             .select_only()
             .column(Column::Status)
             .column_as(Column::Id.count(), "count")
-            .filter(<Project as SeaResource>::scope_condition(scope))
+            .filter(crate::crud::scope_condition::<Project>(scope)?)
             .filter(Column::DeletedAt.is_null())
             .group_by(Column::Status)
             .into_tuple()
