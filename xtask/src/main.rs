@@ -81,14 +81,21 @@ enum Task {
     /// Check in headless Chromium that /docs renders with no request to another host.
     DocsCheck,
     /// Generate an owner-scoped resource like `projects`: `cargo xtask new-domain widgets
-    /// name:string quantity:i32 note:text?` (types: string, text, bool, i32, i64, f64, decimal,
-    /// uuid, date, datetime, json; `?` = optional).
+    /// name:string quantity:i32 note:text? status:enum(draft,live)` (types: string, text, bool,
+    /// i32, i64, f64, decimal, uuid, date, datetime, json, enum(…); `?` = optional). With
+    /// `--regenerate`, rewrites an existing domain's generated files from its `domain.toml`.
     NewDomain {
         /// Plural snake_case name: crate, table, route and permission prefix.
         name: String,
         /// `field:type` or `field:type?`, in order.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "regenerate")]
         fields: Vec<String>,
+        /// Rewrite the generated files of the existing domain `name` from its spec.
+        #[arg(long, conflicts_with_all = ["fields", "singular"])]
+        regenerate: bool,
+        /// With `--regenerate`: change nothing, fail if a generated file differs from its spec.
+        #[arg(long, requires = "regenerate")]
+        check: bool,
         /// The singular, when `name` minus its plural ending is wrong (e.g. `--singular person`).
         #[arg(long)]
         singular: Option<String>,
@@ -240,7 +247,20 @@ fn main() -> anyhow::Result<()> {
             fields,
             singular,
             no_build,
+            regenerate,
+            check,
         } => {
+            if check {
+                let stale = new_domain::stale_files(&workspace_root(), &name)?;
+                anyhow::ensure!(
+                    stale.is_empty(),
+                    "generated files differ from crates/domains/{name}/domain.toml: {stale:?}; run `cargo xtask new-domain --regenerate {name}`"
+                );
+                return Ok(());
+            }
+            if regenerate {
+                return new_domain::regenerate(&workspace_root(), &name);
+            }
             let spec = new_domain::Spec::parse(&name, singular.as_deref(), &fields)?;
             new_domain::run(&sh, &workspace_root(), &spec, !no_build)
         }

@@ -19,10 +19,20 @@ use crate::auth::PermissionDef;
 #[error("no feature registered a `{0}` in the application state")]
 pub struct MissingService(pub &'static str);
 
+type Services = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
+
+fn lookup<T: Clone + Send + Sync + 'static>(services: &Services) -> Result<T, MissingService> {
+    services
+        .get(&TypeId::of::<T>())
+        .and_then(|service| service.downcast_ref::<T>())
+        .cloned()
+        .ok_or(MissingService(type_name::<T>()))
+}
+
 /// What the features registered: their services (one value per type) and their permissions.
 #[derive(Clone, Default)]
 pub struct AppState {
-    services: Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    services: Arc<Services>,
     permissions: Arc<Vec<PermissionDef>>,
 }
 
@@ -43,11 +53,7 @@ impl AppState {
 
     /// The registered `T` (services are cheap handles: cloning shares them).
     pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Result<T, MissingService> {
-        self.services
-            .get(&TypeId::of::<T>())
-            .and_then(|service| service.downcast_ref::<T>())
-            .cloned()
-            .ok_or(MissingService(type_name::<T>()))
+        lookup(&self.services)
     }
 
     /// Every permission the registered features define: the catalogue RBAC is synced to.
@@ -59,7 +65,7 @@ impl AppState {
 /// Collects the features' services, then freezes them into an [`AppState`].
 #[derive(Default)]
 pub struct AppStateBuilder {
-    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    services: Services,
     permissions: Vec<PermissionDef>,
 }
 
@@ -80,11 +86,7 @@ impl AppStateBuilder {
 
     /// The registered `T`, for a feature built on another feature's service.
     pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Result<T, MissingService> {
-        self.services
-            .get(&TypeId::of::<T>())
-            .and_then(|service| service.downcast_ref::<T>())
-            .cloned()
-            .ok_or(MissingService(type_name::<T>()))
+        lookup(&self.services)
     }
 
     /// Adds a feature's permissions to the catalogue.

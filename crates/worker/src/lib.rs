@@ -40,7 +40,7 @@ features! {
     jobs,
     activity,
     idempotency,
-    // keel:new-domain:features
+    // A feature with jobs adds its module here (generated domains have none).
 }
 
 use std::collections::HashMap;

@@ -42,6 +42,39 @@ fn snapshot(dir: &Path) -> anyhow::Result<BTreeMap<PathBuf, Vec<u8>>> {
 }
 
 pub(crate) fn check(sh: &Shell, root: &Path) -> anyhow::Result<()> {
+    let result = check_in_a_copy(sh, root);
+    // The copy built Keel's crates into the shared target directory under the same artifact
+    // names as this checkout (cargo names path packages by their place in the workspace), and
+    // later than this checkout's sources: without this, the next `cargo test` here would take
+    // the copy's binaries (its templates, its paths) as fresh.
+    touch_sources(sh, root)?;
+    result
+}
+
+/// Marks every workspace crate of `root` as changed, so cargo rebuilds it from these sources.
+fn touch_sources(sh: &Shell, root: &Path) -> anyhow::Result<()> {
+    let metadata = cmd!(sh, "cargo metadata --no-deps --format-version 1 --offline")
+        .quiet()
+        .read()?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
+    let now = std::time::SystemTime::now();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let Some(source) = target["src_path"].as_str().map(Path::new) else {
+                continue;
+            };
+            if source.starts_with(root) && source.is_file() {
+                std::fs::File::options()
+                    .append(true)
+                    .open(source)?
+                    .set_modified(now)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_in_a_copy(sh: &Shell, root: &Path) -> anyhow::Result<()> {
     let copy = sh.create_temp_dir()?;
     for file in working_tree(sh)? {
         let from = root.join(&file);
@@ -60,11 +93,20 @@ pub(crate) fn check(sh: &Shell, root: &Path) -> anyhow::Result<()> {
     inner.set_var("CARGO_TARGET_DIR", target_dir());
     inner.set_var("TEST_DATABASE_URL", "");
 
+    // The example, then every field type at once (the snapshots show their text; this
+    // proves they compile, migrate and pass their tests).
     cmd!(
         inner,
-        "cargo xtask new-domain widgets name:string quantity:i32 note:text?"
+        "cargo xtask new-domain widgets name:string quantity:i32 note:text? status:enum(draft,live) --no-build"
     )
     .run()?;
+    cmd!(
+        inner,
+        "cargo xtask new-domain gadgets label:string subtitle:string? body:text note:text? active:bool quantity:i32 total:i64? ratio:f64 price:decimal? external_id:uuid? due_on:date? starts_at:datetime extra:json? stage:enum(draft,review,live)"
+    )
+    .run()?;
+    // Regenerating an untouched domain changes nothing.
+    cmd!(inner, "cargo xtask new-domain --regenerate widgets --check").run()?;
 
     let before = snapshot(copy.path())?;
     for again in [

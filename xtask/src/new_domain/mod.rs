@@ -1,12 +1,20 @@
-//! `cargo xtask new-domain <name> <field>:<type>[?] ...`: writes a complete owner-scoped
-//! resource in the shape of `projects` (domain crate, entity, migration, routes, OpenAPI,
-//! permissions, factories, tests) and registers it at the `keel:new-domain:<slot>` markers.
+//! `cargo xtask new-domain`: an owner-scoped resource in the shape of `projects`, generated from
+//! a spec (`crates/domains/<name>/domain.toml`) and the templates in `xtask/templates`, which
+//! are laid out like their output.
+//!
+//! Two kinds of files come out. *Generated* files start with an `@generated` line and are
+//! rewritten by `--regenerate` (and compared by `cargo test` for `projects`): the domain's
+//! model, policy, repository, error, service and testing modules, the infrastructure module,
+//! the api module and the e2e module. *Scaffolds* are written once, when the domain is created,
+//! and belong to the team from then on: the domain's `Cargo.toml`, `lib.rs` and `rules.rs`,
+//! the `custom.rs` beside each generated module, and the migration (history is never
+//! regenerated). Registration is one line per layer, at the `keel:new-domain:<slot>` markers.
 //!
 //! Everything is planned in memory and checked first (name free, every marker present), so a
 //! refused run writes nothing.
 
 pub(crate) mod check;
-mod render;
+mod context;
 mod spec;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +24,184 @@ use anyhow::{Context as _, bail, ensure};
 use xshell::{Shell, cmd};
 
 pub(crate) use spec::Spec;
+
+use self::context::Context;
+
+/// Who owns a file the templates make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Rewritten from the spec by `--regenerate`.
+    Generated,
+    /// Written once; the team's from then on.
+    Scaffold,
+}
+
+macro_rules! template {
+    ($path:literal, $kind:ident) => {
+        (
+            $path,
+            Kind::$kind,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/templates/", $path)),
+        )
+    };
+}
+
+/// Every template: its path under `xtask/templates` (`__name__` and `__migration__` are
+/// replaced; `.j2` is dropped), who owns its output, and its text.
+const TEMPLATES: &[(&str, Kind, &str)] = &[
+    template!("crates/domains/__name__/Cargo.toml.j2", Scaffold),
+    template!("crates/domains/__name__/src/lib.rs.j2", Scaffold),
+    template!("crates/domains/__name__/src/rules.rs.j2", Scaffold),
+    template!("crates/domains/__name__/src/model.rs.j2", Generated),
+    template!("crates/domains/__name__/src/policy.rs.j2", Generated),
+    template!("crates/domains/__name__/src/repository.rs.j2", Generated),
+    template!("crates/domains/__name__/src/error.rs.j2", Generated),
+    template!("crates/domains/__name__/src/service.rs.j2", Generated),
+    template!("crates/domains/__name__/src/testing.rs.j2", Generated),
+    template!("crates/infrastructure/src/__name__/mod.rs.j2", Generated),
+    template!("crates/infrastructure/src/__name__/custom.rs.j2", Scaffold),
+    template!("crates/api/src/__name__/mod.rs.j2", Generated),
+    template!("crates/api/src/__name__/custom.rs.j2", Scaffold),
+    template!("migration/src/__name__/mod.rs.j2", Scaffold),
+    template!("migration/src/__name__/__migration__.rs.j2", Scaffold),
+    template!("tests/e2e/__name__/mod.rs.j2", Generated),
+    template!("tests/e2e/__name__/custom.rs.j2", Scaffold),
+];
+
+/// One rendered file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rendered {
+    /// Relative to the workspace.
+    pub(crate) path: String,
+    pub(crate) kind: Kind,
+    pub(crate) content: String,
+}
+
+/// Formats Rust source as `cargo fmt` would (edition 2024).
+fn rustfmt(source: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("rustfmt")
+        .args(["--edition", "2024", "--emit", "stdout", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running rustfmt (install it with `rustup component add rustfmt`)")?;
+    child
+        .stdin
+        .take()
+        .context("rustfmt's stdin")?
+        .write_all(source.as_bytes())?;
+    let output = child.wait_with_output()?;
+    ensure!(
+        output.status.success(),
+        "the template for {path} rendered invalid Rust:\n{}\n--- rendered ---\n{source}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The `doc` filter: `text` wrapped to 88 characters a line, later lines starting with
+/// `prefix` (e.g. `"    /// "`), so long documentation from a spec stays readable.
+fn wrap_doc(text: &str, prefix: &str) -> String {
+    let mut lines: Vec<String> = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().map(|l| l.len()).unwrap_or_default();
+        if line > 0 && line + 1 + word.len() > 88 {
+            lines.push(String::new());
+        }
+        if let Some(current) = lines.last_mut() {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(word);
+        }
+    }
+    lines.join(&format!("\n{prefix}"))
+}
+
+/// Every file of `spec`, rendered and formatted; `migration` names its migration module.
+pub(crate) fn render(spec: &Spec, migration: &str) -> anyhow::Result<Vec<Rendered>> {
+    let mut env = minijinja::Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_filter("doc", wrap_doc);
+    let context = minijinja::Value::from_serialize(Context::new(spec, migration));
+    let mut files = Vec::new();
+    for (template, kind, source) in TEMPLATES {
+        let path = template
+            .trim_end_matches(".j2")
+            .replace("__name__", &spec.name)
+            .replace("__migration__", migration);
+        let text = env
+            .render_str(source, &context)
+            .with_context(|| format!("rendering {template}"))?;
+        let mut content = if path.ends_with(".rs") {
+            rustfmt(&text, &path)?
+        } else {
+            text
+        };
+        if *kind == Kind::Generated {
+            let header = format!(
+                "// @generated from {} by `cargo xtask new-domain`; edit the spec\n// or xtask/templates, then run `cargo xtask new-domain --regenerate {}`.\n// Hand-written code goes in the files without this header.\n",
+                spec::spec_path(&spec.name),
+                spec.name
+            );
+            content.insert_str(0, &header);
+        }
+        files.push(Rendered {
+            path,
+            kind: *kind,
+            content,
+        });
+    }
+    Ok(files)
+}
+
+/// The generated files of an existing domain that differ from what its spec renders now.
+pub(crate) fn stale_files(root: &Path, name: &str) -> anyhow::Result<Vec<String>> {
+    let spec = Spec::load(&root.join(spec::spec_path(name)))?;
+    let mut stale = Vec::new();
+    for file in render(&spec, "unused")? {
+        if file.kind != Kind::Generated {
+            continue;
+        }
+        let on_disk = std::fs::read_to_string(root.join(&file.path)).unwrap_or_default();
+        if on_disk != file.content {
+            stale.push(file.path);
+        }
+    }
+    Ok(stale)
+}
+
+/// Rewrites the generated files of an existing domain from its spec; scaffolds and everything
+/// the team wrote stay as they are.
+pub(crate) fn regenerate(root: &Path, name: &str) -> anyhow::Result<()> {
+    let spec = Spec::load(&root.join(spec::spec_path(name)))?;
+    let mut changed = Vec::new();
+    for file in render(&spec, "unused")? {
+        if file.kind != Kind::Generated {
+            continue;
+        }
+        let path = root.join(&file.path);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(file.content.as_str()) {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, &file.content)
+                .with_context(|| format!("writing {}", file.path))?;
+            changed.push(file.path);
+        }
+    }
+    if changed.is_empty() {
+        eprintln!("`{name}` is up to date with its spec");
+    } else {
+        eprintln!("regenerated:\n  {}", changed.join("\n  "));
+    }
+    Ok(())
+}
 
 /// One change to make.
 enum Change {
@@ -51,13 +237,16 @@ pub(crate) fn run(sh: &Shell, root: &Path, spec: &Spec, build: bool) -> anyhow::
     let mut edited: Vec<String> = changes
         .iter()
         .filter_map(|c| match c {
-            Change::Insert { file, .. } => Some(relative(root, file)),
+            Change::Insert { file, text, .. } => Some(format!(
+                "{} (+{})",
+                relative(root, file),
+                text.lines().count()
+            )),
             Change::Create(..) => None,
         })
         .collect();
     edited.sort();
-    edited.dedup();
-    eprintln!("registered in:\n  {}", edited.join("\n  "));
+    eprintln!("registered in (lines added):\n  {}", edited.join("\n  "));
 
     cmd!(sh, "cargo fmt --all").run()?;
     if build {
@@ -67,7 +256,7 @@ pub(crate) fn run(sh: &Shell, root: &Path, spec: &Spec, build: bool) -> anyhow::
     }
     let kebab = spec.kebab();
     eprintln!(
-        "\n`{name}` is ready: /api/v1/{kebab} (permission `{name}:write` for members, `{name}:manage_all` for admins).\nNext:\n  cargo test -p keel-{kebab}                 # domain unit tests\n  cargo test -p keel-e2e {name}              # over HTTP\n  cargo run --bin api                        # migrates and serves it\nThen add your rules: docs/adding-a-domain.md",
+        "\n`{name}` is ready: /api/v1/{kebab} (permission `{name}:write` for members, `{name}:manage_all` for admins).\nNext:\n  cargo test -p keel-{kebab}                 # domain unit tests\n  cargo test -p keel-e2e {name}              # over HTTP\n  cargo run --bin api                        # migrates and serves it\nChange fields or docs in crates/domains/{name}/domain.toml and run `cargo xtask new-domain --regenerate {name}`;\nadd rules in rules.rs and the custom.rs files: docs/adding-a-domain.md",
         name = spec.name,
     );
     Ok(())
@@ -80,14 +269,30 @@ fn relative(root: &Path, path: &Path) -> String {
         .to_string()
 }
 
+/// Every migration file, in any feature's folder.
+fn migration_files(root: &Path) -> anyhow::Result<Vec<String>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root.join("migration/src"))? {
+        let entry = entry?;
+        if entry.path().is_dir() {
+            for inner in std::fs::read_dir(entry.path())? {
+                files.push(inner?.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Refuses a name another part of Keel already uses.
 fn ensure_free(root: &Path, spec: &Spec) -> anyhow::Result<()> {
     let name = &spec.name;
     let kebab = spec.kebab();
     for path in [
         format!("crates/domains/{name}"),
-        format!("crates/api/src/domains/{name}.rs"),
-        format!("crates/infrastructure/src/{name}.rs"),
+        format!("crates/api/src/{name}"),
+        format!("crates/infrastructure/src/{name}"),
+        format!("migration/src/{name}"),
+        format!("tests/e2e/{name}"),
         format!("tests/e2e/{name}.rs"),
     ] {
         ensure!(
@@ -101,11 +306,10 @@ fn ensure_free(root: &Path, spec: &Spec) -> anyhow::Result<()> {
         "the workspace already has a crate `keel-{kebab}`"
     );
     let suffix = format!("_create_{name}.rs");
-    for entry in std::fs::read_dir(root.join("migration/src"))? {
-        let file = entry?.file_name().to_string_lossy().into_owned();
+    for file in migration_files(root)? {
         ensure!(
             !file.ends_with(&suffix),
-            "a migration already creates `{name}` (migration/src/{file})"
+            "a migration already creates `{name}` ({file})"
         );
     }
     Ok(())
@@ -125,8 +329,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// `mYYYYMMDD_HHMMSS_create_<name>`, after every existing migration (they run in list order,
-/// and names should sort the same way).
+/// `mYYYYMMDD_NNNNNN_create_<name>`, after every existing migration (they run sorted by name).
 fn migration_module(root: &Path, name: &str) -> anyhow::Result<String> {
     let seconds = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
@@ -141,8 +344,7 @@ fn migration_module(root: &Path, name: &str) -> anyhow::Result<String> {
         )
         .parse::<u32>()?,
     );
-    for entry in std::fs::read_dir(root.join("migration/src"))? {
-        let file = entry?.file_name().to_string_lossy().into_owned();
+    for file in migration_files(root)? {
         let mut parts = file.trim_start_matches('m').splitn(3, '_');
         if !file.starts_with('m') {
             continue;
@@ -162,31 +364,15 @@ fn plan(root: &Path, spec: &Spec) -> anyhow::Result<Vec<Change>> {
     ensure_free(root, spec)?;
     let name = &spec.name;
     let kebab = spec.kebab();
-    let plural = spec.pascal_plural();
     let module = migration_module(root, name)?;
-    let domain = root.join("crates/domains").join(name);
-    let dep = format!("keel-{kebab}.workspace = true");
-    let mut changes = vec![
-        Change::Create(domain.join("Cargo.toml"), render::domain_manifest(spec)),
-        Change::Create(domain.join("src/lib.rs"), render::domain_lib(spec)),
-        Change::Create(domain.join("src/model.rs"), render::domain_model(spec)),
-        Change::Create(domain.join("src/policy.rs"), render::domain_policy(spec)),
-        Change::Create(domain.join("src/service.rs"), render::domain_service(spec)),
-        Change::Create(domain.join("src/testing.rs"), render::domain_testing(spec)),
-        Change::Create(
-            root.join(format!("crates/infrastructure/src/{name}.rs")),
-            render::infrastructure(spec),
-        ),
-        Change::Create(
-            root.join(format!("migration/src/{module}.rs")),
-            render::migration(spec),
-        ),
-        Change::Create(
-            root.join(format!("crates/api/src/domains/{name}.rs")),
-            render::api(spec),
-        ),
-        Change::Create(root.join(format!("tests/e2e/{name}.rs")), render::e2e(spec)),
-    ];
+    let mut changes: Vec<Change> = render(spec, &module)?
+        .into_iter()
+        .map(|file| Change::Create(root.join(file.path), file.content))
+        .collect();
+    changes.push(Change::Create(
+        root.join(spec::spec_path(name)),
+        spec.to_file()?,
+    ));
     let mut insert = |file: &str, marker: &'static str, text: String| {
         changes.push(Change::Insert {
             file: root.join(file),
@@ -194,90 +380,26 @@ fn plan(root: &Path, spec: &Spec) -> anyhow::Result<Vec<Change>> {
             text,
         });
     };
+    // One line per layer (and the dependency in the layer's manifest).
     insert(
         "Cargo.toml",
         "# keel:new-domain:crates",
         format!("keel-{kebab} = {{ path = \"crates/domains/{name}\" }}"),
     );
-    for manifest in [
-        "crates/infrastructure/Cargo.toml",
-        "crates/api/Cargo.toml",
-        "crates/app/Cargo.toml",
-    ] {
-        insert(manifest, "# keel:new-domain:deps", dep.clone());
+    for manifest in ["crates/infrastructure/Cargo.toml", "crates/api/Cargo.toml"] {
+        insert(
+            manifest,
+            "# keel:new-domain:deps",
+            format!("keel-{kebab}.workspace = true"),
+        );
     }
-    insert(
-        "tests/Cargo.toml",
-        "# keel:new-domain:deps",
-        format!("keel-{kebab} = {{ workspace = true, features = [\"testing\"] }}"),
-    );
-    insert(
+    for lib in [
         "crates/infrastructure/src/lib.rs",
-        "// keel:new-domain:modules",
-        format!("pub mod {name};"),
-    );
-    insert(
+        "crates/api/src/lib.rs",
         "migration/src/lib.rs",
-        "// keel:new-domain:migration-modules",
-        format!("mod {module};"),
-    );
-    insert(
-        "migration/src/lib.rs",
-        "// keel:new-domain:migrations",
-        format!("Box::new({module}::Migration),"),
-    );
-    insert(
-        "crates/api/src/domains/mod.rs",
-        "// keel:new-domain:modules",
-        format!("pub mod {name};"),
-    );
-    insert(
-        "crates/api/src/domains/mod.rs",
-        "// keel:new-domain:configure",
-        format!("{name}::configure(cfg);"),
-    );
-    insert(
-        "crates/api/src/domains/mod.rs",
-        "// keel:new-domain:openapi",
-        format!("document.merge({name}::openapi());"),
-    );
-    insert(
-        "crates/api/src/server.rs",
-        "// keel:new-domain:api-services",
-        format!("/// {plural}.\npub {name}: keel_{name}::{plural},"),
-    );
-    insert(
-        "crates/api/src/server.rs",
-        "// keel:new-domain:app-data-let",
-        format!("let {name} = web::Data::new(services.{name});"),
-    );
-    insert(
-        "crates/api/src/server.rs",
-        "// keel:new-domain:app-data",
-        format!(".app_data({name}.clone())"),
-    );
-    insert(
-        "crates/app/src/api.rs",
-        "// keel:new-domain:api-services-from",
-        format!("{name}: services.{name},"),
-    );
-    insert(
-        "crates/app/src/services.rs",
-        "// keel:new-domain:permissions",
-        format!(".chain(keel_{name}::PERMISSIONS)"),
-    );
-    insert(
-        "crates/app/src/services.rs",
-        "// keel:new-domain:services",
-        format!("/// {plural}.\npub {name}: keel_{name}::{plural},"),
-    );
-    insert(
-        "crates/app/src/services.rs",
-        "// keel:new-domain:services-build",
-        format!(
-            "{name}: keel_{name}::{plural}::new(\n    Arc::new(SeaCrud::new(db.clone())),\n    unit_of_work.clone(),\n    activity_store.clone(),\n    clock.clone(),\n),"
-        ),
-    );
+    ] {
+        insert(lib, "// keel:new-domain:features", format!("{name},"));
+    }
     insert(
         "tests/e2e/main.rs",
         "// keel:new-domain:modules",
@@ -374,10 +496,60 @@ fn apply_in_memory(root: &Path, changes: &[Change]) -> anyhow::Result<Vec<(PathB
 mod tests {
     use super::*;
 
+    fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_415), (2025, 11, 23));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    /// `projects` is generated from its spec like any team's domain: its generated files must
+    /// be exactly what the spec and the templates make now (run
+    /// `cargo xtask new-domain --regenerate projects` after changing either).
+    #[test]
+    fn projects_is_exactly_what_its_spec_generates() {
+        let stale = stale_files(&workspace(), "projects").unwrap();
+        assert!(
+            stale.is_empty(),
+            "these generated files differ from crates/domains/projects/domain.toml + xtask/templates: {stale:?}; run `cargo xtask new-domain --regenerate projects`"
+        );
+    }
+
+    /// Every field type and modifier, rendered: a change to a template or to the per-type
+    /// rules shows up here as a reviewed snapshot.
+    #[test]
+    fn every_field_type_renders_as_the_snapshots_show() {
+        let raw: Vec<String> = [
+            "label:string",
+            "subtitle:string?",
+            "body:text",
+            "note:text?",
+            "active:bool",
+            "quantity:i32",
+            "total:i64?",
+            "ratio:f64",
+            "price:decimal?",
+            "external_id:uuid?",
+            "due_on:date?",
+            "starts_at:datetime",
+            "extra:json?",
+            "stage:enum(draft,review,live)",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let spec = Spec::parse("gadgets", None, &raw).unwrap();
+        for file in render(&spec, "m20990101_000001_create_gadgets").unwrap() {
+            let name = file.path.replace('/', "__");
+            insta::assert_snapshot!(name, file.content);
+        }
+        insta::assert_snapshot!("domain.toml", spec.to_file().unwrap());
     }
 }

@@ -1,6 +1,11 @@
-//! What `cargo xtask new-domain` is asked for: a checked name and field list.
+//! What `cargo xtask new-domain` is asked for: a checked name and field list, from the command
+//! line or from a domain's spec file (`crates/domains/<name>/domain.toml`), which also carries
+//! the documentation and examples the API shows.
 
-use anyhow::{bail, ensure};
+use std::path::Path;
+
+use anyhow::{Context as _, bail, ensure};
+use serde::{Deserialize, Serialize};
 
 /// A field type the generator supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +27,14 @@ pub(crate) enum FieldType {
     DateTime,
     /// Any JSON value.
     Json,
+    /// One of a fixed list of words (`enum(draft,live)`), stored as text; the first is the
+    /// default.
+    Enum,
 }
 
 /// Every type name the command line accepts.
 pub(crate) const TYPE_NAMES: &str =
-    "string, text, bool, i32, i64, f64, decimal, uuid, date, datetime, json";
+    "string, text, bool, i32, i64, f64, decimal, uuid, date, datetime, json, enum(a,b,…)";
 
 impl FieldType {
     fn parse(raw: &str) -> anyhow::Result<Self> {
@@ -42,6 +50,7 @@ impl FieldType {
             "date" => Self::Date,
             "datetime" => Self::DateTime,
             "json" => Self::Json,
+            "enum" => Self::Enum,
             other => bail!("unknown field type `{other}`; use one of: {TYPE_NAMES}"),
         })
     }
@@ -59,6 +68,26 @@ impl FieldType {
             Self::Date => "chrono::NaiveDate",
             Self::DateTime => "chrono::DateTime<chrono::Utc>",
             Self::Json => "serde_json::Value",
+            // The generated enum's name depends on the field; `Field::rust_type` gives it.
+            Self::Enum => "String",
+        }
+    }
+
+    /// The type's name in a spec file.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Text => "text",
+            Self::Bool => "bool",
+            Self::I32 => "i32",
+            Self::I64 => "i64",
+            Self::F64 => "f64",
+            Self::Decimal => "decimal",
+            Self::Uuid => "uuid",
+            Self::Date => "date",
+            Self::DateTime => "datetime",
+            Self::Json => "json",
+            Self::Enum => "enum",
         }
     }
 
@@ -67,11 +96,11 @@ impl FieldType {
         !matches!(self, Self::String | Self::Text | Self::Json)
     }
 
-    /// Whether a character limit applies.
-    pub(crate) fn max_chars(self) -> Option<&'static str> {
+    /// The default character limit, where one applies.
+    pub(crate) fn max_chars(self) -> Option<usize> {
         match self {
-            Self::String => Some("255"),
-            Self::Text => Some("100_000"),
+            Self::String => Some(255),
+            Self::Text => Some(100_000),
             _ => None,
         }
     }
@@ -80,17 +109,13 @@ impl FieldType {
     pub(crate) fn list_kind(self) -> Option<(&'static str, bool)> {
         match self {
             Self::String => Some(("FieldKind::Text", true)),
+            Self::Enum => Some(("FieldKind::Enum", false)),
             Self::Bool => Some(("FieldKind::Boolean", false)),
             Self::I32 | Self::I64 => Some(("FieldKind::Integer", true)),
             Self::Uuid => Some(("FieldKind::Uuid", false)),
             Self::DateTime => Some(("FieldKind::Timestamp", true)),
             Self::Text | Self::F64 | Self::Decimal | Self::Date | Self::Json => None,
         }
-    }
-
-    /// Whether `q=` searches it.
-    pub(crate) fn searchable(self) -> bool {
-        matches!(self, Self::String | Self::Text)
     }
 
     /// The sea-orm-migration column function (without `_null`) and its extra arguments.
@@ -107,6 +132,7 @@ impl FieldType {
             Self::Date => ("date", ""),
             Self::DateTime => ("timestamp_with_time_zone", ""),
             Self::Json => ("json", ""),
+            Self::Enum => ("string_len", ", 32"),
         }
     }
 
@@ -123,6 +149,7 @@ impl FieldType {
             Self::Date => "\"2026-11-23\"".to_owned(),
             Self::DateTime => "\"2026-11-23T10:00:00Z\"".to_owned(),
             Self::Json => "{\"key\": \"value\"}".to_owned(),
+            Self::Enum => "\"?\"".to_owned(),
         }
     }
 
@@ -137,6 +164,7 @@ impl FieldType {
             Self::Date => Some("\"2026-13-45\""),
             Self::DateTime => Some("\"yesterday\""),
             Self::Json => None,
+            Self::Enum => Some("\"no-such-value\""),
         }
     }
 
@@ -158,6 +186,7 @@ impl FieldType {
                 "chrono::Utc::now() - chrono::Duration::minutes((0..525_600).fake::<i64>())"
             }
             Self::Json => "serde_json::json!({ \"tag\": Word().fake::<String>() })",
+            Self::Enum => "Default::default()",
         }
     }
 }
@@ -171,6 +200,20 @@ pub(crate) struct Field {
     pub(crate) ty: FieldType,
     /// Whether it may be absent (`?`).
     pub(crate) optional: bool,
+    /// The words of an `enum` field, first one the default.
+    pub(crate) values: Vec<String>,
+    /// The character limit of `string` and `text` fields.
+    pub(crate) max_chars: Option<usize>,
+    /// What the API documentation says of it (also the Rust doc), when not the default.
+    pub(crate) doc: Option<String>,
+    /// … in a create body, when not [`Field::doc`].
+    pub(crate) new_doc: Option<String>,
+    /// … in a PATCH body, when not [`Field::doc`].
+    pub(crate) patch_doc: Option<String>,
+    /// An example value (JSON), when not the type's default.
+    pub(crate) example: Option<serde_json::Value>,
+    /// An example value in a create body, when not [`Field::example`].
+    pub(crate) new_example: Option<serde_json::Value>,
 }
 
 impl Field {
@@ -183,15 +226,6 @@ impl Field {
     pub(crate) fn screaming(&self) -> String {
         self.name.to_uppercase()
     }
-
-    /// The field's Rust type, `Option` when optional.
-    pub(crate) fn rust(&self) -> String {
-        if self.optional {
-            format!("Option<{}>", self.ty.rust())
-        } else {
-            self.ty.rust().to_owned()
-        }
-    }
 }
 
 /// The resource to generate.
@@ -203,6 +237,59 @@ pub(crate) struct Spec {
     pub(crate) singular: String,
     /// Its fields, in order.
     pub(crate) fields: Vec<Field>,
+    /// The example body of a PATCH, when not the first field's example.
+    pub(crate) patch_example: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A domain's spec file, `crates/domains/<name>/domain.toml`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    singular: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    patch_example: Option<toml::Table>,
+    #[serde(rename = "field")]
+    fields: Vec<FieldFile>,
+}
+
+/// One `[[field]]` of a spec file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldFile {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    optional: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_chars: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    doc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    new_doc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    patch_doc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    example: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    new_example: Option<toml::Value>,
+}
+
+fn to_json(value: toml::Value) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(value)?)
+}
+
+fn to_toml(value: &serde_json::Value) -> anyhow::Result<toml::Value> {
+    Ok(toml::Value::try_from(value)?)
+}
+
+/// The spec file of a domain, relative to the workspace.
+pub(crate) fn spec_path(name: &str) -> String {
+    format!("crates/domains/{name}/domain.toml")
 }
 
 /// Names a new domain may not take: Keel's own modules, tables and routes.
@@ -316,8 +403,22 @@ fn singular_of(plural: &str) -> String {
 }
 
 impl Spec {
-    /// Checks the command line: a plural snake_case name and `field:type[?]` arguments.
+    /// Checks the command line of a new domain: a plural snake_case name Keel does not use
+    /// itself and `field:type[?]` arguments.
     pub(crate) fn parse(
+        name: &str,
+        singular: Option<&str>,
+        raw_fields: &[String],
+    ) -> anyhow::Result<Self> {
+        ensure!(
+            !RESERVED_NAMES.contains(&name),
+            "`{name}` is taken by Keel itself; choose another name"
+        );
+        Self::parse_fields(name, singular, raw_fields)
+    }
+
+    /// [`Spec::parse`] without the reserved names (an existing domain's spec names itself).
+    fn parse_fields(
         name: &str,
         singular: Option<&str>,
         raw_fields: &[String],
@@ -327,8 +428,8 @@ impl Spec {
             "`{name}` is not a valid domain name: use lower-case letters, digits and single underscores, starting with a letter (e.g. `widgets`)"
         );
         ensure!(
-            !RESERVED_NAMES.contains(&name) && !RUST_KEYWORDS.contains(&name),
-            "`{name}` is taken by Keel itself; choose another name"
+            !RUST_KEYWORDS.contains(&name),
+            "`{name}` is a Rust keyword; choose another name"
         );
         let singular = singular.map_or_else(|| singular_of(name), str::to_owned);
         ensure!(
@@ -362,17 +463,157 @@ impl Spec {
                 fields.iter().all(|f| f.name != field),
                 "field `{field}` is given twice"
             );
+            let (ty, values) = match ty.strip_prefix("enum(").and_then(|v| v.strip_suffix(')')) {
+                Some(values) => (
+                    FieldType::Enum,
+                    values.split(',').map(|v| v.trim().to_owned()).collect(),
+                ),
+                None => (FieldType::parse(ty)?, Vec::new()),
+            };
             fields.push(Field {
                 name: field.to_owned(),
-                ty: FieldType::parse(ty)?,
+                ty,
                 optional,
+                values,
+                max_chars: None,
+                doc: None,
+                new_doc: None,
+                patch_doc: None,
+                example: None,
+                new_example: None,
             });
         }
-        Ok(Self {
+        let spec = Self {
             name: name.to_owned(),
             singular,
             fields,
-        })
+            patch_example: None,
+        };
+        spec.check_fields()?;
+        Ok(spec)
+    }
+
+    /// Rules on fields a spec file could break too: enum words, limits, examples.
+    fn check_fields(&self) -> anyhow::Result<()> {
+        for field in &self.fields {
+            let name = &field.name;
+            if field.ty == FieldType::Enum {
+                ensure!(
+                    !field.values.is_empty(),
+                    "enum field `{name}` needs its words, e.g. `{name}:enum(draft,live)`"
+                );
+                for value in &field.values {
+                    ensure!(
+                        is_identifier(value) && value.len() <= 32,
+                        "`{value}` (field `{name}`) is not a valid enum word: lower-case letters, digits and single underscores, at most 32"
+                    );
+                    ensure!(
+                        field.values.iter().filter(|v| *v == value).count() == 1,
+                        "enum word `{value}` is given twice in field `{name}`"
+                    );
+                }
+                ensure!(
+                    !field.optional,
+                    "enum field `{name}` cannot be optional: its first word is the default"
+                );
+            } else {
+                ensure!(
+                    field.values.is_empty(),
+                    "only enum fields take `values` (field `{name}`)"
+                );
+            }
+            if let Some(max) = field.max_chars {
+                ensure!(
+                    field.ty.max_chars().is_some() && (1..=1_000_000).contains(&max),
+                    "`max_chars` applies to string and text fields, from 1 to 1000000 (field `{name}`)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a domain's spec file.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the spec {}", path.display()))?;
+        let file: SpecFile =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let raw: Vec<String> = file
+            .fields
+            .iter()
+            .map(|f| {
+                let ty = if f.ty == "enum" {
+                    format!("enum({})", f.values.join(","))
+                } else {
+                    f.ty.clone()
+                };
+                format!("{}:{ty}{}", f.name, if f.optional { "?" } else { "" })
+            })
+            .collect();
+        let mut spec = Self::parse_fields(&file.name, file.singular.as_deref(), &raw)?;
+        for (field, given) in spec.fields.iter_mut().zip(file.fields) {
+            field.max_chars = given.max_chars;
+            field.doc = given.doc;
+            field.new_doc = given.new_doc;
+            field.patch_doc = given.patch_doc;
+            field.example = given.example.map(to_json).transpose()?;
+            field.new_example = given.new_example.map(to_json).transpose()?;
+        }
+        spec.patch_example = match file.patch_example {
+            Some(table) => match to_json(toml::Value::Table(table))? {
+                serde_json::Value::Object(map) => Some(map),
+                _ => None,
+            },
+            None => None,
+        };
+        if let Some(example) = &spec.patch_example {
+            for key in example.keys() {
+                ensure!(
+                    spec.fields.iter().any(|f| &f.name == key),
+                    "patch_example names `{key}`, which is not a field"
+                );
+            }
+        }
+        spec.check_fields()?;
+        Ok(spec)
+    }
+
+    /// The spec file's text.
+    pub(crate) fn to_file(&self) -> anyhow::Result<String> {
+        let file = SpecFile {
+            name: self.name.clone(),
+            singular: (self.singular != singular_of(&self.name)).then(|| self.singular.clone()),
+            patch_example: match &self.patch_example {
+                Some(map) => match to_toml(&serde_json::Value::Object(map.clone()))? {
+                    toml::Value::Table(table) => Some(table),
+                    _ => None,
+                },
+                None => None,
+            },
+            fields: self
+                .fields
+                .iter()
+                .map(|f| {
+                    Ok(FieldFile {
+                        name: f.name.clone(),
+                        ty: f.ty.name().to_owned(),
+                        optional: f.optional,
+                        values: f.values.clone(),
+                        max_chars: f.max_chars,
+                        doc: f.doc.clone(),
+                        new_doc: f.new_doc.clone(),
+                        patch_doc: f.patch_doc.clone(),
+                        example: f.example.as_ref().map(to_toml).transpose()?,
+                        new_example: f.new_example.as_ref().map(to_toml).transpose()?,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        let body = toml::to_string(&file)?;
+        Ok(format!(
+            "# What `cargo xtask new-domain` generates this domain from. The generated files say so in\n# their first line; change this spec (or xtask/templates), then run\n# `cargo xtask new-domain --regenerate {name}`. Keys: docs/adding-a-domain.md.\n\n{body}",
+            name = self.name
+        ))
     }
 
     /// `Widget`.
@@ -414,7 +655,6 @@ mod tests {
         .unwrap();
         assert_eq!(spec.singular, "widget");
         assert_eq!(spec.pascal(), "Widget");
-        assert_eq!(spec.fields[2].rust(), "Option<String>");
         assert!(spec.fields[2].optional && !spec.fields[0].optional);
         assert_eq!(
             Spec::parse("categories", None, &fields(&["a:bool"]))

@@ -1,21 +1,24 @@
-//! `/api/v1/projects`: the example owner-scoped resource, entirely on the generic CRUD
-//! endpoints. A domain made by `cargo xtask new-domain` gets a module of this shape.
+// @generated from crates/domains/projects/domain.toml by `cargo xtask new-domain`; edit the spec
+// or xtask/templates, then run `cargo xtask new-domain --regenerate projects`.
+// Hand-written code goes in the files without this header.
+//! `/api/v1/projects`: projects on the generic CRUD endpoints; custom routes are in
+//! `custom.rs`.
 
-use std::collections::BTreeMap;
+pub mod custom;
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use chrono::{DateTime, Utc};
-use keel_projects::{NewProject, Project, ProjectPatch, ProjectReports, ProjectStatus};
+use keel_kernel::{AppState, MissingService};
+use keel_projects::{NewProject, Project, ProjectPatch, ProjectStatus, Projects};
 use serde::{Deserialize, Serialize};
-use utoipa::OpenApi as _;
 use utoipa::ToSchema;
 use utoipa::openapi::schema::Schema;
 use uuid::Uuid;
 
 use crate::crud::{self, CrudApi};
-use crate::error::ApiError;
-use crate::extract::{Caller, double_option};
+use crate::extract::double_option;
 use crate::openapi::string_enum;
+use crate::state::AppData;
 
 /// The HTTP face of projects.
 #[derive(Debug)]
@@ -31,60 +34,26 @@ impl CrudApi for ProjectsApi {
     const TAG: &'static str = "projects";
 }
 
-/// Registers the project routes: a custom one, then the generic CRUD.
+/// The services the handlers take from the application state.
+pub fn data(state: &AppState) -> Result<Vec<AppData>, MissingService> {
+    let mut data = vec![AppData::of::<Projects>(state)?];
+    data.extend(custom::data(state)?);
+    Ok(data)
+}
+
+/// Registers the routes: the custom ones first (a fixed path such as `/projects/summary` must
+/// come before `/projects/{id}`), then the generic CRUD.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Before `/projects/{id}`, which would otherwise take "summary" for an id.
-    cfg.service(web::resource("/projects/summary").route(web::get().to(summary)));
+    custom::configure(cfg);
     crud::configure::<ProjectsApi>(cfg);
 }
 
-/// The OpenAPI document of the project routes.
+/// The OpenAPI document of the routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut document = crud::openapi::<ProjectsApi>();
-    document.merge(SummaryDoc::openapi());
+    document.merge(custom::openapi());
     document
 }
-
-/// Live projects the caller can see, per status.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"total": 3, "by_status": {"planned": 0, "active": 2, "completed": 0, "archived": 1}}))]
-pub struct ProjectSummary {
-    /// All of them.
-    pub total: u64,
-    /// Count per status (every status present).
-    pub by_status: BTreeMap<String, u64>,
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/projects/summary",
-    tag = "projects",
-    operation_id = "project_summary",
-    summary = "Count the caller's projects by status (everyone's with `projects:manage_all`)",
-    security(("bearer" = []), ("api_key" = [])),
-    responses(
-        (status = 200, description = "The counts.", body = ProjectSummary),
-        (status = 403, response = crate::openapi::Forbidden),
-    )
-)]
-async fn summary(
-    Caller(caller): Caller,
-    reports: web::Data<ProjectReports>,
-) -> Result<HttpResponse, ApiError> {
-    let summary = reports.for_caller(&caller).status_summary().await?;
-    Ok(HttpResponse::Ok().json(ProjectSummary {
-        total: summary.total,
-        by_status: summary
-            .by_status
-            .into_iter()
-            .map(|(status, count)| (status.as_str().to_owned(), count))
-            .collect(),
-    }))
-}
-
-#[derive(Debug, utoipa::OpenApi)]
-#[openapi(paths(summary))]
-struct SummaryDoc;
 
 fn status_schema() -> Schema {
     string_enum(ProjectStatus::NAMES)
@@ -202,14 +171,4 @@ impl From<UpdateProject> for ProjectPatch {
             status: body.status,
         }
     }
-}
-
-/// The services this feature's handlers take from the application state.
-pub fn data(
-    state: &keel_kernel::AppState,
-) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
-    Ok(vec![
-        crate::state::AppData::of::<keel_projects::Projects>(state)?,
-        crate::state::AppData::of::<keel_projects::ProjectReports>(state)?,
-    ])
 }

@@ -1,14 +1,17 @@
-//! The project entity and the rules on its fields.
+// @generated from crates/domains/projects/domain.toml by `cargo xtask new-domain`; edit the spec
+// or xtask/templates, then run `cargo xtask new-domain --regenerate projects`.
+// Hand-written code goes in the files without this header.
+//! The project entity and the rules on its fields; rules on transitions are in `rules.rs`.
 
 use std::str::FromStr;
 
 use keel_kernel::Permission;
-use keel_kernel::crud::{CrudActions, Meta, Resource};
-use keel_kernel::query::ListSpec;
+use keel_kernel::crud::{CrudActions, Meta, Resource, ScopeRule};
+use keel_kernel::query::{ListSpec, Value};
 use keel_kernel::validation::FieldErrors;
 use serde::{Deserialize, Serialize};
 
-use crate::policy;
+use crate::{policy, rules};
 
 keel_kernel::define_id!(
     /// Identifies a project.
@@ -17,28 +20,29 @@ keel_kernel::define_id!(
 
 /// Longest name, in characters.
 pub const NAME_MAX_CHARS: usize = 200;
+
 /// Longest description, in characters.
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 
-/// Where a project stands.
+/// `planned`, `active`, `completed` or `archived` (read-only until changed back).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectStatus {
-    /// Not started.
+    /// `planned` (the default).
     #[default]
     Planned,
-    /// Under way.
+    /// `active`.
     Active,
-    /// Done.
+    /// `completed`.
     Completed,
-    /// Put away: read-only until un-archived.
+    /// `archived`.
     Archived,
 }
 
 impl ProjectStatus {
     /// The wire and storage names.
     pub const NAMES: &'static [&'static str] = &["planned", "active", "completed", "archived"];
-    /// Every status, in lifecycle order.
+    /// Every value, in declaration order.
     pub const ALL: &'static [Self] =
         &[Self::Planned, Self::Active, Self::Completed, Self::Archived];
 
@@ -74,9 +78,9 @@ pub struct Project {
     pub id: ProjectId,
     /// 1 to 200 characters.
     pub name: String,
-    /// Optional, up to 10 000 characters.
+    /// Up to 10 000 characters.
     pub description: Option<String>,
-    /// Where it stands.
+    /// `planned`, `active`, `completed` or `archived` (read-only until changed back).
     pub status: ProjectStatus,
     /// Owner, version, timestamps, soft deletion.
     pub meta: Meta,
@@ -85,22 +89,22 @@ pub struct Project {
 /// Input of a new project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewProject {
-    /// Name.
+    /// 1 to 200 characters (trimmed).
     pub name: String,
-    /// Description.
+    /// Up to 10 000 characters.
     pub description: Option<String>,
-    /// Initial status (`planned` when absent).
+    /// Defaults to `planned`.
     pub status: Option<ProjectStatus>,
 }
 
 /// A partial change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProjectPatch {
-    /// New name.
+    /// 1 to 200 characters.
     pub name: Option<String>,
-    /// New description; `Some(None)` clears it.
+    /// Up to 10 000 characters, or `null` to clear.
     pub description: Option<Option<String>>,
-    /// New status.
+    /// The new status.
     pub status: Option<ProjectStatus>,
 }
 
@@ -119,6 +123,7 @@ impl Resource for Project {
         deleted: "project.deleted",
         restored: "project.restored",
     };
+    const SCOPE: ScopeRule = rules::SCOPE;
 
     fn id(&self) -> ProjectId {
         self.id
@@ -133,6 +138,7 @@ impl Resource for Project {
     }
 
     fn build(id: ProjectId, input: NewProject, meta: Meta) -> Result<Self, FieldErrors> {
+        rules::check_new(&input)?;
         let mut errors = FieldErrors::new();
         let name = errors.line("name", &input.name, NAME_MAX_CHARS);
         let description = errors.optional_text(
@@ -140,6 +146,7 @@ impl Resource for Project {
             input.description.as_deref(),
             DESCRIPTION_MAX_CHARS,
         );
+        let status = input.status.unwrap_or_default();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -147,49 +154,52 @@ impl Resource for Project {
             id,
             name,
             description,
-            status: input.status.unwrap_or_default(),
+            status,
             meta,
         })
     }
 
     fn apply(&mut self, patch: &ProjectPatch) -> Result<Vec<&'static str>, FieldErrors> {
+        rules::check_patch(self, patch)?;
         let mut errors = FieldErrors::new();
-        // The business rule: an archived project only accepts being un-archived.
-        let unarchiving = patch.status.is_some_and(|s| s != ProjectStatus::Archived);
-        if self.status == ProjectStatus::Archived && !unarchiving {
-            errors.add(
-                "status",
-                "archived",
-                "the project is archived: set another status before changing it",
-            );
-            return Err(errors);
-        }
         let mut changed = Vec::new();
-        if let Some(raw) = &patch.name {
-            let name = errors.line("name", raw, NAME_MAX_CHARS);
-            if name != self.name {
-                self.name = name;
+        if let Some(value) = &patch.name {
+            let value = errors.line("name", value, NAME_MAX_CHARS);
+            if value != self.name {
+                self.name = value;
                 changed.push("name");
             }
         }
-        if let Some(raw) = &patch.description {
-            let description =
-                errors.optional_text("description", raw.as_deref(), DESCRIPTION_MAX_CHARS);
-            if description != self.description {
-                self.description = description;
+        if let Some(value) = &patch.description {
+            let value =
+                errors.optional_text("description", value.as_deref(), DESCRIPTION_MAX_CHARS);
+            if value != self.description {
+                self.description = value;
                 changed.push("description");
             }
         }
-        if let Some(status) = patch.status
-            && status != self.status
-        {
-            self.status = status;
-            changed.push("status");
+        if let Some(value) = &patch.status {
+            let value = *value;
+            if value != self.status {
+                self.status = value;
+                changed.push("status");
+            }
         }
         if errors.is_empty() {
             Ok(changed)
         } else {
             Err(errors)
+        }
+    }
+
+    fn field(&self, name: &str) -> Option<Value> {
+        match name {
+            "name" => Some(Value::Text(self.name.clone())),
+            "status" => Some(Value::Text(self.status.as_str().to_owned())),
+            "owner_id" => Some(Value::Uuid(self.meta.owner.as_uuid())),
+            "created_at" => Some(Value::Timestamp(self.meta.created_at)),
+            "updated_at" => Some(Value::Timestamp(self.meta.updated_at)),
+            _ => None,
         }
     }
 }

@@ -1,4 +1,8 @@
+// @generated from crates/domains/projects/domain.toml by `cargo xtask new-domain`; edit the spec
+// or xtask/templates, then run `cargo xtask new-domain --regenerate projects`.
+// Hand-written code goes in the files without this header.
 //! Who may do what with projects, and how lists of them may be sorted and filtered.
+//! Which rows a caller reaches (the scope) is declared in `rules.rs`.
 
 use keel_kernel::query::{FieldKind, FieldSpec, ListSpec};
 use keel_kernel::{Permission, PermissionDef};

@@ -1,16 +1,22 @@
+// @generated from crates/domains/projects/domain.toml by `cargo xtask new-domain`; edit the spec
+// or xtask/templates, then run `cargo xtask new-domain --regenerate projects`.
+// Hand-written code goes in the files without this header.
 //! Factories of realistic project input, builder style.
 
+#[allow(unused_imports)]
 use fake::Fake;
-use fake::faker::company::en::{Buzzword, CatchPhrase};
-use fake::faker::lorem::en::Sentence;
+#[allow(unused_imports)]
+use fake::faker::boolean::en::Boolean;
+#[allow(unused_imports)]
+use fake::faker::lorem::en::{Sentence, Word, Words};
 
 use crate::model::{NewProject, ProjectStatus};
 
-/// Builds a valid [`NewProject`] with fake but realistic values; override what a test cares
-/// about.
+/// Builds a valid [`NewProject`] with fake but realistic values; override what a test
+/// cares about.
 #[derive(Debug, Clone)]
 pub struct NewProjectFactory {
-    project: NewProject,
+    input: NewProject,
 }
 
 impl Default for NewProjectFactory {
@@ -20,35 +26,45 @@ impl Default for NewProjectFactory {
 }
 
 impl NewProjectFactory {
-    /// A project with a plausible name and description.
+    /// A project with plausible values.
     pub fn new() -> Self {
-        let buzzword: String = Buzzword().fake();
-        let phrase: String = CatchPhrase().fake();
         Self {
-            project: NewProject {
-                name: format!("{buzzword} {phrase}").chars().take(200).collect(),
-                description: Some(Sentence(5..15).fake()),
+            input: NewProject {
+                name: Words(1..4)
+                    .fake::<Vec<String>>()
+                    .join(" ")
+                    .chars()
+                    .take(200)
+                    .collect::<String>(),
+                description: Some(Sentence(5..15).fake::<String>()),
                 status: None,
             },
         }
     }
 
-    /// Sets the name.
+    /// Sets `name`.
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.project.name = name.into();
+        self.input.name = name.into();
         self
     }
 
-    /// Sets the status.
+    /// Sets `description`.
+    #[must_use]
+    pub fn description(mut self, description: Option<impl Into<String>>) -> Self {
+        self.input.description = description.map(Into::into);
+        self
+    }
+
+    /// Sets `status`.
     #[must_use]
     pub fn status(mut self, status: ProjectStatus) -> Self {
-        self.project.status = Some(status);
+        self.input.status = Some(status);
         self
     }
 
     /// The input.
     pub fn build(self) -> NewProject {
-        self.project
+        self.input
     }
 }

@@ -1,14 +1,20 @@
-//! Projects in the `projects` table, through the generic [`SeaCrud`](crate::crud::SeaCrud).
+// @generated from crates/domains/projects/domain.toml by `cargo xtask new-domain`; edit the spec
+// or xtask/templates, then run `cargo xtask new-domain --regenerate projects`.
+// Hand-written code goes in the files without this header.
+//! Projects in the `projects` table, through the generic [`SeaCrud`]; custom queries are in
+//! `custom.rs`.
 
-use async_trait::async_trait;
-use keel_kernel::crud::{Meta, RowScope};
-use keel_kernel::{RepoError, UserId};
-use keel_projects::{Project, ProjectId, ProjectReportRepository, ProjectStatus};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
+pub mod custom;
 
-use crate::crud::SeaResource;
-use crate::error::repo_err;
+use std::sync::Arc;
+
+use keel_kernel::crud::Meta;
+use keel_kernel::{AppStateBuilder, RepoError, UserId};
+use keel_projects::{Project, ProjectId, ProjectStatus, Projects};
+
+use crate::crud::{SeaCrud, SeaResource};
 use crate::listing::Listable;
+use crate::{Adapters, RegisterError};
 
 /// The sea-orm entity for `projects`.
 pub mod entity {
@@ -26,7 +32,7 @@ pub mod entity {
         /// Description.
         #[sea_orm(column_type = "Text", nullable)]
         pub description: Option<String>,
-        /// Status name.
+        /// Status (its name).
         pub status: String,
         /// Owner.
         pub owner_id: Uuid,
@@ -128,66 +134,17 @@ impl SeaResource for Project {
     }
 }
 
-/// The project reports on a connection pool.
-#[derive(Debug, Clone)]
-pub struct SeaProjectReports {
-    db: DatabaseConnection,
-}
-
-impl SeaProjectReports {
-    /// The reports on this pool.
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
-    }
-}
-
-#[async_trait]
-impl ProjectReportRepository for SeaProjectReports {
-    async fn count_by_status(
-        &self,
-        scope: RowScope,
-    ) -> Result<Vec<(ProjectStatus, u64)>, RepoError> {
-        // The same scope condition as every CRUD query: one GROUP BY, never another owner's rows.
-        let rows: Vec<(String, i64)> = Entity::find()
-            .select_only()
-            .column(Column::Status)
-            .column_as(Column::Id.count(), "count")
-            .filter(crate::crud::scope_condition::<Project>(scope)?)
-            .filter(Column::DeletedAt.is_null())
-            .group_by(Column::Status)
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(repo_err)?;
-        rows.into_iter()
-            .map(|(status, count)| {
-                let status = status
-                    .parse::<ProjectStatus>()
-                    .map_err(|e| RepoError::Other(e.into()))?;
-                Ok((status, u64::try_from(count).unwrap_or_default()))
-            })
-            .collect()
-    }
-}
-
-/// Registers the project use cases, its report and its permissions.
-pub fn register(
-    adapters: &crate::Adapters,
-    state: &mut keel_kernel::AppStateBuilder,
-) -> Result<(), crate::RegisterError> {
-    use std::sync::Arc;
+/// Registers the project use cases and permissions, then what `custom.rs` adds.
+pub fn register(adapters: &Adapters, state: &mut AppStateBuilder) -> Result<(), RegisterError> {
     state
         .permissions(keel_projects::PERMISSIONS)
-        .insert(keel_projects::Projects::new(
-            Arc::new(crate::crud::SeaCrud::new(adapters.db.clone())),
+        .insert(Projects::new(
+            Arc::new(SeaCrud::new(adapters.db.clone())),
             adapters.unit_of_work.clone(),
             adapters.activity_log(),
             adapters.clock.clone(),
-        ))
-        .insert(keel_projects::ProjectReports::new(Arc::new(
-            SeaProjectReports::new(adapters.db.clone()),
-        )));
-    Ok(())
+        ));
+    custom::register(adapters, state)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! The example domain over HTTP: owner scope, the list query language, validation, bulk
-//! create, conditional requests, soft delete; and the bulk use cases against the database.
+//! Projects over HTTP beyond the generated tests, written by hand (regenerating never
+//! overwrites this file): owner scope, the list query language, validation, bulk create,
+//! conditional requests, soft delete, the archived rule, the summary; and the bulk use cases
+//! against the database.
 
 use std::collections::HashSet;
 
