@@ -484,3 +484,90 @@ async fn mail_is_relayed_over_smtp_once() {
         "nothing written to the file transport"
     );
 }
+
+/// Every id of `/admin/jobs?{query}`, following `next_cursor` to the end.
+async fn all_pages(app: &crate::support::TestApp, token: &str, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let url = match &cursor {
+            Some(cursor) => format!("/api/v1/admin/jobs?{query}&cursor={cursor}"),
+            None => format!("/api/v1/admin/jobs?{query}"),
+        };
+        let page = app.get_authed_json(&url, token).await;
+        assert_eq!(page["total"], 5, "{page}");
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|job| job["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+    panic!("the cursor never ended: {ids:?}");
+}
+
+#[tokio::test]
+async fn the_job_list_speaks_the_list_language_across_outbox_and_queue() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(probe(&app, &admin, json!({ "queue": "high" })).await);
+    }
+    // Three move into apalis' queue (pending), two stay in the outbox (enqueued).
+    assert_eq!(JobStore::new(&app.pool).relay(100).await.unwrap(), 3);
+    for _ in 0..2 {
+        ids.push(probe(&app, &admin, json!({ "queue": "low" })).await);
+    }
+
+    let newest_first = all_pages(&app, &admin, "limit=2").await;
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(newest_first, expected, "newest first, each job once");
+    let oldest_first = all_pages(&app, &admin, "limit=2&sort=created_at").await;
+    assert_eq!(oldest_first, ids, "oldest first with sort=created_at");
+    let offset = app
+        .get_authed_json("/api/v1/admin/jobs?limit=2&offset=3", &admin)
+        .await;
+    assert_eq!(offset["items"][0]["id"], expected[3].as_str());
+    assert_eq!(offset["offset"], 3);
+
+    for (query, total) in [
+        ("state=enqueued", 2),
+        ("state=pending", 3),
+        ("state__in=enqueued,pending", 5),
+        ("queue=high", 3),
+        ("queue__in=high,low&state=enqueued", 2),
+        ("kind=jobs.probe&queue=low", 2),
+        ("state=dead", 0),
+    ] {
+        let page = app
+            .get_authed_json(&format!("/api/v1/admin/jobs?{query}"), &admin)
+            .await;
+        assert_eq!(page["total"], total, "{query}: {page}");
+        assert_eq!(page["items"].as_array().unwrap().len(), total, "{query}");
+    }
+    for (bad, field) in [
+        ("sort=kind", "sort"),
+        ("cursor=bm90LWEtY3Vyc29y", "cursor"),
+        ("created_at=2026-01-01T00:00:00Z", "created_at"),
+        ("kind__gte=a", "kind__gte"),
+    ] {
+        let response = app
+            .authed(
+                reqwest::Method::GET,
+                &format!("/api/v1/admin/jobs?{bad}"),
+                &admin,
+            )
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(response, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], field, "{bad}: {body}");
+    }
+}

@@ -281,8 +281,8 @@ pub async fn run_worker(cli: WorkerCli) -> ExitCode {
 }
 
 async fn manage_jobs(settings: &Settings, action: JobsAction) -> anyhow::Result<()> {
-    use keel_jobs::{JobFilter, JobRepository, JobState};
-    use keel_kernel::jobs::{JobId, Queue};
+    use keel_jobs::JobRepository;
+    use keel_kernel::jobs::JobId;
     let db = open_database(settings, "keel-worker-cli").await?;
     let store = keel_infrastructure::jobs::JobStore::new(&db);
     match action {
@@ -292,22 +292,18 @@ async fn manage_jobs(settings: &Settings, action: JobsAction) -> anyhow::Result<
             kind,
             limit,
         } => {
-            let filter = JobFilter {
-                state: state
-                    .map(|s| {
-                        JobState::parse(&s).with_context(|| format!("--state: unknown state `{s}`"))
-                    })
-                    .transpose()?,
-                queue: queue
-                    .map(|q| {
-                        Queue::parse(&q).with_context(|| format!("--queue: unknown queue `{q}`"))
-                    })
-                    .transpose()?,
-                kind,
-                limit: limit.clamp(1, 100),
-                offset: 0,
-            };
-            let (jobs, total) = store.list(&filter).await?;
+            // The list language of `GET /admin/jobs`, so the CLI refuses what the api refuses.
+            let limit = limit.clamp(1, 100).to_string();
+            let mut pairs = vec![("limit", limit.as_str())];
+            for (name, value) in [("state", &state), ("queue", &queue), ("kind", &kind)] {
+                if let Some(value) = value {
+                    pairs.push((name, value.as_str()));
+                }
+            }
+            let query = keel_kernel::ListQuery::parse(&keel_jobs::LIST_SPEC, pairs)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let page = store.list(&query).await?;
+            let (jobs, total) = (page.items, page.total);
             println!(
                 "{:<36}  {:<24}  {:<7}  {:<9}  {:>8}  created",
                 "id", "kind", "queue", "state", "attempts"

@@ -35,6 +35,8 @@ pub enum Queue {
 impl Queue {
     /// Every queue, highest priority first.
     pub const ALL: [Queue; 3] = [Queue::High, Queue::Default, Queue::Low];
+    /// Every queue's name, highest priority first.
+    pub const NAMES: &'static [&'static str] = &["high", "default", "low"];
 
     /// The queue's name in config, metrics and storage.
     pub const fn as_str(self) -> &'static str {

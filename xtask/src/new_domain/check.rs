@@ -1,6 +1,7 @@
-//! `cargo xtask new-domain-check` (part of CI): generates a throwaway `widgets` domain in a
-//! temporary copy of the repository, and proves the result is clean and passes the suite,
-//! and that generating again, or on a taken name, fails and writes nothing.
+//! `cargo xtask new-domain-check` (part of CI): generates throwaway domains in a temporary copy
+//! of the repository (`widgets`, the example of the docs, and `gadgets`, every field type),
+//! checks that regenerating an untouched domain changes nothing, that generating again or on a
+//! taken name fails and writes nothing, and that the result is clean and passes the suite.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -135,6 +136,8 @@ fn check_in_a_copy(sh: &Shell, root: &Path) -> anyhow::Result<()> {
     )
     .run()?;
     cmd!(inner, "cargo test --workspace").run()?;
-    eprintln!("the generated `widgets` domain builds cleanly and the whole suite passes");
+    eprintln!(
+        "the generated `widgets` and `gadgets` domains build cleanly and the whole suite passes"
+    );
     Ok(())
 }

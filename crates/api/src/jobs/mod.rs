@@ -1,20 +1,17 @@
 //! `/api/v1/jobs/{id}` (the job's owner) and `/api/v1/admin/jobs` (operators): background job
 //! state, retries of dead jobs, deletion, and a diagnostic probe.
 
-use std::collections::BTreeMap;
-
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use keel_jobs::{JobFilter, JobRecord, JobState, Jobs, Probe, ProbeRequest};
+use keel_jobs::{JobRecord, Jobs, LIST_SPEC, Probe, ProbeRequest};
 use keel_kernel::jobs::{JobId, Queue};
-use keel_kernel::{DomainError, FieldError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
 use crate::error::ApiError;
-use crate::extract::{Caller, IdPath, ValidatedJson};
+use crate::extract::{Caller, IdPath, ListParams, ValidatedJson};
 
 /// Registers the job routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -87,21 +84,11 @@ impl From<JobRecord> for JobView {
     }
 }
 
-/// One page of jobs, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = JobPage)]
-pub struct JobPage {
-    /// The jobs.
-    items: Vec<JobView>,
-    /// Jobs matching the filters.
-    total: u64,
-    /// Page size.
-    limit: u32,
-    /// Jobs skipped.
-    offset: u32,
-    /// Always `null`: job lists page by offset.
-    next_cursor: Option<String>,
-}
+crate::page_of!(
+    /// One page of jobs.
+    JobPage,
+    JobView
+);
 
 #[utoipa::path(
     get,
@@ -127,83 +114,12 @@ async fn get(
     Ok(HttpResponse::Ok().json(JobView::from(job)))
 }
 
-fn invalid(field: &str, message: impl Into<String>, code: &str) -> ApiError {
-    DomainError::Validation(vec![FieldError::new(field, code, message)]).into()
-}
-
-/// Parses `state`, `queue`, `kind`, `limit` and `offset`; anything else is 422 naming it.
-fn parse_filter(req: &HttpRequest) -> Result<JobFilter, ApiError> {
-    let params: BTreeMap<String, String> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|_| invalid("query", "is not a valid query string", "invalid"))?;
-    let mut filter = JobFilter {
-        limit: 20,
-        ..JobFilter::default()
-    };
-    for (key, value) in params {
-        match key.as_str() {
-            "state" => {
-                filter.state = Some(JobState::parse(&value).ok_or_else(|| {
-                    invalid(
-                        "state",
-                        "must be one of enqueued, pending, running, retrying, succeeded, dead",
-                        "invalid_choice",
-                    )
-                })?);
-            }
-            "queue" => {
-                filter.queue = Some(Queue::parse(&value).ok_or_else(|| {
-                    invalid(
-                        "queue",
-                        "must be one of high, default, low",
-                        "invalid_choice",
-                    )
-                })?);
-            }
-            "kind" => {
-                if value.is_empty() || value.len() > 128 {
-                    return Err(invalid("kind", "must be 1 to 128 characters", "length"));
-                }
-                filter.kind = Some(value);
-            }
-            "limit" => {
-                filter.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=100).contains(l))
-                    .ok_or_else(|| invalid("limit", "must be between 1 and 100", "range"))?;
-            }
-            "offset" => {
-                filter.offset = value
-                    .parse()
-                    .ok()
-                    .filter(|o| *o <= 100_000)
-                    .ok_or_else(|| invalid("offset", "must be between 0 and 100000", "range"))?;
-            }
-            other => {
-                return Err(invalid(
-                    other,
-                    "unknown parameter; use state, queue, kind, limit or offset",
-                    "unknown_parameter",
-                ));
-            }
-        }
-    }
-    Ok(filter)
-}
-
 #[utoipa::path(
     get,
     path = "/api/v1/admin/jobs",
     tag = "jobs",
     operation_id = "list_jobs",
-    summary = "List jobs, newest first (needs `jobs:read`)",
-    params(
-        ("state" = Option<String>, Query, description = "enqueued, pending, running, retrying, succeeded or dead"),
-        ("queue" = Option<String>, Query, description = "high, default or low"),
-        ("kind" = Option<String>, Query, description = "Job kind, e.g. `mail.send`"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("offset" = Option<u32>, Query, description = "Jobs to skip"),
-    ),
+    summary = "List jobs, newest first by default (needs `jobs:read`)",
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "One page.", body = JobPage),
@@ -213,20 +129,12 @@ fn parse_filter(req: &HttpRequest) -> Result<JobFilter, ApiError> {
 )]
 async fn list(
     Caller(caller): Caller,
-    req: HttpRequest,
+    params: ListParams,
     jobs: web::Data<Jobs>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = parse_filter(&req)?;
-    let (items, total) = jobs.for_caller(&caller)
-        .list(&filter)
-        .await?;
-    Ok(HttpResponse::Ok().json(JobPage {
-        items: items.into_iter().map(JobView::from).collect(),
-        total,
-        limit: filter.limit,
-        offset: filter.offset,
-        next_cursor: None,
-    }))
+    let query = params.parse(&LIST_SPEC)?;
+    let page = jobs.for_caller(&caller).list(query).await?;
+    Ok(HttpResponse::Ok().json(page.map(JobView::from)))
 }
 
 #[utoipa::path(
@@ -358,9 +266,11 @@ async fn probe(
 #[openapi(paths(get, list, retry, delete, probe))]
 pub struct JobsDoc;
 
-/// The feature's operations.
+/// The feature's operations, with the list parameters of `/admin/jobs`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <JobsDoc as utoipa::OpenApi>::openapi()
+    let mut document = <JobsDoc as utoipa::OpenApi>::openapi();
+    crate::openapi::add_list_parameters(&mut document, "/admin/jobs", &LIST_SPEC);
+    document
 }
 
 /// The services this feature's handlers take from the application state.

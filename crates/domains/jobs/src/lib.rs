@@ -14,7 +14,7 @@ pub mod service;
 pub mod testing;
 
 pub use error::JobsError;
-pub use model::{JobFilter, JobRecord, JobState, Probe, PurgeFinishedJobs};
-pub use policy::{JOBS_MANAGE, JOBS_READ, PERMISSIONS};
+pub use model::{JobRecord, JobState, Probe, PurgeFinishedJobs};
+pub use policy::{JOBS_MANAGE, JOBS_READ, LIST_SPEC, PERMISSIONS};
 pub use repository::JobRepository;
 pub use service::{Jobs, JobsService, ProbeRequest};

@@ -36,6 +36,16 @@ impl JobState {
         JobState::Dead,
     ];
 
+    /// Every state's name, in life order.
+    pub const NAMES: &'static [&'static str] = &[
+        "enqueued",
+        "pending",
+        "running",
+        "retrying",
+        "succeeded",
+        "dead",
+    ];
+
     /// The state's name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -86,21 +96,6 @@ pub struct JobRecord {
     pub run_at: Option<DateTime<Utc>>,
     /// When it finished.
     pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// Which jobs to list.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct JobFilter {
-    /// Only this state.
-    pub state: Option<JobState>,
-    /// Only this queue.
-    pub queue: Option<Queue>,
-    /// Only this kind.
-    pub kind: Option<String>,
-    /// Page size (1..=100).
-    pub limit: u32,
-    /// Rows to skip.
-    pub offset: u32,
 }
 
 /// A diagnostic job operators enqueue to check the pipeline end to end (and to rehearse

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use keel_kernel::jobs::{JobId, JobQueue, NewJob, Queue};
 use keel_kernel::validation::FieldErrors;
-use keel_kernel::{Caller, DomainError, Permission, RepoError, UnitOfWork};
+use keel_kernel::{Caller, DomainError, ListQuery, Page, Permission, RepoError, UnitOfWork};
 
 use crate::error::JobsError;
-use crate::model::{JobFilter, JobRecord, JobState, Probe};
+use crate::model::{JobRecord, JobState, Probe};
 use crate::policy::{JOBS_MANAGE, JOBS_READ};
 use crate::repository::JobRepository;
 
@@ -89,10 +89,10 @@ impl JobsService<'_> {
         }
     }
 
-    /// A page of jobs and the total matching (needs `jobs:read`).
-    pub async fn list(&self, filter: &JobFilter) -> Result<(Vec<JobRecord>, u64), JobsError> {
+    /// A page of jobs, in the list language (needs `jobs:read`).
+    pub async fn list(&self, query: ListQuery) -> Result<Page<JobRecord>, JobsError> {
         self.require(&JOBS_READ)?;
-        Ok(self.jobs.repository.list(filter).await?)
+        Ok(self.jobs.repository.list(&query).await?)
     }
 
     /// Puts a dead job back in its queue (needs `jobs:manage`); 409 when it is not dead.

@@ -7,9 +7,11 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keel_kernel::jobs::{JobId, Queue};
-use keel_kernel::{RepoError, UserId};
+use keel_kernel::query::{Cursor, Direction, FilterOp, Position, Value};
+use keel_kernel::{ListQuery, Page, RepoError, UserId};
 
-use crate::model::{JobFilter, JobRecord, JobState};
+use crate::model::{JobRecord, JobState};
+use crate::policy::cursor_values;
 use crate::repository::JobRepository;
 
 /// Jobs kept in a map by id (ids are UUIDv7, so the map is in enqueue order).
@@ -56,23 +58,48 @@ impl JobRepository for InMemoryJobRepository {
         Ok(self.lock().get(&id).cloned())
     }
 
-    async fn list(&self, filter: &JobFilter) -> Result<(Vec<JobRecord>, u64), RepoError> {
+    async fn list(&self, query: &ListQuery) -> Result<Page<JobRecord>, RepoError> {
         let jobs = self.lock();
-        let matching: Vec<&JobRecord> = jobs
+        let descending = query
+            .sort
+            .first()
+            .is_some_and(|key| key.direction == Direction::Desc);
+        let mut matching: Vec<&JobRecord> = jobs
             .values()
-            .rev()
-            .filter(|j| filter.state.is_none_or(|s| j.state == s))
-            .filter(|j| filter.queue.is_none_or(|q| j.queue == q))
-            .filter(|j| filter.kind.as_ref().is_none_or(|k| &j.kind == k))
+            .filter(|job| query.filters.iter().all(|f| matches(job, f.field, &f.op)))
             .collect();
+        if descending {
+            matching.reverse();
+        }
         let total = matching.len() as u64;
-        let page = matching
+        let after = match &query.position {
+            Position::After(cursor) => match cursor.values.last() {
+                Some(Value::Uuid(id)) => Some(JobId::from_uuid(*id)),
+                _ => None,
+            },
+            Position::Offset(_) => None,
+        };
+        let skip = usize::try_from(query.offset().unwrap_or(0)).unwrap_or(usize::MAX);
+        let mut page: Vec<JobRecord> = matching
             .into_iter()
-            .skip(filter.offset as usize)
-            .take(filter.limit as usize)
+            .filter(|job| after.is_none_or(|a| if descending { job.id < a } else { job.id > a }))
+            .skip(skip)
+            .take(query.limit as usize + 1)
             .cloned()
             .collect();
-        Ok((page, total))
+        let more = page.len() > query.limit as usize;
+        page.truncate(query.limit as usize);
+        let next_cursor = more
+            .then(|| page.last())
+            .flatten()
+            .map(|last| Cursor::encode(&query.sort, &cursor_values(last)));
+        Ok(Page {
+            items: page,
+            total,
+            limit: query.limit,
+            offset: query.offset(),
+            next_cursor,
+        })
     }
 
     async fn retry(&self, id: JobId) -> Result<bool, RepoError> {
@@ -108,5 +135,28 @@ impl JobRepository for InMemoryJobRepository {
             jobs.remove(id);
         }
         Ok(old.len() as u64)
+    }
+}
+
+/// The values of [`crate::LIST_SPEC`]'s fields on `job`, as the SQL adapter compares them.
+fn value_of(job: &JobRecord, field: &str) -> Option<Value> {
+    Some(match field {
+        "state" => Value::Text(job.state.as_str().to_owned()),
+        "queue" => Value::Text(job.queue.as_str().to_owned()),
+        "kind" => Value::Text(job.kind.clone()),
+        "created_at" => Value::Timestamp(job.created_at),
+        _ => return None,
+    })
+}
+
+fn matches(job: &JobRecord, field: &str, op: &FilterOp) -> bool {
+    let Some(value) = value_of(job, field) else {
+        return false;
+    };
+    match op {
+        FilterOp::Eq(wanted) => value == *wanted,
+        FilterOp::In(wanted) => wanted.contains(&value),
+        // The spec allows no range filter on jobs.
+        FilterOp::Gte(_) | FilterOp::Lte(_) => false,
     }
 }

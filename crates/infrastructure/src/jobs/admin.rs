@@ -5,9 +5,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use keel_jobs::{JobFilter, JobRecord, JobRepository, JobState};
+use keel_jobs::policy::cursor_values;
+use keel_jobs::{JobRecord, JobRepository, JobState};
 use keel_kernel::jobs::{JobId, Queue, RetryPolicy};
-use keel_kernel::{RepoError, UserId};
+use keel_kernel::query::{Cursor, Direction, Filter, FilterOp, Position, Value};
+use keel_kernel::{ListQuery, Page, RepoError, UserId};
 // Dynamic SQL here is assembled from fixed fragments and integers; every value is bound.
 use sqlx::Row;
 
@@ -15,6 +17,70 @@ use super::outbox::{OutboxRow, outbox_row};
 use super::*;
 
 /// One apalis task as Keel reads it back.
+/// A checked job list request, in the terms of the two tables it reads.
+#[derive(Debug, Default)]
+pub(super) struct Selection {
+    /// Any of these states (empty: all).
+    states: Vec<JobState>,
+    /// Any of these queues (empty: all).
+    queues: Vec<String>,
+    /// Any of these kinds (empty: all).
+    kinds: Vec<String>,
+    /// Newest first.
+    descending: bool,
+    /// Only ids after this task id, in the list's order (a cursor).
+    after: Option<String>,
+}
+
+fn texts(op: &FilterOp) -> Vec<String> {
+    let values = match op {
+        FilterOp::Eq(value) => std::slice::from_ref(value),
+        FilterOp::In(values) => values.as_slice(),
+        FilterOp::Gte(_) | FilterOp::Lte(_) => &[],
+    };
+    values
+        .iter()
+        .filter_map(|value| match value {
+            Value::Text(text) => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Selection {
+    /// `query`, already checked against `keel_jobs::LIST_SPEC`.
+    fn of(query: &ListQuery) -> Self {
+        let mut selection = Self {
+            descending: query
+                .sort
+                .first()
+                .is_some_and(|key| key.direction == Direction::Desc),
+            ..Self::default()
+        };
+        for Filter { field, op } in &query.filters {
+            let values = texts(op);
+            match *field {
+                "state" => selection
+                    .states
+                    .extend(values.iter().filter_map(|v| JobState::parse(v))),
+                "queue" => selection.queues.extend(values),
+                "kind" => selection.kinds.extend(values),
+                _ => {}
+            }
+        }
+        if let Position::After(cursor) = &query.position
+            && let Some(Value::Uuid(id)) = cursor.values.last()
+        {
+            selection.after = Some(task_id(JobId::from_uuid(*id)));
+        }
+        selection
+    }
+
+    fn order(&self) -> &'static str {
+        if self.descending { "DESC" } else { "ASC" }
+    }
+}
+
 pub(super) struct TaskRow {
     id: String,
     queue: String,
@@ -121,10 +187,10 @@ impl JobStore {
         &self,
         filter: &str,
         binds: &[Bind],
-        page: Option<(u32, u32)>,
+        page: Option<(u64, &str)>,
     ) -> Result<Vec<TaskRow>, RepoError> {
-        let paging = page.map_or(String::new(), |(limit, offset)| {
-            format!(" ORDER BY id DESC LIMIT {limit} OFFSET {offset}")
+        let paging = page.map_or(String::new(), |(limit, order)| {
+            format!(" ORDER BY id {order} LIMIT {limit}")
         });
         match &self.pool {
             Pool::Sqlite(pool) => {
@@ -180,13 +246,47 @@ impl JobStore {
         }
     }
 
-    /// The WHERE clause and binds selecting `filter` in apalis' table.
-    pub(super) fn queue_filter(&self, filter: &JobFilter) -> (String, Vec<Bind>) {
+    /// `column IN (…)` over `values`, bound; `None` when `values` is empty.
+    fn any_of(&self, column: &str, values: &[String], binds: &mut Vec<Bind>) -> Option<String> {
+        if values.is_empty() {
+            return None;
+        }
+        let params: Vec<String> = values
+            .iter()
+            .map(|value| {
+                binds.push(Bind::Text(value.clone()));
+                self.param(binds.len())
+            })
+            .collect();
+        Some(format!("{column} IN ({})", params.join(", ")))
+    }
+
+    /// The keyset condition of a cursor, bound.
+    fn after(&self, selection: &Selection, binds: &mut Vec<Bind>) -> Option<String> {
+        let after = selection.after.as_ref()?;
+        binds.push(Bind::Text(after.clone()));
+        let op = if selection.descending { "<" } else { ">" };
+        Some(format!("id {op} {}", self.param(binds.len())))
+    }
+
+    fn clause(clauses: &[String]) -> String {
+        if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        }
+    }
+
+    /// The WHERE clause and binds selecting `selection` in apalis' table (`keyset`: with the
+    /// cursor's condition; without it for the total).
+    pub(super) fn queue_filter(&self, selection: &Selection, keyset: bool) -> (String, Vec<Bind>) {
         let mut clauses = Vec::new();
         let mut binds = Vec::new();
-        if let Some(state) = filter.state {
-            clauses.push(
-                match state {
+        if !selection.states.is_empty() {
+            let states: Vec<&str> = selection
+                .states
+                .iter()
+                .map(|state| match state {
                     JobState::Enqueued => "1 = 0",
                     JobState::Pending => "status IN ('Pending', 'Queued')",
                     JobState::Running => "status = 'Running'",
@@ -195,60 +295,50 @@ impl JobStore {
                     JobState::Dead => {
                         "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))"
                     }
-                }
-                .to_owned(),
-            );
+                })
+                .collect();
+            clauses.push(format!("({})", states.join(" OR ")));
         }
-        if let Some(queue) = filter.queue {
-            binds.push(Bind::Text(queue.as_str().to_owned()));
-            clauses.push(format!("job_type = {}", self.param(binds.len())));
-        }
-        if let Some(kind) = &filter.kind {
-            binds.push(Bind::Text(kind.clone()));
-            let expr = match self.pool {
-                Pool::Sqlite(_) => "json_extract(metadata, '$.\"keel.kind\"')",
-                Pool::Postgres(_) => "(metadata -> 'keel.kind')",
-            };
-            clauses.push(format!("{expr} = {}", self.param(binds.len())));
-        }
-        let clause = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
+        clauses.extend(self.any_of("job_type", &selection.queues, &mut binds));
+        let kind = match self.pool {
+            Pool::Sqlite(_) => "json_extract(metadata, '$.\"keel.kind\"')",
+            Pool::Postgres(_) => "(metadata -> 'keel.kind')",
         };
-        (clause, binds)
+        clauses.extend(self.any_of(kind, &selection.kinds, &mut binds));
+        if keyset {
+            clauses.extend(self.after(selection, &mut binds));
+        }
+        (Self::clause(&clauses), binds)
     }
 
-    pub(super) fn outbox_filter(&self, filter: &JobFilter) -> Option<(String, Vec<Bind>)> {
-        if filter.state.is_some_and(|s| s != JobState::Enqueued) {
+    /// The same for the outbox, or `None` when no outbox row can match (a state other than
+    /// `enqueued` was asked for).
+    pub(super) fn outbox_filter(
+        &self,
+        selection: &Selection,
+        keyset: bool,
+    ) -> Option<(String, Vec<Bind>)> {
+        if !selection.states.is_empty() && !selection.states.contains(&JobState::Enqueued) {
             return None;
         }
         let mut clauses = Vec::new();
         let mut binds = Vec::new();
-        if let Some(queue) = filter.queue {
-            binds.push(Bind::Text(queue.as_str().to_owned()));
-            clauses.push(format!("queue = {}", self.param(binds.len())));
+        clauses.extend(self.any_of("queue", &selection.queues, &mut binds));
+        clauses.extend(self.any_of("kind", &selection.kinds, &mut binds));
+        if keyset {
+            clauses.extend(self.after(selection, &mut binds));
         }
-        if let Some(kind) = &filter.kind {
-            binds.push(Bind::Text(kind.clone()));
-            clauses.push(format!("kind = {}", self.param(binds.len())));
-        }
-        let clause = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
-        Some((clause, binds))
+        Some((Self::clause(&clauses), binds))
     }
 
     pub(super) async fn outbox(
         &self,
         filter: &str,
         binds: &[Bind],
-        page: Option<(u32, u32)>,
+        page: Option<(u64, &str)>,
     ) -> Result<Vec<JobRecord>, RepoError> {
-        let paging = page.map_or(String::new(), |(limit, offset)| {
-            format!(" ORDER BY id DESC LIMIT {limit} OFFSET {offset}")
+        let paging = page.map_or(String::new(), |(limit, order)| {
+            format!(" ORDER BY id {order} LIMIT {limit}")
         });
         let sql = format!("SELECT * FROM job_outbox {filter}{paging}");
         let rows: Vec<OutboxRow> = match &self.pool {
@@ -379,29 +469,54 @@ impl JobRepository for JobStore {
             .next())
     }
 
-    async fn list(&self, filter: &JobFilter) -> Result<(Vec<JobRecord>, u64), RepoError> {
-        let limit = filter.limit.clamp(1, 100);
-        // Both sources sort by id (time-ordered): take enough of each, merge, then page.
-        let window = (limit + filter.offset, 0);
-        let (clause, binds) = self.queue_filter(filter);
-        let mut total = self.count(&clause, &binds, self.jobs_table()).await?;
+    async fn list(&self, query: &ListQuery) -> Result<Page<JobRecord>, RepoError> {
+        let selection = Selection::of(query);
+        let limit = u64::from(query.limit);
+        let offset = query.offset().unwrap_or(0);
+        // Both sources are ordered by id (time-ordered): take enough of each to fill the page
+        // and tell whether another follows, merge, then page.
+        let window = (limit + offset + 1, selection.order());
+        let (counted, counted_binds) = self.queue_filter(&selection, false);
+        let (clause, binds) = self.queue_filter(&selection, true);
+        let mut total = self
+            .count(&counted, &counted_binds, self.jobs_table())
+            .await?;
         let mut records: Vec<JobRecord> = self
             .select(&clause, &binds, Some(window))
             .await?
             .into_iter()
             .map(|row| record(&row))
             .collect();
-        if let Some((clause, binds)) = self.outbox_filter(filter) {
-            total += self.count(&clause, &binds, "job_outbox").await?;
+        if let (Some((counted, counted_binds)), Some((clause, binds))) = (
+            self.outbox_filter(&selection, false),
+            self.outbox_filter(&selection, true),
+        ) {
+            total += self.count(&counted, &counted_binds, "job_outbox").await?;
             records.extend(self.outbox(&clause, &binds, Some(window)).await?);
         }
-        records.sort_by_key(|r| std::cmp::Reverse(r.id));
-        let page = records
+        if selection.descending {
+            records.sort_by_key(|r| std::cmp::Reverse(r.id));
+        } else {
+            records.sort_by_key(|r| r.id);
+        }
+        let mut page: Vec<JobRecord> = records
             .into_iter()
-            .skip(filter.offset as usize)
-            .take(limit as usize)
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit + 1).unwrap_or(usize::MAX))
             .collect();
-        Ok((page, total))
+        let more = page.len() as u64 > limit;
+        page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = more
+            .then(|| page.last())
+            .flatten()
+            .map(|last| Cursor::encode(&query.sort, &cursor_values(last)));
+        Ok(Page {
+            items: page,
+            total,
+            limit: query.limit,
+            offset: query.offset(),
+            next_cursor,
+        })
     }
 
     async fn retry(&self, id: JobId) -> Result<bool, RepoError> {
