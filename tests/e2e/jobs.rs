@@ -545,6 +545,9 @@ async fn the_job_list_speaks_the_list_language_across_outbox_and_queue() {
         ("queue__in=high,low&state=enqueued", 2),
         ("kind=jobs.probe&queue=low", 2),
         ("state=dead", 0),
+        // Filters on one field all hold, as on every list.
+        ("state=pending&state__in=pending,enqueued", 3),
+        ("state=dead&state__in=running,succeeded", 0),
     ] {
         let page = app
             .get_authed_json(&format!("/api/v1/admin/jobs?{query}"), &admin)

@@ -66,26 +66,12 @@ where
     // One row more than asked tells whether another page exists.
     page = page.limit(u64::from(query.limit) + 1);
 
-    let (mut rows, total) =
-        tokio::try_join!(async { page.all(db).await.map_err(repo_err) }, async {
-            filtered.count(db).await.map_err(repo_err)
-        },)?;
+    let (rows, total) = tokio::try_join!(async { page.all(db).await.map_err(repo_err) }, async {
+        filtered.count(db).await.map_err(repo_err)
+    },)?;
 
-    let limit = query.limit as usize;
-    let next_cursor = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last()
-            .map(|last| cursor_for::<E>(&query.sort, last))
-            .transpose()?
-    } else {
-        None
-    };
-    Ok(Page {
-        items: rows,
-        total,
-        limit: query.limit,
-        offset: query.offset(),
-        next_cursor,
+    Page::of_window(rows, query, total, |last| {
+        cursor_values::<E>(&query.sort, last)
     })
 }
 
@@ -201,9 +187,8 @@ fn keyset_condition<E: Listable>(
     Ok(any)
 }
 
-fn cursor_for<E: Listable>(sort: &[SortKey], row: &E::Model) -> Result<String, RepoError> {
-    let values = sort
-        .iter()
+fn cursor_values<E: Listable>(sort: &[SortKey], row: &E::Model) -> Result<Vec<Value>, RepoError> {
+    sort.iter()
         .map(|key| {
             let column = column::<E>(key.field)?;
             from_sea(row.get(column)).ok_or_else(|| {
@@ -212,8 +197,7 @@ fn cursor_for<E: Listable>(sort: &[SortKey], row: &E::Model) -> Result<String, R
                 )
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Cursor::encode(sort, &values))
+        .collect()
 }
 
 #[cfg(test)]

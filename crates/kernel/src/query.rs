@@ -608,6 +608,34 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// The page of `query` from `rows`: the rows of this page in order, fetched with one more
+    /// than `query.limit` when another page follows. Drops that extra row and, when it was
+    /// there, sets `next_cursor` from the last row kept (`cursor_values` gives its sort-key
+    /// values, the implicit `id` last).
+    pub fn of_window<E>(
+        mut rows: Vec<T>,
+        query: &ListQuery,
+        total: u64,
+        cursor_values: impl Fn(&T) -> Result<Vec<Value>, E>,
+    ) -> Result<Self, E> {
+        let limit = query.limit as usize;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last()
+                .map(|last| cursor_values(last).map(|values| Cursor::encode(&query.sort, &values)))
+                .transpose()?
+        } else {
+            None
+        };
+        Ok(Self {
+            items: rows,
+            total,
+            limit: query.limit,
+            offset: query.offset(),
+            next_cursor,
+        })
+    }
+
     /// Converts every item, keeping the paging data.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {

@@ -13,17 +13,19 @@ use crate::schedules::Schedule;
 /// Registers the purge.
 pub fn register(handlers: Handlers, state: &AppState) -> Result<Handlers, MissingService> {
     let store = state.get::<Arc<dyn IdempotencyStore>>()?;
-    Ok(handlers.register(move |job: PurgeIdempotencyKeys, _context| {
-        let store = Arc::clone(&store);
-        async move {
-            let purged = store
-                .purge(job.created_before)
-                .await
-                .map_err(JobFailure::transient)?;
-            tracing::info!(purged, "expired idempotency keys purged");
-            Ok(())
-        }
-    }))
+    Ok(
+        handlers.register(move |job: PurgeIdempotencyKeys, _context| {
+            let store = Arc::clone(&store);
+            async move {
+                let purged = store
+                    .purge(job.created_before)
+                    .await
+                    .map_err(JobFailure::transient)?;
+                tracing::info!(purged, "expired idempotency keys purged");
+                Ok(())
+            }
+        }),
+    )
 }
 
 /// Hourly; keys answer retries for 24 h.

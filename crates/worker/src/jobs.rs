@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_config::Settings;
-use keel_jobs::{JobRepository, Probe, PurgeFinishedJobs};
 use keel_infrastructure::jobs::JobStore;
+use keel_jobs::{JobRepository, Probe, PurgeFinishedJobs};
 use keel_kernel::jobs::{JobFailure, NewJob};
 use keel_kernel::{AppState, MissingService};
 

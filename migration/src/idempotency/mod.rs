@@ -6,7 +6,7 @@ mod m20261130_000002_create_idempotency_keys;
 
 /// This feature's migrations (the crate orders all features' by name, i.e. by date).
 pub(crate) fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![
-        Box::new(m20261130_000002_create_idempotency_keys::Migration),
-    ]
+    vec![Box::new(
+        m20261130_000002_create_idempotency_keys::Migration,
+    )]
 }

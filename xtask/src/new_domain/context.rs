@@ -37,7 +37,7 @@ pub(crate) struct Context {
     enums: Vec<FieldContext>,
     /// Whether every field supports `Eq` (no `f64`).
     eq: bool,
-    /// Whether any field is `f64` (the fake data needs ranges).
+    /// Whether any field is a decimal (which needs `rust_decimal` and a range check).
     uses_decimal: bool,
     /// The example body of a PATCH: field names and JSON values, in order.
     patch_example: Vec<(String, String)>,
@@ -256,6 +256,14 @@ impl FieldContext {
             (FieldType::Enum, _) => (
                 format!("input.{name}.unwrap_or_default()"),
                 "*value".to_owned(),
+            ),
+            (FieldType::Decimal, false) => (
+                format!("decimal(&mut errors, {q}, input.{name})"),
+                format!("decimal(&mut errors, {q}, *value)"),
+            ),
+            (FieldType::Decimal, true) => (
+                format!("input.{name}.map(|value| decimal(&mut errors, {q}, value))"),
+                format!("value.map(|v| decimal(&mut errors, {q}, v))"),
             ),
             (ty, _) if ty.is_copy() => (format!("input.{name}"), "*value".to_owned()),
             _ => (format!("input.{name}"), "value.clone()".to_owned()),

@@ -160,9 +160,28 @@ pub(crate) fn render(spec: &Spec, migration: &str) -> anyhow::Result<Vec<Rendere
     Ok(files)
 }
 
+/// The spec of the existing domain `name`, which must name itself `name`.
+fn existing(root: &Path, name: &str) -> anyhow::Result<Spec> {
+    ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "`{name}` is not a domain name"
+    );
+    let spec = Spec::load(&root.join(spec::spec_path(name)))?;
+    ensure!(
+        spec.name == name,
+        "{} names `{}`, not `{name}`",
+        spec::spec_path(name),
+        spec.name
+    );
+    Ok(spec)
+}
+
 /// The generated files of an existing domain that differ from what its spec renders now.
 pub(crate) fn stale_files(root: &Path, name: &str) -> anyhow::Result<Vec<String>> {
-    let spec = Spec::load(&root.join(spec::spec_path(name)))?;
+    let spec = existing(root, name)?;
     let mut stale = Vec::new();
     for file in render(&spec, "unused")? {
         if file.kind != Kind::Generated {
@@ -179,12 +198,29 @@ pub(crate) fn stale_files(root: &Path, name: &str) -> anyhow::Result<Vec<String>
 /// Rewrites the generated files of an existing domain from its spec; scaffolds and everything
 /// the team wrote stay as they are.
 pub(crate) fn regenerate(root: &Path, name: &str) -> anyhow::Result<()> {
-    let spec = Spec::load(&root.join(spec::spec_path(name)))?;
-    let mut changed = Vec::new();
-    for file in render(&spec, "unused")? {
-        if file.kind != Kind::Generated {
-            continue;
+    let spec = existing(root, name)?;
+    let files: Vec<Rendered> = render(&spec, "unused")?
+        .into_iter()
+        .filter(|file| file.kind == Kind::Generated)
+        .collect();
+    // Never overwrite a file someone wrote by hand: every file replaced must carry the header.
+    for file in &files {
+        if let Ok(current) = std::fs::read_to_string(root.join(&file.path)) {
+            ensure!(
+                current.starts_with("// @generated"),
+                "{} has no `@generated` header: it is hand-written, so regeneration stops here (move your code to a file without the header, or delete this one)",
+                file.path
+            );
         }
+    }
+    if spec.uses_decimal() {
+        let changes = decimal_support(root, Some(name))?;
+        for (path, content) in apply_in_memory(root, &changes)? {
+            std::fs::write(&path, content)?;
+        }
+    }
+    let mut changed = Vec::new();
+    for file in files {
         let path = root.join(&file.path);
         if std::fs::read_to_string(&path).ok().as_deref() != Some(file.content.as_str()) {
             if let Some(parent) = path.parent() {
@@ -294,6 +330,10 @@ fn ensure_free(root: &Path, spec: &Spec) -> anyhow::Result<()> {
         format!("migration/src/{name}"),
         format!("tests/e2e/{name}"),
         format!("tests/e2e/{name}.rs"),
+        format!("crates/api/src/{name}.rs"),
+        format!("crates/infrastructure/src/{name}.rs"),
+        format!("crates/worker/src/{name}.rs"),
+        format!("migration/src/{name}.rs"),
     ] {
         ensure!(
             !root.join(&path).exists(),
@@ -406,13 +446,14 @@ fn plan(root: &Path, spec: &Spec) -> anyhow::Result<Vec<Change>> {
         format!("mod {name};"),
     );
     if spec.uses_decimal() {
-        changes.extend(decimal_support(root)?);
+        changes.extend(decimal_support(root, None)?);
     }
     Ok(changes)
 }
 
-/// The `rust_decimal` dependency and sea-orm's decimal support, once.
-fn decimal_support(root: &Path) -> anyhow::Result<Vec<Change>> {
+/// The `rust_decimal` dependency and sea-orm's decimal support, once; with `domain`, also in
+/// that existing domain's manifest (a decimal field added to its spec later).
+fn decimal_support(root: &Path, domain: Option<&str>) -> anyhow::Result<Vec<Change>> {
     let manifest = std::fs::read_to_string(root.join("Cargo.toml"))?;
     let mut changes = Vec::new();
     if !manifest.contains("\nrust_decimal = ") {
@@ -432,6 +473,23 @@ fn decimal_support(root: &Path) -> anyhow::Result<Vec<Change>> {
                 1,
             ),
         ));
+    }
+    if let Some(name) = domain {
+        let path = root.join(format!("crates/domains/{name}/Cargo.toml"));
+        let current = std::fs::read_to_string(&path)?;
+        if !current.contains("rust_decimal") {
+            let with = current.replacen(
+                "keel-kernel.workspace = true\n",
+                "keel-kernel.workspace = true\nrust_decimal.workspace = true\n",
+                1,
+            );
+            ensure!(
+                with != current,
+                "add `rust_decimal.workspace = true` to {} by hand",
+                path.display()
+            );
+            changes.push(Change::Create(path, with));
+        }
     }
     for crate_manifest in ["crates/api/Cargo.toml", "crates/infrastructure/Cargo.toml"] {
         let current = std::fs::read_to_string(root.join(crate_manifest))?;

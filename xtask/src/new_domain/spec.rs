@@ -295,41 +295,66 @@ pub(crate) fn spec_path(name: &str) -> String {
 /// Names a new domain may not take: Keel's own modules, tables and routes.
 const RESERVED_NAMES: &[&str] = &[
     "activity",
+    "adapters",
     "api",
     "api_keys",
     "app",
     "auth",
+    "background",
+    "bench",
+    "cli",
     "config",
+    "context",
     "crud",
+    "custom",
     "database",
     "docs",
     "domains",
     "error",
+    "extract",
     "health",
+    "idempotency",
+    "idempotency_keys",
     "identity",
     "infrastructure",
+    "job_outbox",
     "jobs",
     "kernel",
+    "limits",
     "listing",
     "mail",
+    "mail_deliveries",
     "metrics",
+    "middleware",
     "migrate",
     "migration",
     "openapi",
     "permissions",
+    "one_time_tokens",
     "projects",
+    "queue",
+    "ratelimit",
+    "refresh_tokens",
     "release_notes",
     "releases",
+    "role_permissions",
     "roles",
+    "schedules",
     "security",
     "seaql_migrations",
+    "seed",
+    "server",
     "sessions",
+    "signals",
+    "startup",
+    "state",
     "stores",
     "support",
     "telemetry",
     "testing",
     "tests",
     "unit_of_work",
+    "user_roles",
     "users",
     "worker",
     "workers",
@@ -353,6 +378,52 @@ const RESERVED_FIELDS: &[&str] = &[
     "cursor",
     "sort",
     "q",
+];
+
+/// Names the generated files import or define; a domain's types may not take them.
+const RESERVED_TYPES: &[&str] = &[
+    "Actor",
+    "ActiveModel",
+    "Adapters",
+    "AppData",
+    "AppState",
+    "AppStateBuilder",
+    "Caller",
+    "Column",
+    "Crud",
+    "CrudActions",
+    "CrudApi",
+    "DateTime",
+    "Deserialize",
+    "Entity",
+    "FieldErrors",
+    "FieldKind",
+    "FieldSpec",
+    "Fixture",
+    "FromStr",
+    "ListQuery",
+    "ListSpec",
+    "Listable",
+    "Meta",
+    "MissingService",
+    "Model",
+    "Page",
+    "Permission",
+    "PermissionDef",
+    "RegisterError",
+    "Relation",
+    "RepoError",
+    "Resource",
+    "Schema",
+    "ScopeRule",
+    "SeaCrud",
+    "SeaResource",
+    "Serialize",
+    "ToSchema",
+    "UserId",
+    "Utc",
+    "Uuid",
+    "Value",
 ];
 
 const RUST_KEYWORDS: &[&str] = &[
@@ -493,10 +564,46 @@ impl Spec {
         Ok(spec)
     }
 
-    /// Rules on fields a spec file could break too: enum words, limits, examples.
+    /// Rules on fields a spec file could break too: enum words, limits, type names.
     fn check_fields(&self) -> anyhow::Result<()> {
+        let (p, plural) = (self.pascal(), self.pascal_plural());
+        let generated = [
+            p.clone(),
+            format!("{p}Id"),
+            format!("New{p}"),
+            format!("{p}Patch"),
+            format!("{p}View"),
+            format!("Create{p}"),
+            format!("Update{p}"),
+            format!("{p}Repository"),
+            format!("{p}Error"),
+            format!("New{p}Factory"),
+            plural.clone(),
+            format!("{plural}Api"),
+        ];
+        for name in [&p, &plural] {
+            ensure!(
+                !RESERVED_TYPES.contains(&name.as_str()),
+                "`{}` would generate the type `{name}`, which Keel's generated code already uses; choose another name",
+                self.name
+            );
+        }
         for field in &self.fields {
             let name = &field.name;
+            if field.ty == FieldType::Enum {
+                let ty = format!("{p}{}", field.pascal());
+                ensure!(
+                    !generated.contains(&ty) && !RESERVED_TYPES.contains(&ty.as_str()),
+                    "enum field `{name}` would generate the type `{ty}`, which is taken; rename the field"
+                );
+                let mut variants: Vec<String> = field.values.iter().map(|v| pascal(v)).collect();
+                variants.sort();
+                variants.dedup();
+                ensure!(
+                    variants.len() == field.values.len(),
+                    "two words of enum field `{name}` give the same Rust variant; rename one"
+                );
+            }
             if field.ty == FieldType::Enum {
                 ensure!(
                     !field.values.is_empty(),
@@ -550,6 +657,13 @@ impl Spec {
                 format!("{}:{ty}{}", f.name, if f.optional { "?" } else { "" })
             })
             .collect();
+        // Keel's own names are refused here too (a copied spec must not regenerate, say, jobs),
+        // except for the example domain, which is generated like any other.
+        ensure!(
+            file.name == "projects" || !RESERVED_NAMES.contains(&file.name.as_str()),
+            "`{}` is taken by Keel itself",
+            file.name
+        );
         let mut spec = Self::parse_fields(&file.name, file.singular.as_deref(), &raw)?;
         for (field, given) in spec.fields.iter_mut().zip(file.fields) {
             field.max_chars = given.max_chars;
@@ -693,6 +807,14 @@ mod tests {
             ("widgets", vec!["a:bool", "a:i32"]),
             ("widgets", vec!["a__in:bool"]),
             ("sheep", vec!["a:bool"]),
+            ("values", vec!["a:bool"]),
+            ("limits", vec!["a:bool"]),
+            ("refresh_tokens", vec!["a:bool"]),
+            ("widgets", vec!["patch:enum(a,b)"]),
+            ("widgets", vec!["stage:enum(a1,a_1)"]),
+            ("widgets", vec!["stage:enum(draft,Live)"]),
+            ("widgets", vec!["stage:enum()"]),
+            ("widgets", vec!["stage:enum(a,b)?"]),
         ] {
             assert!(
                 Spec::parse(name, None, &fields(&raw)).is_err(),

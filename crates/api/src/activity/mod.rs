@@ -129,7 +129,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn data(
     state: &keel_kernel::AppState,
 ) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
-    Ok(vec![
-        crate::state::AppData::of::<keel_activity::Activity>(state)?,
-    ])
+    Ok(vec![crate::state::AppData::of::<keel_activity::Activity>(
+        state,
+    )?])
 }

@@ -159,7 +159,7 @@ fn limited(path: &str, route: actix_web::Route) -> impl actix_web::dev::HttpServ
 pub fn data(
     state: &keel_kernel::AppState,
 ) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
-    Ok(vec![
-        crate::state::AppData::of::<keel_identity::Identity>(state)?,
-    ])
+    Ok(vec![crate::state::AppData::of::<keel_identity::Identity>(
+        state,
+    )?])
 }

@@ -108,9 +108,7 @@ async fn get(
     IdPath(id): IdPath<JobId>,
     jobs: web::Data<Jobs>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = jobs.for_caller(&caller)
-        .get(id)
-        .await?;
+    let job = jobs.for_caller(&caller).get(id).await?;
     Ok(HttpResponse::Ok().json(JobView::from(job)))
 }
 
@@ -156,9 +154,7 @@ async fn retry(
     IdPath(id): IdPath<JobId>,
     jobs: web::Data<Jobs>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = jobs.for_caller(&caller)
-        .retry(id)
-        .await?;
+    let job = jobs.for_caller(&caller).retry(id).await?;
     Ok(HttpResponse::Ok().json(JobView::from(job)))
 }
 
@@ -181,9 +177,7 @@ async fn delete(
     IdPath(id): IdPath<JobId>,
     jobs: web::Data<Jobs>,
 ) -> Result<HttpResponse, ApiError> {
-    jobs.for_caller(&caller)
-        .delete(id)
-        .await?;
+    jobs.for_caller(&caller).delete(id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -277,7 +271,5 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn data(
     state: &keel_kernel::AppState,
 ) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
-    Ok(vec![
-        crate::state::AppData::of::<keel_jobs::Jobs>(state)?,
-    ])
+    Ok(vec![crate::state::AppData::of::<keel_jobs::Jobs>(state)?])
 }

@@ -346,7 +346,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn data(
     state: &keel_kernel::AppState,
 ) -> Result<Vec<crate::state::AppData>, keel_kernel::MissingService> {
-    Ok(vec![
-        crate::state::AppData::of::<keel_release_notes::ReleaseNotes>(state)?,
-    ])
+    Ok(vec![crate::state::AppData::of::<
+        keel_release_notes::ReleaseNotes,
+    >(state)?])
 }

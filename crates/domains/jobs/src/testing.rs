@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keel_kernel::jobs::{JobId, Queue};
-use keel_kernel::query::{Cursor, Direction, FilterOp, Position, Value};
+use keel_kernel::query::{Direction, FilterOp, Position, Value};
 use keel_kernel::{ListQuery, Page, RepoError, UserId};
 
 use crate::model::{JobRecord, JobState};
@@ -80,25 +80,15 @@ impl JobRepository for InMemoryJobRepository {
             Position::Offset(_) => None,
         };
         let skip = usize::try_from(query.offset().unwrap_or(0)).unwrap_or(usize::MAX);
-        let mut page: Vec<JobRecord> = matching
+        let window: Vec<JobRecord> = matching
             .into_iter()
             .filter(|job| after.is_none_or(|a| if descending { job.id < a } else { job.id > a }))
             .skip(skip)
             .take(query.limit as usize + 1)
             .cloned()
             .collect();
-        let more = page.len() > query.limit as usize;
-        page.truncate(query.limit as usize);
-        let next_cursor = more
-            .then(|| page.last())
-            .flatten()
-            .map(|last| Cursor::encode(&query.sort, &cursor_values(last)));
-        Ok(Page {
-            items: page,
-            total,
-            limit: query.limit,
-            offset: query.offset(),
-            next_cursor,
+        Page::of_window(window, query, total, |last| {
+            Ok::<_, RepoError>(cursor_values(last).to_vec())
         })
     }
 

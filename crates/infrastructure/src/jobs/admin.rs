@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use keel_jobs::policy::cursor_values;
 use keel_jobs::{JobRecord, JobRepository, JobState};
 use keel_kernel::jobs::{JobId, Queue, RetryPolicy};
-use keel_kernel::query::{Cursor, Direction, Filter, FilterOp, Position, Value};
+use keel_kernel::query::{Direction, Filter, FilterOp, Position, Value};
 use keel_kernel::{ListQuery, Page, RepoError, UserId};
 // Dynamic SQL here is assembled from fixed fragments and integers; every value is bound.
 use sqlx::Row;
@@ -20,16 +20,27 @@ use super::*;
 /// A checked job list request, in the terms of the two tables it reads.
 #[derive(Debug, Default)]
 pub(super) struct Selection {
-    /// Any of these states (empty: all).
-    states: Vec<JobState>,
-    /// Any of these queues (empty: all).
-    queues: Vec<String>,
-    /// Any of these kinds (empty: all).
-    kinds: Vec<String>,
+    /// Any of these states (`None`: all; empty: none, as when two filters exclude each other).
+    states: Option<Vec<JobState>>,
+    /// Any of these queues.
+    queues: Option<Vec<String>>,
+    /// Any of these kinds.
+    kinds: Option<Vec<String>>,
     /// Newest first.
     descending: bool,
     /// Only ids after this task id, in the list's order (a cursor).
     after: Option<String>,
+}
+
+/// Narrows `current` to `values`: filters on one field all hold, like every other list.
+fn narrow<T: PartialEq>(current: &mut Option<Vec<T>>, values: Vec<T>) {
+    *current = Some(match current.take() {
+        Some(mut kept) => {
+            kept.retain(|v| values.contains(v));
+            kept
+        }
+        None => values,
+    });
 }
 
 fn texts(op: &FilterOp) -> Vec<String> {
@@ -60,11 +71,12 @@ impl Selection {
         for Filter { field, op } in &query.filters {
             let values = texts(op);
             match *field {
-                "state" => selection
-                    .states
-                    .extend(values.iter().filter_map(|v| JobState::parse(v))),
-                "queue" => selection.queues.extend(values),
-                "kind" => selection.kinds.extend(values),
+                "state" => narrow(
+                    &mut selection.states,
+                    values.iter().filter_map(|v| JobState::parse(v)).collect(),
+                ),
+                "queue" => narrow(&mut selection.queues, values),
+                "kind" => narrow(&mut selection.kinds, values),
                 _ => {}
             }
         }
@@ -246,10 +258,17 @@ impl JobStore {
         }
     }
 
-    /// `column IN (…)` over `values`, bound; `None` when `values` is empty.
-    fn any_of(&self, column: &str, values: &[String], binds: &mut Vec<Bind>) -> Option<String> {
+    /// `column IN (…)` over `values`, bound; `None` without a filter, and a condition no row
+    /// meets when the filters leave no value.
+    fn any_of(
+        &self,
+        column: &str,
+        values: Option<&Vec<String>>,
+        binds: &mut Vec<Bind>,
+    ) -> Option<String> {
+        let values = values?;
         if values.is_empty() {
-            return None;
+            return Some("1 = 0".to_owned());
         }
         let params: Vec<String> = values
             .iter()
@@ -282,9 +301,8 @@ impl JobStore {
     pub(super) fn queue_filter(&self, selection: &Selection, keyset: bool) -> (String, Vec<Bind>) {
         let mut clauses = Vec::new();
         let mut binds = Vec::new();
-        if !selection.states.is_empty() {
-            let states: Vec<&str> = selection
-                .states
+        if let Some(states) = &selection.states {
+            let states: Vec<&str> = states
                 .iter()
                 .map(|state| match state {
                     JobState::Enqueued => "1 = 0",
@@ -297,14 +315,18 @@ impl JobStore {
                     }
                 })
                 .collect();
-            clauses.push(format!("({})", states.join(" OR ")));
+            clauses.push(if states.is_empty() {
+                "1 = 0".to_owned()
+            } else {
+                format!("({})", states.join(" OR "))
+            });
         }
-        clauses.extend(self.any_of("job_type", &selection.queues, &mut binds));
+        clauses.extend(self.any_of("job_type", selection.queues.as_ref(), &mut binds));
         let kind = match self.pool {
             Pool::Sqlite(_) => "json_extract(metadata, '$.\"keel.kind\"')",
             Pool::Postgres(_) => "(metadata -> 'keel.kind')",
         };
-        clauses.extend(self.any_of(kind, &selection.kinds, &mut binds));
+        clauses.extend(self.any_of(kind, selection.kinds.as_ref(), &mut binds));
         if keyset {
             clauses.extend(self.after(selection, &mut binds));
         }
@@ -318,13 +340,17 @@ impl JobStore {
         selection: &Selection,
         keyset: bool,
     ) -> Option<(String, Vec<Bind>)> {
-        if !selection.states.is_empty() && !selection.states.contains(&JobState::Enqueued) {
+        if selection
+            .states
+            .as_ref()
+            .is_some_and(|states| !states.contains(&JobState::Enqueued))
+        {
             return None;
         }
         let mut clauses = Vec::new();
         let mut binds = Vec::new();
-        clauses.extend(self.any_of("queue", &selection.queues, &mut binds));
-        clauses.extend(self.any_of("kind", &selection.kinds, &mut binds));
+        clauses.extend(self.any_of("queue", selection.queues.as_ref(), &mut binds));
+        clauses.extend(self.any_of("kind", selection.kinds.as_ref(), &mut binds));
         if keyset {
             clauses.extend(self.after(selection, &mut binds));
         }
@@ -476,9 +502,20 @@ impl JobRepository for JobStore {
         // Both sources are ordered by id (time-ordered): take enough of each to fill the page
         // and tell whether another follows, merge, then page.
         let window = (limit + offset + 1, selection.order());
+        // The outbox first, then the queue: a job the relay moves in between is then read
+        // twice (and kept once, as the queue has it), never missed.
+        let mut total = 0;
+        let mut outbox = Vec::new();
+        if let (Some((counted, counted_binds)), Some((clause, binds))) = (
+            self.outbox_filter(&selection, false),
+            self.outbox_filter(&selection, true),
+        ) {
+            total += self.count(&counted, &counted_binds, "job_outbox").await?;
+            outbox = self.outbox(&clause, &binds, Some(window)).await?;
+        }
         let (counted, counted_binds) = self.queue_filter(&selection, false);
         let (clause, binds) = self.queue_filter(&selection, true);
-        let mut total = self
+        total += self
             .count(&counted, &counted_binds, self.jobs_table())
             .await?;
         let mut records: Vec<JobRecord> = self
@@ -487,35 +524,20 @@ impl JobRepository for JobStore {
             .into_iter()
             .map(|row| record(&row))
             .collect();
-        if let (Some((counted, counted_binds)), Some((clause, binds))) = (
-            self.outbox_filter(&selection, false),
-            self.outbox_filter(&selection, true),
-        ) {
-            total += self.count(&counted, &counted_binds, "job_outbox").await?;
-            records.extend(self.outbox(&clause, &binds, Some(window)).await?);
-        }
+        let queued: std::collections::HashSet<JobId> = records.iter().map(|r| r.id).collect();
+        records.extend(outbox.into_iter().filter(|r| !queued.contains(&r.id)));
         if selection.descending {
             records.sort_by_key(|r| std::cmp::Reverse(r.id));
         } else {
             records.sort_by_key(|r| r.id);
         }
-        let mut page: Vec<JobRecord> = records
+        let window: Vec<JobRecord> = records
             .into_iter()
             .skip(usize::try_from(offset).unwrap_or(usize::MAX))
             .take(usize::try_from(limit + 1).unwrap_or(usize::MAX))
             .collect();
-        let more = page.len() as u64 > limit;
-        page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_cursor = more
-            .then(|| page.last())
-            .flatten()
-            .map(|last| Cursor::encode(&query.sort, &cursor_values(last)));
-        Ok(Page {
-            items: page,
-            total,
-            limit: query.limit,
-            offset: query.offset(),
-            next_cursor,
+        Page::of_window(window, query, total, |last| {
+            Ok::<_, RepoError>(cursor_values(last).to_vec())
         })
     }
 

@@ -57,7 +57,10 @@ impl ProjectReportRepository for SeaProjectReports {
 }
 
 /// Registers the project reports.
-pub(super) fn register(adapters: &Adapters, state: &mut AppStateBuilder) -> Result<(), RegisterError> {
+pub(super) fn register(
+    adapters: &Adapters,
+    state: &mut AppStateBuilder,
+) -> Result<(), RegisterError> {
     state.insert(ProjectReports::new(Arc::new(SeaProjectReports::new(
         adapters.db.clone(),
     ))));

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use keel_kernel::crud::Meta;
 use keel_kernel::{AppStateBuilder, RepoError, UserId};
-use keel_projects::{Project, ProjectId, ProjectStatus, Projects};
+use keel_projects::model::{Project, ProjectId, ProjectStatus};
+use keel_projects::service::Projects;
 
 use crate::crud::{SeaCrud, SeaResource};
 use crate::listing::Listable;
@@ -137,7 +138,7 @@ impl SeaResource for Project {
 /// Registers the project use cases and permissions, then what `custom.rs` adds.
 pub fn register(adapters: &Adapters, state: &mut AppStateBuilder) -> Result<(), RegisterError> {
     state
-        .permissions(keel_projects::PERMISSIONS)
+        .permissions(keel_projects::policy::PERMISSIONS)
         .insert(Projects::new(
             Arc::new(SeaCrud::new(adapters.db.clone())),
             adapters.unit_of_work.clone(),
@@ -149,7 +150,8 @@ pub fn register(adapters: &Adapters, state: &mut AppStateBuilder) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use keel_projects::LIST_SPEC;
+    use keel_kernel::crud::{Resource, ScopeRule};
+    use keel_projects::policy::LIST_SPEC;
 
     use super::*;
 
@@ -160,6 +162,19 @@ mod tests {
                 <Entity as Listable>::column(field.name).is_some(),
                 "{}",
                 field.name
+            );
+        }
+    }
+
+    /// The SQL form of `rules::SCOPE` needs its shared field's column.
+    #[test]
+    fn the_scope_rule_names_a_column() {
+        if let ScopeRule::SharedRead(rule) | ScopeRule::Shared(rule) = <Project as Resource>::SCOPE
+        {
+            assert!(
+                <Entity as Listable>::column(rule.field).is_some(),
+                "rules::SCOPE shares by `{}`, which has no column",
+                rule.field
             );
         }
     }

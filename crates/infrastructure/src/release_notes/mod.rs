@@ -229,14 +229,14 @@ pub fn register(
     adapters: &crate::Adapters,
     state: &mut keel_kernel::AppStateBuilder,
 ) -> Result<(), crate::RegisterError> {
-    state
-        .permissions(keel_release_notes::PERMISSIONS)
-        .insert(keel_release_notes::ReleaseNotes::new(
+    state.permissions(keel_release_notes::PERMISSIONS).insert(
+        keel_release_notes::ReleaseNotes::new(
             std::sync::Arc::new(SeaReleaseNoteRepository::new(adapters.db.clone())),
             adapters.unit_of_work.clone(),
             adapters.activity_log(),
             adapters.clock.clone(),
-        ));
+        ),
+    );
     Ok(())
 }
 
