@@ -580,6 +580,66 @@ mod tests {
         );
     }
 
+    /// A scratch workspace holding one domain spec.
+    fn scratch(dir: &str, spec: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("keel-regen-{dir}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("crates/domains/foos/src")).unwrap();
+        std::fs::write(root.join("crates/domains/foos/domain.toml"), spec).unwrap();
+        root
+    }
+
+    const FOOS: &str = "name = \"foos\"\n\n[[field]]\nname = \"label\"\ntype = \"string\"\n";
+
+    #[test]
+    fn regeneration_refuses_foreign_specs_odd_names_and_hand_written_files() {
+        let root = scratch("names", &FOOS.replace("\"foos\"", "\"bars\""));
+        let err = regenerate(&root, "foos").unwrap_err().to_string();
+        assert!(err.contains("names `bars`"), "{err}");
+        assert!(regenerate(&root, "../foos").is_err());
+        assert!(regenerate(&root, "").is_err());
+        let jobs = scratch("reserved", &FOOS.replace("\"foos\"", "\"jobs\""));
+        std::fs::rename(
+            jobs.join("crates/domains/foos"),
+            jobs.join("crates/domains/jobs"),
+        )
+        .unwrap();
+        let err = regenerate(&jobs, "jobs").unwrap_err().to_string();
+        assert!(err.contains("taken by Keel"), "{err}");
+
+        let root = scratch("hand", FOOS);
+        let model = root.join("crates/domains/foos/src/model.rs");
+        std::fs::write(&model, "// my own model\n").unwrap();
+        let err = regenerate(&root, "foos").unwrap_err().to_string();
+        assert!(err.contains("no `@generated` header"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&model).unwrap(),
+            "// my own model\n"
+        );
+        assert!(
+            !root.join("crates/domains/foos/src/policy.rs").exists(),
+            "nothing is written when one file is refused"
+        );
+
+        std::fs::remove_file(&model).unwrap();
+        regenerate(&root, "foos").unwrap();
+        assert!(
+            std::fs::read_to_string(&model)
+                .unwrap()
+                .starts_with("// @generated")
+        );
+        assert!(stale_files(&root, "foos").unwrap().is_empty());
+        assert!(
+            !root.join("crates/domains/foos/src/rules.rs").exists(),
+            "scaffolds are never written by regeneration"
+        );
+        for dir in ["names", "reserved", "hand"] {
+            let _ = std::fs::remove_dir_all(
+                std::env::temp_dir().join(format!("keel-regen-{dir}-{}", std::process::id())),
+            );
+        }
+    }
+
     /// Every field type and modifier, rendered: a change to a template or to the per-type
     /// rules shows up here as a reviewed snapshot.
     #[test]
