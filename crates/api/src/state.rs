@@ -31,3 +31,19 @@ impl AppData {
         (self.0)(cfg);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_state_is_refused_at_startup_naming_the_missing_service() {
+        let missing = crate::feature_data(&AppState::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            missing.as_deref().is_some_and(|m| m.contains("Identity")),
+            "{missing:?}"
+        );
+    }
+}

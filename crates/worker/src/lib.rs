@@ -357,3 +357,17 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod feature_tests {
+    #[test]
+    fn handlers_refuse_a_state_without_their_services() {
+        let missing = crate::handlers(&keel_kernel::AppState::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            missing.as_deref().is_some_and(|m| m.contains("Mailer")),
+            "{missing:?}"
+        );
+    }
+}
