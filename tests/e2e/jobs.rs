@@ -549,6 +549,7 @@ async fn the_job_list_speaks_the_list_language_across_outbox_and_queue() {
         ("cursor=bm90LWEtY3Vyc29y", "cursor"),
         ("created_at=2026-01-01T00:00:00Z", "created_at"),
         ("kind__gte=a", "kind__gte"),
+        ("offset=10001", "offset"),
     ] {
         refused_list(&app, &admin, bad, field).await;
     }

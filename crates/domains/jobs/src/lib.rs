@@ -17,4 +17,4 @@ pub use error::JobsError;
 pub use model::{JobRecord, JobState, Probe, PurgeFinishedJobs};
 pub use policy::{JOBS_MANAGE, JOBS_READ, LIST_SPEC, PERMISSIONS};
 pub use repository::JobRepository;
-pub use service::{Jobs, JobsService, ProbeRequest};
+pub use service::{Jobs, JobsService, MAX_OFFSET, ProbeRequest};

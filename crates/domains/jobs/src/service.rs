@@ -13,6 +13,9 @@ use crate::model::{JobRecord, JobState, Probe};
 use crate::policy::{JOBS_MANAGE, JOBS_READ};
 use crate::repository::JobRepository;
 
+/// The deepest offset a job list takes.
+pub const MAX_OFFSET: u64 = 10_000;
+
 /// The job use cases' ports.
 #[derive(Debug, Clone)]
 pub struct Jobs {
@@ -89,9 +92,18 @@ impl JobsService<'_> {
         }
     }
 
-    /// A page of jobs, in the list language (needs `jobs:read`).
+    /// A page of jobs, in the list language (needs `jobs:read`). Offsets stop at
+    /// [`MAX_OFFSET`]: jobs come from two tables merged in memory, so a deep offset would read
+    /// every row before it; a cursor pages at any depth.
     pub async fn list(&self, query: ListQuery) -> Result<Page<JobRecord>, JobsError> {
         self.require(&JOBS_READ)?;
+        if query.offset().is_some_and(|offset| offset > MAX_OFFSET) {
+            return Err(DomainError::invalid(
+                "offset",
+                "range",
+                format!("must be at most {MAX_OFFSET} for jobs; page further with `cursor`"),
+            ));
+        }
         Ok(self.jobs.repository.list(&query).await?)
     }
 
@@ -235,6 +247,20 @@ mod tests {
             matches!(forbidden, Err(DomainError::Forbidden { .. })),
             "{forbidden:?}"
         );
+    }
+
+    #[test]
+    fn deep_offsets_are_refused_in_favour_of_the_cursor() {
+        let operator = caller(UserId::new(), &[JOBS_READ]);
+        let jobs = jobs(Arc::default(), Arc::default());
+        let deep = keel_kernel::ListQuery::parse(&crate::LIST_SPEC, [("offset", "10001")]);
+        let refused = block_on(jobs.for_caller(&operator).list(deep.unwrap()));
+        assert!(
+            matches!(&refused, Err(DomainError::Validation(e)) if e[0].field == "offset"),
+            "{refused:?}"
+        );
+        let fine = keel_kernel::ListQuery::parse(&crate::LIST_SPEC, [("offset", "10000")]);
+        assert!(block_on(jobs.for_caller(&operator).list(fine.unwrap())).is_ok());
     }
 
     #[test]
