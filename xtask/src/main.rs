@@ -186,31 +186,35 @@ enum BenchTarget {
         #[arg(long, default_value_t = 10)]
         runs: u32,
     },
-    /// Login throughput, and an authenticated read's latency with and without a login flood
-    /// (needs `wrk` and `curl`).
+    /// `GET /auth/me` next to the bare server's primary-key read, sign-in throughput next to
+    /// argon2id's own rate, and reads during a sign-in flood, on PostgreSQL (needs `wrk`,
+    /// `curl`, `psql` and the local PostgreSQL).
     Auth {
-        /// Run on a fresh PostgreSQL database on the local server instead of SQLite.
-        #[arg(long)]
-        postgres: bool,
         /// Seconds per measurement.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Interleaved rounds of the read comparison (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// Jobs drained per second and enqueue→done latency, on SQLite or PostgreSQL (needs curl).
     Jobs {
         /// Run on a fresh PostgreSQL database on the local server instead of SQLite.
         #[arg(long)]
         postgres: bool,
-        /// No-op jobs per drain measurement.
-        #[arg(long, default_value_t = 2000)]
-        jobs: u32,
+        /// Seconds of enqueueing (as fast as the api takes them) before each drain.
+        #[arg(long, default_value_t = 5)]
+        enqueue_seconds: u32,
     },
     /// Authenticated project reads on PostgreSQL next to a minimal actix + sqlx server
     /// (needs `wrk`, `curl`, `psql` and the local PostgreSQL).
     Crud {
         /// Seconds per measurement.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Interleaved rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
 }
 
@@ -278,14 +282,18 @@ fn main() -> anyhow::Result<()> {
             what: BenchTarget::Startup { runs },
         } => bench::bench_startup(&sh, runs),
         Task::Bench {
-            what: BenchTarget::Auth { postgres, seconds },
-        } => bench::bench_auth(&sh, postgres, seconds),
+            what: BenchTarget::Auth { seconds, rounds },
+        } => bench::bench_auth(&sh, seconds, rounds),
         Task::Bench {
-            what: BenchTarget::Crud { seconds },
-        } => bench::bench_crud(&sh, seconds),
+            what: BenchTarget::Crud { seconds, rounds },
+        } => bench::bench_crud(&sh, seconds, rounds),
         Task::Bench {
-            what: BenchTarget::Jobs { postgres, jobs },
-        } => bench::bench_jobs(&sh, postgres, jobs),
+            what:
+                BenchTarget::Jobs {
+                    postgres,
+                    enqueue_seconds,
+                },
+        } => bench::bench_jobs(&sh, postgres, enqueue_seconds),
     }
 }
 

@@ -42,11 +42,12 @@ pub(crate) fn start_api_with(
 ) -> anyhow::Result<Running> {
     let child = Command::new(binary)
         .current_dir(dir)
+        // Quiet unless the caller asks for more (`vars` come after, and win).
+        .env("APP__TELEMETRY__LOG_LEVEL", "warn")
         .envs(vars.iter().copied())
         .env("APP__SERVER__PORT", port.to_string())
         // Any free port for the operations listener: runs never collide on 8082.
         .env("APP__OPS__PORT", "0")
-        .env("APP__TELEMETRY__LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
