@@ -12,10 +12,12 @@ use keel_infrastructure::mail::{LettreMailer, MailDeliveries};
 use keel_kernel::jobs::Queue;
 use keel_kernel::mail::Mailer;
 use keel_worker::Supervisor;
-use keel_worker::queue::{Handlers, relay_outbox, run_queue, sample_queue_depth};
+use keel_worker::queue::{Handlers, run_queue, run_relay, sample_queue_depth};
 use keel_worker::schedules;
+use keel_worker::wakeups::Wakeups;
 use tokio_util::sync::CancellationToken;
 
+use crate::background::Pools;
 use crate::background::housekeeping;
 use crate::startup::{bind, open_database, readiness};
 
@@ -67,9 +69,8 @@ impl WorkerApplication {
         tracing::info!(kinds = ?handlers.kinds(), schedules = armed.len(), "job handlers registered");
         let supervisor = housekeeping(
             Supervisor::new(settings.worker.shutdown_timeout),
-            db.clone(),
+            Pools::new(db.clone(), settings.database.max_connections),
             metrics,
-            settings.database.max_connections,
             health_sampler,
         );
         let supervisor = job_tasks(supervisor, &store, &handlers, &settings.jobs, armed);
@@ -97,9 +98,7 @@ impl WorkerApplication {
         if let Ok(Err(error)) = ops.await {
             tracing::warn!(%error, "ops server failed");
         }
-        if let Err(error) = self.db.close().await {
-            tracing::warn!(%error, "closing the database pool failed");
-        }
+        Pools::new(self.db.clone(), 0).close().await;
         tracing::info!("worker stopped");
         match result {
             // Jobs still running at the deadline are abandoned, not lost: the heartbeat
@@ -124,29 +123,48 @@ fn job_tasks(
     settings: &JobsSettings,
     armed: Vec<schedules::Armed>,
 ) -> Supervisor {
+    let wakeups = Wakeups::default();
     for queue in Queue::ALL {
         let name = match queue {
             Queue::High => "jobs-high",
             Queue::Default => "jobs-default",
             Queue::Low => "jobs-low",
         };
-        let (store, handlers, settings) = (store.clone(), Arc::clone(handlers), settings.clone());
+        let (store, handlers, settings, wakeups) = (
+            store.clone(),
+            Arc::clone(handlers),
+            settings.clone(),
+            wakeups.clone(),
+        );
         supervisor = supervisor.task(name, move |token| {
             run_queue(
                 store.clone(),
                 Arc::clone(&handlers),
                 queue,
                 settings.clone(),
+                wakeups.clone(),
                 token,
             )
         });
     }
-    let relay_store = store.clone();
+    // On PostgreSQL, commits wake the relay and the queues (LISTEN/NOTIFY).
+    if let Some(pool) = store.postgres_pool() {
+        let (pool, wakeups) = (pool.clone(), wakeups.clone());
+        supervisor = supervisor.task("jobs-wakeups", move |token| {
+            wakeups.clone().listen(pool.clone(), token)
+        });
+    }
+    let (relay_store, relay_wakeups) = (store.clone(), wakeups.clone());
+    let poll_interval = settings.poll_interval;
     let gauge_store = store.clone();
     supervisor = supervisor
-        .periodic("jobs-outbox", settings.poll_interval, move || {
-            let store = relay_store.clone();
-            async move { relay_outbox(&store).await.map(|_| ()) }
+        .task("jobs-outbox", move |token| {
+            run_relay(
+                relay_store.clone(),
+                relay_wakeups.clone(),
+                poll_interval,
+                token,
+            )
         })
         .periodic("jobs-queued-gauge", Duration::from_secs(5), move || {
             let store = gauge_store.clone();

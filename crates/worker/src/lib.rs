@@ -8,6 +8,7 @@
 
 pub mod queue;
 pub mod schedules;
+pub mod wakeups;
 
 /// Declares every module with jobs once: each has `register(Handlers, &AppState)` (its job
 /// handlers, on services from the state) and `schedules(&Settings)` (its recurring jobs).

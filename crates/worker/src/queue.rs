@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use apalis::layers::WorkerBuilderExt;
 use apalis_core::backend::ext::BackendExt;
+use apalis_core::backend::ext::poll_strategy::Strategy;
 use apalis_core::error::{AbortError, BoxDynError};
 use apalis_core::task::Task;
 use apalis_core::worker::builder::WorkerBuilder;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::TaskError;
+use crate::wakeups::Wakeups;
 
 /// What a handler knows about the attempt it runs.
 #[derive(Clone, Debug)]
@@ -266,12 +268,14 @@ fn worker_name(queue: Queue) -> String {
 }
 
 /// Runs `queue`'s apalis worker until `token` is cancelled: it stops claiming jobs, and the
-/// supervisor's deadline bounds how long running ones may finish.
+/// supervisor's deadline bounds how long running ones may finish. It fetches every
+/// `jobs.poll_interval`, and on PostgreSQL also as soon as `wakeups` says the queue has work.
 pub async fn run_queue(
     store: JobStore,
     handlers: Arc<Handlers>,
     queue: Queue,
     settings: JobsSettings,
+    wakeups: Wakeups,
     token: CancellationToken,
 ) -> Result<(), TaskError> {
     let concurrency = match queue {
@@ -311,9 +315,12 @@ pub async fn run_queue(
             .batch_size(concurrency)
             .heartbeat_interval(settings.heartbeat_interval)
             .missed_heartbeats(missed);
+        let wake = Strategy::new()
+            .stream(wakeups.queue(queue))
+            .interval(settings.poll_interval);
         let backend = apalis_postgres::PostgresStorage::<JobEnvelope>::new(pool)
             .with_config(config)
-            .poll_with_interval(settings.poll_interval);
+            .poll_with_strategy(wake);
         WorkerBuilder::new(name)
             .backend(backend)
             .concurrency(concurrency)
@@ -324,6 +331,25 @@ pub async fn run_queue(
         return Err(TaskError("the job store has no pool".to_owned()));
     };
     result.map_err(|e| TaskError(format!("{queue} queue worker: {e}")))
+}
+
+/// Relays the outbox every `poll_interval`, and on PostgreSQL as soon as a job is committed to
+/// it, until `token` is cancelled.
+pub async fn run_relay(
+    store: JobStore,
+    wakeups: Wakeups,
+    poll_interval: Duration,
+    token: CancellationToken,
+) -> Result<(), TaskError> {
+    loop {
+        relay_outbox(&store).await?;
+        tokio::select! {
+            biased;
+            () = token.cancelled() => return Ok(()),
+            () = wakeups.outbox_committed() => {}
+            () = tokio::time::sleep(poll_interval) => {}
+        }
+    }
 }
 
 /// Moves committed jobs from the outbox into their queues until none are left.
