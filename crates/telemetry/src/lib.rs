@@ -6,6 +6,8 @@
 //! configured ([`traces`]). Metrics go to a process-wide Prometheus recorder whose text
 //! rendering `/metrics` serves.
 
+mod fields;
+mod json;
 pub mod traces;
 
 use std::io::IsTerminal;
@@ -162,13 +164,12 @@ pub fn init(
         )
     } else {
         let subscriber = registry.with(
+            // One JSON object per line with the event's fields flattened, the current span
+            // and every enclosing span (a mail inside a job inside a trace): each line keeps
+            // its job id, request id and trace id.
             tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                // Every enclosing span (a mail inside a job inside a trace), not only the
-                // innermost: each line keeps its job id, request id and trace id.
-                .with_span_list(true)
+                .fmt_fields(fields::AppendingJsonFields::default())
+                .event_format(json::JsonLines)
                 .with_writer(writer)
                 .with_filter(filter),
         );

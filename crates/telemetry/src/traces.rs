@@ -177,7 +177,14 @@ where
         ),
     };
     global::set_tracer_provider(provider.clone());
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("keel"));
+    let recording = guard.provider.is_some();
+    // Without a collector nothing is recorded: skip the per-span attributes only an exported
+    // span would carry (busy and idle time take two clock reads per poll of every span).
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("keel"))
+        .with_tracked_inactivity(recording)
+        .with_threads(recording)
+        .with_location(recording);
     Ok((guard, layer))
 }
 
