@@ -48,11 +48,24 @@ struct State {
 #[derive(Debug, Default)]
 pub struct InMemoryIdentityStore {
     state: Mutex<State>,
+    account_reads: std::sync::atomic::AtomicU64,
 }
 
 impl InMemoryIdentityStore {
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn count_account_read(&self) {
+        self.account_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times an account, its roles or its permissions were read by id (what a
+    /// database round trip would cost), for assertions about caching.
+    pub fn account_reads(&self) -> u64 {
+        self.account_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// All sessions (for assertions).
@@ -101,6 +114,7 @@ impl UserRepository for InMemoryIdentityStore {
     }
 
     async fn find(&self, id: UserId) -> Result<Option<User>, RepoError> {
+        self.count_account_read();
         Ok(self.with(|s| s.users.iter().find(|u| u.id == id).cloned()))
     }
 
@@ -149,10 +163,12 @@ impl UserRepository for InMemoryIdentityStore {
     }
 
     async fn roles_of(&self, user: UserId) -> Result<Vec<Role>, RepoError> {
+        self.count_account_read();
         Ok(self.with(|s| roles_of(s, user)))
     }
 
     async fn permissions_of(&self, user: UserId) -> Result<PermissionSet, RepoError> {
+        self.count_account_read();
         Ok(self.with(|s| {
             roles_of(s, user)
                 .into_iter()

@@ -26,7 +26,7 @@ use crate::policy::{USERS_READ, USERS_WRITE};
 /// The caller's account with its roles and effective permissions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Me {
-    /// The account.
+    /// The account; its `password_hash` is empty (the hash never leaves the service).
     pub user: User,
     /// Granted roles.
     pub roles: Vec<Role>,
@@ -206,10 +206,14 @@ impl IdentityService<'_> {
             .ok_or(IdentityError::NotFound("user"))
     }
 
-    /// The caller's account.
+    /// The caller's account. Authenticating the request has just cached the account and its
+    /// roles, so while that cache is warm this reads no database.
     pub async fn me(&self) -> Result<Me, IdentityError> {
-        let user = self.own_account().await?;
-        let roles = self.ports().users.roles_of(user.id).await?;
+        let (user, roles) = self
+            .identity
+            .account(self.user_id()?)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
         let permissions = self.caller.actor.permissions().cloned().unwrap_or_default();
         Ok(Me {
             user,
@@ -244,6 +248,8 @@ impl IdentityService<'_> {
                 .record(tx.as_mut(), self.caller, entry)
                 .await?;
             tx.commit().await?;
+            // The cached account shows the old name until forgotten.
+            self.identity.forget(Some(id), &[]).await;
         } else {
             // Nothing changed: end the transaction before reading on another connection.
             drop(tx);

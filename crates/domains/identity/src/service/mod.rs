@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use sessions::{SessionView, Tokens};
 
 use crate::error::IdentityError;
+use crate::model::{Email, Role, RoleId, User, UserStatus};
 use crate::password::PasswordPolicy;
 use crate::repository::{
     ApiKeyRepository, OneTimeTokenRepository, RoleRepository, SessionRepository, UserRepository,
@@ -150,12 +151,116 @@ struct UserState {
 }
 
 impl UserState {
+    fn of(user: &User, roles: &[Role]) -> Self {
+        let permissions: std::collections::BTreeSet<String> = roles
+            .iter()
+            .flat_map(|role| role.permissions.iter().map(ToString::to_string))
+            .collect();
+        Self {
+            can_sign_in: user.can_sign_in(),
+            verified: user.status != UserStatus::PendingVerification,
+            permissions: permissions.into_iter().collect(),
+        }
+    }
+
     fn permissions(&self) -> PermissionSet {
         self.permissions
             .iter()
             .filter_map(|p| keel_kernel::Permission::parse(p).ok())
             .collect()
     }
+}
+
+/// The account and roles `GET /auth/me` shows, cached beside [`UserState`] (filled by the
+/// same read, forgotten by the same changes) so that read needs no database round trip while
+/// the cache is warm. Never the password hash: a shared cache (Redis) holds this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedAccount {
+    id: UserId,
+    email: String,
+    full_name: Option<String>,
+    status: UserStatus,
+    email_verified_at: Option<DateTime<Utc>>,
+    password_changed_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+    roles: Vec<CachedRole>,
+}
+
+/// A [`Role`] as cached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedRole {
+    id: RoleId,
+    name: String,
+    description: String,
+    is_system: bool,
+    permissions: Vec<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl CachedAccount {
+    fn of(user: &User, roles: &[Role]) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.as_str().to_owned(),
+            full_name: user.full_name.clone(),
+            status: user.status,
+            email_verified_at: user.email_verified_at,
+            password_changed_at: user.password_changed_at,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            deleted_at: user.deleted_at,
+            roles: roles
+                .iter()
+                .map(|role| CachedRole {
+                    id: role.id,
+                    name: role.name.clone(),
+                    description: role.description.clone(),
+                    is_system: role.is_system,
+                    permissions: role.permissions.iter().map(ToString::to_string).collect(),
+                    created_at: role.created_at,
+                })
+                .collect(),
+        }
+    }
+
+    /// The account (its password hash left empty: it is not cached) and its roles.
+    fn into_parts(self) -> Option<(User, Vec<Role>)> {
+        let user = User {
+            id: self.id,
+            email: Email::parse(&self.email).ok()?,
+            full_name: self.full_name,
+            password_hash: String::new(),
+            status: self.status,
+            email_verified_at: self.email_verified_at,
+            password_changed_at: self.password_changed_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted_at: self.deleted_at,
+        };
+        let roles = self
+            .roles
+            .into_iter()
+            .map(|r| Role {
+                id: r.id,
+                name: r.name,
+                description: r.description,
+                is_system: r.is_system,
+                permissions: r
+                    .permissions
+                    .iter()
+                    .filter_map(|p| Permission::parse(p).ok())
+                    .collect(),
+                created_at: r.created_at,
+            })
+            .collect();
+        Some((user, roles))
+    }
+}
+
+fn account_key(user: UserId) -> String {
+    format!("identity:account:v1:{user}")
 }
 
 fn user_key(user: UserId) -> String {
@@ -194,7 +299,8 @@ impl Identity {
         &self.settings
     }
 
-    /// Account state, from the cache when fresh.
+    /// Account state, from the cache when fresh. A miss reads the account and its roles once
+    /// and caches both the state and what `GET /auth/me` shows.
     async fn user_state(&self, user: UserId) -> Result<Option<UserState>, IdentityError> {
         let key = user_key(user);
         if let Ok(Some(bytes)) = self.ports.cache.get(&key).await
@@ -202,24 +308,50 @@ impl Identity {
         {
             return Ok(Some(state));
         }
+        let Some((account, roles)) = self.load_account(user).await? else {
+            return Ok(None);
+        };
+        let state = UserState::of(&account, &roles);
+        self.cache(&key, &state).await;
+        Ok(Some(state))
+    }
+
+    /// The account (without its password hash) and its roles, from the cache when fresh.
+    async fn account(&self, user: UserId) -> Result<Option<(User, Vec<Role>)>, IdentityError> {
+        if let Ok(Some(bytes)) = self.ports.cache.get(&account_key(user)).await
+            && let Some(known) = serde_json::from_slice::<CachedAccount>(&bytes)
+                .ok()
+                .and_then(CachedAccount::into_parts)
+        {
+            return Ok(Some(known));
+        }
+        Ok(self.load_account(user).await?.map(|(mut account, roles)| {
+            account.password_hash.clear();
+            (account, roles)
+        }))
+    }
+
+    /// Reads the account and its roles from the database, caching what `GET /auth/me` shows.
+    async fn load_account(&self, user: UserId) -> Result<Option<(User, Vec<Role>)>, IdentityError> {
         let Some(account) = self.ports.users.find(user).await? else {
             return Ok(None);
         };
-        let permissions = self.ports.users.permissions_of(user).await?;
-        let state = UserState {
-            can_sign_in: account.can_sign_in(),
-            verified: account.status != crate::model::UserStatus::PendingVerification,
-            permissions: permissions.iter().map(ToString::to_string).collect(),
-        };
-        if let Ok(bytes) = serde_json::to_vec(&state) {
-            // A cache outage only costs a database read per request.
+        let roles = self.ports.users.roles_of(user).await?;
+        self.cache(&account_key(user), &CachedAccount::of(&account, &roles))
+            .await;
+        Ok(Some((account, roles)))
+    }
+
+    /// Stores `value` for `session_cache_ttl`; a cache outage only costs a database read per
+    /// request.
+    async fn cache(&self, key: &str, value: &impl Serialize) {
+        if let Ok(bytes) = serde_json::to_vec(value) {
             let _ = self
                 .ports
                 .cache
-                .set(&key, bytes, self.settings.session_cache_ttl)
+                .set(key, bytes, self.settings.session_cache_ttl)
                 .await;
         }
-        Ok(Some(state))
     }
 
     /// Whether `session` (of `user`) still honours access tokens, from the cache when fresh.
@@ -257,6 +389,7 @@ impl Identity {
     async fn forget(&self, user: Option<UserId>, sessions: &[SessionId]) {
         if let Some(user) = user {
             let _ = self.ports.cache.delete(&user_key(user)).await;
+            let _ = self.ports.cache.delete(&account_key(user)).await;
         }
         for session in sessions {
             let _ = self.ports.cache.delete(&session_key(*session)).await;

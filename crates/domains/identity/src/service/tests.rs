@@ -396,6 +396,62 @@ fn suspension_stops_live_tokens_at_once() {
 }
 
 #[test]
+fn me_is_answered_from_what_authentication_cached_and_follows_every_change() {
+    let w = world();
+    let (_, root) = w.admin();
+    let ada = w.register("ada@example.com");
+    let tokens = w.login("ada@example.com");
+    // Authenticating reads the account once and caches it with its roles.
+    let caller = w.caller(&tokens);
+    let reads = w.fakes.store.account_reads();
+    let me = block_on(w.identity.for_caller(&caller).me()).unwrap();
+    assert_eq!(
+        w.fakes.store.account_reads(),
+        reads,
+        "no repository read while the cache is warm"
+    );
+    assert_eq!(me.user.id, ada.id);
+    assert_eq!(me.user.email.as_str(), "ada@example.com");
+    assert_eq!(me.user.full_name.as_deref(), Some("Test User"));
+    assert_eq!(me.user.created_at, ada.created_at);
+    assert!(me.user.password_hash.is_empty(), "the hash is never cached");
+    let names = |me: &Me| me.roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&me), vec![MEMBER_ROLE.to_owned()]);
+    assert_eq!(Some(&me.permissions), caller.actor.permissions());
+
+    // The caller's own change shows at once, and so does the next request's.
+    let changed = block_on(
+        w.identity
+            .for_caller(&caller)
+            .update_me(Some("Ada L.".into())),
+    )
+    .unwrap();
+    assert_eq!(changed.user.full_name.as_deref(), Some("Ada L."));
+    let caller = w.caller(&tokens);
+    let me = block_on(w.identity.for_caller(&caller).me()).unwrap();
+    assert_eq!(me.user.full_name.as_deref(), Some("Ada L."));
+
+    // So does a role an administrator grants.
+    let auditors = block_on(w.identity.for_caller(&root).create_role(
+        "auditors",
+        None,
+        &["users:read".into()],
+    ))
+    .unwrap();
+    block_on(w.identity.for_caller(&root).grant_role(ada.id, auditors.id)).unwrap();
+    let caller = w.caller(&tokens);
+    let me = block_on(w.identity.for_caller(&caller).me()).unwrap();
+    assert!(names(&me).contains(&"auditors".to_owned()));
+    assert!(me.permissions.iter().any(|p| p.as_str() == "users:read"));
+    assert!(
+        caller
+            .actor
+            .permissions()
+            .is_some_and(|p| p.iter().any(|p| p.as_str() == "users:read"))
+    );
+}
+
+#[test]
 fn the_last_admin_cannot_be_removed() {
     let w = world();
     let (root, admin) = w.admin();
