@@ -9,6 +9,7 @@ use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, X_FORWARDED_FOR};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use futures_util::FutureExt as _;
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
 use keel_identity::{Identity, IdentityError};
@@ -365,10 +366,15 @@ async fn completed(
     authentication: impl Future<Output = Result<Actor, IdentityError>> + 'static,
 ) -> Result<Actor, ApiError> {
     // In the request's span: its statements are traced, its log lines carry the request id.
-    actix_web::rt::spawn(tracing::Instrument::in_current_span(authentication))
-        .await
-        .map_err(|_| ApiError::Domain(DomainError::internal("the authentication task failed")))?
-        .map_err(|e| ApiError::Domain(e.into()))
+    let mut authentication = Box::pin(tracing::Instrument::in_current_span(authentication));
+    // With the session cache warm it is done at the first poll, and needs no task of its own.
+    let done = match (&mut authentication).now_or_never() {
+        Some(done) => done,
+        None => actix_web::rt::spawn(authentication).await.map_err(|_| {
+            ApiError::Domain(DomainError::internal("the authentication task failed"))
+        })?,
+    };
+    done.map_err(|e| ApiError::Domain(e.into()))
 }
 
 impl FromRequest for Caller {

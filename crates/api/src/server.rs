@@ -101,20 +101,66 @@ fn configure_docs(cfg: &mut web::ServiceConfig) {
 #[openapi(paths(jwks, openapi_json))]
 pub struct ServerDoc;
 
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
+/// How many HTTP workers the api runs: `server.workers`, else one per CPU.
+pub fn worker_count(server: &keel_config::ServerSettings) -> usize {
+    server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
 }
 
 async fn route_not_found() -> Result<web::Json<()>, ApiError> {
     Err(ApiError::RouteNotFound)
 }
 
+/// Builds one HTTP worker's own application state. The server calls it once on each worker
+/// thread, on that worker's runtime, so what the state opens there (its database pool) is
+/// driven by that thread.
+pub type WorkerState =
+    Arc<dyn Fn() -> Result<AppState, keel_kernel::error::BoxError> + Send + Sync>;
+
+/// What a worker's handlers take from its state.
+#[derive(Clone)]
+struct WorkerData {
+    features: Vec<AppData>,
+    idempotency: web::Data<crate::idempotency::Idempotency>,
+}
+
+impl WorkerData {
+    fn of(state: &AppState) -> Result<Self, keel_kernel::MissingService> {
+        Ok(Self {
+            features: crate::feature_data(state)?,
+            idempotency: web::Data::new(crate::idempotency::Idempotency(
+                state.get::<Arc<dyn IdempotencyStore>>()?,
+            )),
+        })
+    }
+
+    /// `per_worker`'s state for this worker, or the shared one when there is none or it fails.
+    fn for_this_worker(shared: &Self, per_worker: Option<&WorkerState>) -> Self {
+        let Some(build) = per_worker else {
+            return shared.clone();
+        };
+        match build().and_then(|state| Self::of(&state).map_err(Into::into)) {
+            Ok(data) => data,
+            Err(error) => {
+                // Startup built the same state once, so this is a resource failure; the
+                // worker still serves, on the shared pool.
+                tracing::error!(%error, "an HTTP worker could not build its own state; it uses the shared one");
+                shared.clone()
+            }
+        }
+    }
+}
+
 /// Builds the API server on `listener`. It does not handle signals: the caller stops it
 /// gracefully (stop accepting, drain in-flight requests up to `server.shutdown_timeout`).
+///
+/// Every worker uses `state`, or with `per_worker` a state of its own built on its thread.
 pub fn api_server(
     listener: TcpListener,
     settings: &Settings,
     state: &AppState,
+    per_worker: Option<WorkerState>,
     health: HealthRegistry,
     metrics: MetricsHandle,
 ) -> std::io::Result<Server> {
@@ -122,15 +168,12 @@ pub fn api_server(
     let production = settings.environment == Environment::Production;
     let missing = |error: keel_kernel::MissingService| std::io::Error::other(error.to_string());
     // Every feature's services, taken from the state once: a missing one stops startup here.
-    let features: Vec<AppData> = crate::feature_data(state).map_err(missing)?;
+    let shared = WorkerData::of(state).map_err(missing)?;
     let auth_rate_limit = web::Data::new(AuthRateLimit {
         counters: state.get::<Arc<dyn Counters>>().map_err(missing)?,
         quota: Quota::per_minute(settings.rate_limit.auth_per_ip_per_minute),
         enabled: settings.rate_limit.enabled,
     });
-    let idempotency = web::Data::new(crate::idempotency::Idempotency(
-        state.get::<Arc<dyn IdempotencyStore>>().map_err(missing)?,
-    ));
     let jwks_document = web::Data::new(state.get::<PublicKeys>().map_err(missing)?);
     let openapi_document = web::Data::new(OpenApiJson(web::Bytes::from(
         crate::openapi::document_json(),
@@ -145,10 +188,14 @@ pub fn api_server(
     let request_timeout = server.request_timeout;
 
     Ok(HttpServer::new(move || {
+        let WorkerData {
+            features,
+            idempotency,
+        } = WorkerData::for_this_worker(&shared, per_worker.as_ref());
         App::new()
             .configure(|cfg| features.iter().for_each(|data| data.register(cfg)))
             .app_data(auth_rate_limit.clone())
-            .app_data(idempotency.clone())
+            .app_data(idempotency)
             .app_data(jwks_document.clone())
             .app_data(openapi_document.clone())
             .app_data(trusted_proxies.clone())
@@ -178,7 +225,7 @@ pub fn api_server(
             .default_service(web::to(route_not_found))
     })
     .listen(listener)?
-    .workers(server.workers.unwrap_or_else(default_workers))
+    .workers(worker_count(&server))
     .shutdown_timeout(server.shutdown_timeout.as_secs())
     .keep_alive(server.keep_alive)
     .client_request_timeout(server.client_request_timeout)

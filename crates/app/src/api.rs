@@ -7,15 +7,20 @@ pub use actix_web::dev::ServerHandle;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use keel_api::server::WorkerState;
 use keel_api::{HealthRegistry, api_server, ops_server};
 use keel_config::Settings;
-use keel_infrastructure::DatabaseConnection;
 use keel_telemetry::MetricsHandle;
 use keel_worker::Supervisor;
 use tokio_util::sync::CancellationToken;
 
-use crate::background::housekeeping;
-use crate::startup::{bind, open_database, readiness};
+use crate::background::{Pools, housekeeping};
+use crate::startup::{bind, open_database_sized, readiness, trace_statements};
+use crate::state::Foundation;
+
+/// The api's own pool (startup, readiness probes, housekeeping) when each HTTP worker has its
+/// own: nothing on the request path uses it.
+const OWN_POOL_WHEN_PER_WORKER: u32 = 1;
 
 /// Stops a running api gracefully (see [`ApiApplication::shutdown_handle`]).
 #[derive(Clone)]
@@ -52,7 +57,7 @@ pub struct ApiApplication {
     port: u16,
     ops: Server,
     ops_port: u16,
-    db: DatabaseConnection,
+    pools: Pools,
     metrics: MetricsHandle,
     health: HealthRegistry,
     settings: Settings,
@@ -72,9 +77,39 @@ impl ApiApplication {
     /// server. Fails fast, with a message naming the cause, on anything wrong.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = keel_telemetry::install_metrics()?;
-        let db = open_database(&settings, "keel-api").await?;
-        let state = crate::build_state(&db, &settings).await?;
+        let per_worker = !settings.database.is_sqlite();
+        let workers = keel_api::server::worker_count(&settings.server);
+        // With a pool per worker, `database.max_connections` is shared out among the workers.
+        let worker_pool = settings
+            .database
+            .max_connections
+            .div_ceil(u32::try_from(workers).unwrap_or(u32::MAX))
+            .max(1);
+        let (own_pool, max_connections) = if per_worker {
+            let own = OWN_POOL_WHEN_PER_WORKER;
+            let all_workers =
+                worker_pool.saturating_mul(u32::try_from(workers).unwrap_or(u32::MAX));
+            (own, own.saturating_add(all_workers))
+        } else {
+            let max = settings.database.max_connections;
+            (max, max)
+        };
+        let db = open_database_sized(&settings, "keel-api", own_pool).await?;
+        let foundation = Foundation::connect(&settings).await?;
+        let state = foundation.state_on(&db)?.build();
         crate::state::prepare(&state, &settings).await?;
+        let pools = Pools::new(db.clone(), max_connections);
+        let per_worker = per_worker.then(|| {
+            let (settings, pools) = (settings.clone(), pools.clone());
+            let build: WorkerState = Arc::new(move || {
+                let mut db =
+                    keel_infrastructure::connect_lazy(&settings.database, "keel-api", worker_pool)?;
+                trace_statements(&mut db, &settings);
+                pools.add(db.clone());
+                Ok(foundation.state_on(&db)?.build())
+            });
+            build
+        });
         let mut health = readiness(&settings, &db);
         if let Ok(redis) = state.get::<keel_infrastructure::stores::RedisStore>() {
             health = health.with_optional(Arc::new(redis));
@@ -92,13 +127,20 @@ impl ApiApplication {
             health.clone(),
             metrics.clone(),
         )?;
-        let server = api_server(listener, &settings, &state, health.clone(), metrics.clone())?;
+        let server = api_server(
+            listener,
+            &settings,
+            &state,
+            per_worker,
+            health.clone(),
+            metrics.clone(),
+        )?;
         Ok(Self {
             server,
             port,
             ops,
             ops_port,
-            db,
+            pools,
             metrics,
             health,
             settings,
@@ -143,9 +185,8 @@ impl ApiApplication {
         let shutdown = CancellationToken::new();
         let background = housekeeping(
             Supervisor::new(self.settings.server.shutdown_timeout),
-            self.db.clone(),
+            self.pools.clone(),
             self.metrics.clone(),
-            self.settings.database.max_connections,
             self.health.clone(),
         )
         .run(shutdown.clone());
@@ -166,9 +207,7 @@ impl ApiApplication {
         if let Ok(Err(error)) = background.await {
             tracing::warn!(%error, "background tasks did not stop cleanly");
         }
-        if let Err(error) = self.db.close().await {
-            tracing::warn!(%error, "closing the database pool failed");
-        }
+        self.pools.close().await;
         served.context("http server failed")
     }
 }

@@ -6,13 +6,27 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use keel_api::HealthRegistry;
 use keel_config::Settings;
-use keel_infrastructure::{DatabaseConnection, DatabaseHealth, connect, migrate};
+use keel_infrastructure::{DatabaseConnection, DatabaseHealth, migrate};
 
 /// Applies pending migrations when `database.auto_migrate` is on (guarded against concurrent
 /// processes), then opens the connection pool named `application_name`.
 pub(crate) async fn open_database(
     settings: &Settings,
     application_name: &str,
+) -> anyhow::Result<DatabaseConnection> {
+    open_database_sized(
+        settings,
+        application_name,
+        settings.database.max_connections,
+    )
+    .await
+}
+
+/// [`open_database`] with a pool of at most `max_connections`.
+pub(crate) async fn open_database_sized(
+    settings: &Settings,
+    application_name: &str,
+    max_connections: u32,
 ) -> anyhow::Result<DatabaseConnection> {
     if settings.database.auto_migrate {
         let applied = migrate::apply_pending(&settings.database)
@@ -22,11 +36,20 @@ pub(crate) async fn open_database(
             tracing::info!(migration = %name, "migration applied");
         }
     }
-    let mut db = connect(&settings.database, application_name)
-        .await
-        .context("connecting to the database")?;
-    // Every statement becomes a span under the request or job that ran it (free unless the
-    // trace is being recorded).
+    let mut db = keel_infrastructure::database::connect_with_pool_size(
+        &settings.database,
+        application_name,
+        max_connections,
+    )
+    .await
+    .context("connecting to the database")?;
+    trace_statements(&mut db, settings);
+    Ok(db)
+}
+
+/// Every statement on `db` becomes a span under the request or job that ran it (free unless
+/// the trace is being recorded).
+pub(crate) fn trace_statements(db: &mut DatabaseConnection, settings: &Settings) {
     let system = if settings.database.is_sqlite() {
         "sqlite"
     } else {
@@ -40,7 +63,6 @@ pub(crate) async fn open_database(
             info.failed,
         );
     });
-    Ok(db)
 }
 
 /// The readiness checks of a process using `db`.

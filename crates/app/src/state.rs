@@ -10,60 +10,102 @@ use keel_infrastructure::activity::SeaActivity;
 use keel_infrastructure::idempotency::SeaIdempotencyStore;
 use keel_infrastructure::jobs::SeaJobQueue;
 use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
-use keel_infrastructure::{Adapters, DatabaseConnection, SeaUnitOfWork};
+use keel_infrastructure::{Adapters, DatabaseConnection, ProcessWide, SeaUnitOfWork};
 use keel_kernel::idempotency::IdempotencyStore;
 use keel_kernel::throttle::{Cache, Counters};
 use keel_kernel::{AppState, AppStateBuilder, SystemClock};
 use secrecy::ExposeSecret;
 
-/// The adapters and every feature's services, ready for a process to add its own (the worker
-/// adds its mailer) before [`AppStateBuilder::build`].
+/// What every state of a process shares, connected once: the settings, Redis when
+/// `redis.url` is set, the counters and cache on it (or in memory), and the process-wide
+/// resources features keep one of per process (the password hasher's slots and memory).
 ///
-/// Besides the features' services, the state holds the shared `Arc<dyn Counters>`, the
-/// `Arc<dyn IdempotencyStore>` and, when `redis.url` is set, the [`RedisStore`].
+/// An api on PostgreSQL builds one state per HTTP worker, each on that worker's own pool
+/// ([`Foundation::state_on`]); everything here is shared by all of them.
+#[derive(Clone)]
+pub struct Foundation {
+    settings: Arc<Settings>,
+    redis: Option<RedisStore>,
+    counters: Arc<dyn Counters>,
+    cache: Arc<dyn Cache>,
+    process: ProcessWide,
+}
+
+impl std::fmt::Debug for Foundation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Foundation")
+            .field("redis", &self.redis.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Foundation {
+    /// Connects what configuration asks for (Redis, waiting for it up to a few seconds).
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let redis = match &settings.redis.url {
+            Some(url) => Some(
+                RedisStore::connect(url.expose_secret(), &settings.redis.key_prefix)
+                    .await
+                    .context("connecting to Redis (redis.url)")?,
+            ),
+            None => None,
+        };
+        let (counters, cache): (Arc<dyn Counters>, Arc<dyn Cache>) = match &redis {
+            Some(redis) => (Arc::new(redis.clone()), Arc::new(redis.clone())),
+            None => (
+                Arc::new(MemoryCounters::default()),
+                Arc::new(MemoryCache::default()),
+            ),
+        };
+        Ok(Self {
+            settings: Arc::new(settings.clone()),
+            redis,
+            counters,
+            cache,
+            process: ProcessWide::default(),
+        })
+    }
+
+    /// Every feature's services on the pool `db`, ready for a process to add its own (the
+    /// worker adds its mailer) before [`AppStateBuilder::build`].
+    ///
+    /// Besides the features' services, the state holds the shared `Arc<dyn Counters>`, the
+    /// `Arc<dyn IdempotencyStore>` and, when `redis.url` is set, the [`RedisStore`].
+    pub fn state_on(&self, db: &DatabaseConnection) -> anyhow::Result<AppStateBuilder> {
+        let adapters = Adapters {
+            db: db.clone(),
+            settings: self.settings.clone(),
+            // Inside a request with an Idempotency-Key, every transaction also marks the key's
+            // claim as committed, atomically with the effect; elsewhere it is the plain one.
+            unit_of_work: Arc::new(keel_api::idempotency::MarkingUnitOfWork(Arc::new(
+                SeaUnitOfWork::new(db.clone()),
+            ))),
+            activity: Arc::new(SeaActivity::new(db.clone())),
+            clock: Arc::new(SystemClock),
+            jobs: Arc::new(SeaJobQueue),
+            counters: self.counters.clone(),
+            cache: self.cache.clone(),
+            process: self.process.clone(),
+        };
+        let mut state = AppState::builder();
+        keel_infrastructure::register_features(&adapters, &mut state)
+            .map_err(|error| anyhow::anyhow!(error))
+            .context("building the features' services")?;
+        let idempotency: Arc<dyn IdempotencyStore> = Arc::new(SeaIdempotencyStore::new(db.clone()));
+        state.insert(self.counters.clone()).insert(idempotency);
+        if let Some(redis) = &self.redis {
+            state.insert(redis.clone());
+        }
+        Ok(state)
+    }
+}
+
+/// [`Foundation::connect`], then [`Foundation::state_on`] `db`.
 pub async fn state_builder(
     db: &DatabaseConnection,
     settings: &Settings,
 ) -> anyhow::Result<AppStateBuilder> {
-    let redis = match &settings.redis.url {
-        Some(url) => Some(
-            RedisStore::connect(url.expose_secret(), &settings.redis.key_prefix)
-                .await
-                .context("connecting to Redis (redis.url)")?,
-        ),
-        None => None,
-    };
-    let (counters, cache): (Arc<dyn Counters>, Arc<dyn Cache>) = match &redis {
-        Some(redis) => (Arc::new(redis.clone()), Arc::new(redis.clone())),
-        None => (
-            Arc::new(MemoryCounters::default()),
-            Arc::new(MemoryCache::default()),
-        ),
-    };
-    let adapters = Adapters {
-        db: db.clone(),
-        settings: Arc::new(settings.clone()),
-        // Inside a request with an Idempotency-Key, every transaction also marks the key's
-        // claim as committed, atomically with the effect; elsewhere it is the plain one.
-        unit_of_work: Arc::new(keel_api::idempotency::MarkingUnitOfWork(Arc::new(
-            SeaUnitOfWork::new(db.clone()),
-        ))),
-        activity: Arc::new(SeaActivity::new(db.clone())),
-        clock: Arc::new(SystemClock),
-        jobs: Arc::new(SeaJobQueue),
-        counters: counters.clone(),
-        cache,
-    };
-    let mut state = AppState::builder();
-    keel_infrastructure::register_features(&adapters, &mut state)
-        .map_err(|error| anyhow::anyhow!(error))
-        .context("building the features' services")?;
-    let idempotency: Arc<dyn IdempotencyStore> = Arc::new(SeaIdempotencyStore::new(db.clone()));
-    state.insert(counters).insert(idempotency);
-    if let Some(redis) = redis {
-        state.insert(redis);
-    }
-    Ok(state)
+    Foundation::connect(settings).await?.state_on(db)
 }
 
 /// [`state_builder`], finished.

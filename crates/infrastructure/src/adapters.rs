@@ -2,7 +2,9 @@
 //! builds one [`Adapters`]; each feature's `register` builds its services on it and puts them
 //! in the application state.
 
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use keel_config::Settings;
 use keel_kernel::activity::ActivityLog;
@@ -32,6 +34,8 @@ pub struct Adapters {
     pub counters: Arc<dyn Counters>,
     /// The cache (memory, or Redis when configured).
     pub cache: Arc<dyn Cache>,
+    /// What the process keeps one of, however many sets of services it builds.
+    pub process: ProcessWide,
 }
 
 impl Adapters {
@@ -41,5 +45,61 @@ impl Adapters {
     }
 }
 
+/// Resources a process keeps one of however many states it builds (an api on PostgreSQL
+/// builds one per HTTP worker, each on its own pool): a bound on concurrent work, memory kept
+/// for reuse, an in-process cache. A feature asks for its resource by type; the first ask
+/// creates it, later ones share it.
+#[derive(Clone, Default)]
+pub struct ProcessWide(Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>);
+
+impl std::fmt::Debug for ProcessWide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProcessWide")
+    }
+}
+
+impl ProcessWide {
+    /// The process's `T`, created by `init` on first use.
+    pub fn get_or_try_init<T, E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        // Held across `init` so two states built at once cannot create two.
+        let mut resources = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = resources
+            .get(&TypeId::of::<T>())
+            .and_then(|r| r.downcast_ref::<T>())
+        {
+            return Ok(existing.clone());
+        }
+        let created = init()?;
+        resources.insert(TypeId::of::<T>(), Arc::new(created.clone()));
+        Ok(created)
+    }
+}
+
 /// A feature's services could not be built: the message names the configuration key at fault.
 pub type RegisterError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_wide_resource_is_created_once_and_shared() {
+        let process = ProcessWide::default();
+        let first = process
+            .get_or_try_init(|| Ok::<_, ()>(Arc::new(Mutex::new(1))))
+            .unwrap();
+        let second = process
+            .clone()
+            .get_or_try_init(|| Ok::<_, ()>(Arc::new(Mutex::new(2))))
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second ask shares the first"
+        );
+        let failed = ProcessWide::default().get_or_try_init::<Arc<u8>, _>(|| Err("no"));
+        assert_eq!(failed.err(), Some("no"));
+    }
+}

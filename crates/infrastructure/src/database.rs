@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::FutureExt as _;
 use keel_config::{DatabaseSettings, redacted_url};
 use keel_kernel::error::BoxError;
 use keel_kernel::health::HealthCheck;
@@ -29,23 +30,24 @@ pub async fn connect(
     connect_with_pool_size(settings, application_name, settings.max_connections).await
 }
 
-/// Like [`connect`] with an explicit pool size (the migration runner uses one connection).
-pub(crate) async fn connect_with_pool_size(
+/// How long a pooled connection may sit idle before it is pinged on checkout. Busy connections
+/// skip the ping: sqlx's default pings on every checkout, one more round trip per query.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
+
+/// The sea-orm options every pool of `settings` is opened with.
+fn connect_options(
     settings: &DatabaseSettings,
     application_name: &str,
     max_connections: u32,
-) -> Result<DatabaseConnection, InfraError> {
-    let url = settings.url.expose_secret();
-    if settings.is_sqlite() {
-        ensure_sqlite_directory(url)?;
-    }
-    let mut options = ConnectOptions::new(url.to_owned());
+) -> ConnectOptions {
+    let mut options = ConnectOptions::new(settings.url.expose_secret().to_owned());
     options
         .max_connections(max_connections)
         .min_connections(settings.min_connections.min(max_connections))
         .connect_timeout(settings.connect_timeout)
         .acquire_timeout(settings.acquire_timeout)
         .idle_timeout(settings.idle_timeout)
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(true)
         .sqlx_logging_level(log::LevelFilter::Debug)
         .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, SLOW_STATEMENT);
@@ -58,10 +60,25 @@ pub(crate) async fn connect_with_pool_size(
     });
     let application_name = application_name.to_owned();
     options.map_sqlx_postgres_opts(move |o| o.application_name(&application_name));
+    options
+}
+
+/// Like [`connect`] with an explicit pool size (the migration runner uses one connection).
+pub async fn connect_with_pool_size(
+    settings: &DatabaseSettings,
+    application_name: &str,
+    max_connections: u32,
+) -> Result<DatabaseConnection, InfraError> {
+    let url = settings.url.expose_secret();
+    if settings.is_sqlite() {
+        ensure_sqlite_directory(url)?;
+    }
+    let options = connect_options(settings, application_name, max_connections);
 
     // Processes opening a new SQLite file at the same moment (an api and a worker started
     // together, concurrent migration runners) can find it locked while one of them switches
     // it to WAL, a step SQLite's busy handler does not wait for: retry within the busy timeout.
+    let busy_timeout = settings.sqlite_busy_timeout;
     let deadline = std::time::Instant::now() + busy_timeout;
     loop {
         match Database::connect(options.clone()).await {
@@ -80,6 +97,34 @@ pub(crate) async fn connect_with_pool_size(
             }
         }
     }
+}
+
+/// A pool of up to `max_connections` that opens no connection until one is needed, and then
+/// opens it on the calling thread's runtime. Each api worker thread builds its own (on
+/// PostgreSQL), so a connection's socket is driven by the thread that waits on it: a pool
+/// shared by the workers makes every database reply cross threads (ADR 0012).
+///
+/// Call it inside a Tokio runtime: the pool starts its idle-connection reaper there.
+pub fn connect_lazy(
+    settings: &DatabaseSettings,
+    application_name: &str,
+    max_connections: u32,
+) -> Result<DatabaseConnection, InfraError> {
+    let url = settings.url.expose_secret();
+    let mut options = connect_options(settings, application_name, max_connections);
+    options.min_connections(0).connect_lazy(true);
+    // A lazy connect opens nothing, so its future is ready at the first poll.
+    Database::connect(options)
+        .now_or_never()
+        .unwrap_or_else(|| {
+            Err(sea_orm::DbErr::Custom(
+                "a lazy pool tried to connect while being built".to_owned(),
+            ))
+        })
+        .map_err(|source| InfraError::Connect {
+            url: redacted_url(url),
+            source,
+        })
 }
 
 /// Creates the directory of a file-backed SQLite URL such as `sqlite://./data/keel.db?mode=rwc`.

@@ -18,8 +18,8 @@ pub mod stores;
 pub mod testing;
 pub mod unit_of_work;
 
-pub use adapters::{Adapters, RegisterError};
-pub use database::{DatabaseHealth, PoolStats, connect};
+pub use adapters::{Adapters, ProcessWide, RegisterError};
+pub use database::{DatabaseHealth, PoolStats, connect, connect_lazy};
 pub use error::InfraError;
 /// Re-exported so the composition root can hold a connection without depending on sea-orm.
 pub use sea_orm::DatabaseConnection;

@@ -56,7 +56,10 @@ pub fn register(
         unit_of_work: adapters.unit_of_work.clone(),
         activity: adapters.activity_log(),
         clock: adapters.clock.clone(),
-        hasher: Arc::new(Argon2Hasher::new(auth)?),
+        // One per process: its slots bound concurrent hashes, its memory is reused.
+        hasher: adapters
+            .process
+            .get_or_try_init(|| Argon2Hasher::new(auth).map(Arc::new))?,
         access_tokens: Arc::new(tokens),
         secrets: Arc::new(HmacSecrets::new(auth)?),
         counters: adapters.counters.clone(),

@@ -57,37 +57,66 @@ pub struct Argon2Hasher {
     memory: Arc<HashMemory>,
 }
 
-/// Argon2's working memory (`argon2_memory_kib` per hash), allocated once per concurrent hash
-/// and reused. Allocating it per hash on whichever blocking thread ran it left a freed block of
-/// that size in each of the allocator's per-thread arenas: 729 MiB of RSS under a sign-in load
-/// on two cores (found by `cargo xtask soak`).
+/// Argon2's working memory (`argon2_memory_kib` per hash), reused while hashes keep coming and
+/// released when none is running. Allocating it per hash on whichever blocking thread ran it
+/// left a freed block of that size in each of glibc's per-thread arenas: 729 MiB of RSS under a
+/// sign-in load on two cores (found by `cargo xtask soak`). Keeping it forever cost an idle
+/// process 19 MiB per hashing slot. Now a burst of sign-ins reuses the blocks and an idle api
+/// holds none (the binaries' allocator, mimalloc, returns a freed block to the OS).
 #[derive(Debug)]
 struct HashMemory {
     /// Blocks per hash at the configured cost.
     blocks: usize,
-    /// Buffers not in use now; never more than the hashes that ran at once.
-    free: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+    /// Buffers not in use now, and how many hashes are running.
+    pool: std::sync::Mutex<MemoryPool>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryPool {
+    free: Vec<Vec<argon2::Block>>,
+    running: usize,
 }
 
 impl HashMemory {
+    fn pool(&self) -> std::sync::MutexGuard<'_, MemoryPool> {
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs `work` with a buffer of `blocks` blocks: a pooled one at the configured cost, a
     /// throwaway one for a stored hash of another cost (verified once, then rehashed).
     fn with<T>(&self, blocks: usize, work: impl FnOnce(&mut [argon2::Block]) -> T) -> T {
         if blocks != self.blocks {
             return work(&mut vec![argon2::Block::default(); blocks]);
         }
-        let pooled = self
-            .free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+        let pooled = {
+            let mut pool = self.pool();
+            pool.running += 1;
+            pool.free.pop()
+        };
         let mut buffer = pooled.unwrap_or_else(|| vec![argon2::Block::default(); blocks]);
         let result = work(&mut buffer);
-        self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(buffer);
+        let released = {
+            let mut pool = self.pool();
+            pool.running -= 1;
+            if pool.running == 0 {
+                // The last hash of a burst: give everything back.
+                std::mem::take(&mut pool.free)
+            } else {
+                pool.free.push(buffer);
+                Vec::new()
+            }
+        };
+        // Freed outside the lock (and `buffer` too, when it was not kept).
+        drop(released);
         result
+    }
+
+    /// Buffers kept for reuse now (for tests).
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.pool().free.len()
     }
 
     /// A new PHC string for `password` at `params`.
@@ -155,7 +184,7 @@ impl Argon2Hasher {
         };
         let memory = Arc::new(HashMemory {
             blocks: params.block_count(),
-            free: std::sync::Mutex::new(Vec::new()),
+            pool: std::sync::Mutex::default(),
         });
         let dummy_hash = memory
             .hash(&params, b"keel dummy password for unknown accounts")
@@ -266,7 +295,16 @@ pub struct JwtTokens {
     audience: String,
     ttl: chrono::TimeDelta,
     jwks: Option<JwkSet>,
+    /// Tokens already verified, by their full text: a token is sent with every request of its
+    /// lifetime, and checking its signature and claims again each time cost 4 % of the api's
+    /// CPU. A changed byte is another key and goes through the full check.
+    verified: moka::sync::Cache<Box<str>, AccessClaims>,
 }
+
+/// Verified tokens kept per process (a few hundred bytes each).
+const VERIFIED_TOKENS: u64 = 4096;
+/// Longest a verified token is trusted without checking it again (its expiry still applies).
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::fmt::Debug for JwtTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -362,6 +400,10 @@ impl JwtTokens {
             audience: settings.audience.clone(),
             ttl,
             jwks,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         };
         // Prove the keys work now rather than at the first login.
         let probe = tokens
@@ -405,6 +447,26 @@ impl AccessTokens for JwtTokens {
     }
 
     fn verify(&self, token: &str) -> Option<AccessClaims> {
+        // Expiry as jsonwebtoken checks it: `exp` plus the leeway is not yet past.
+        let live = |claims: &AccessClaims| {
+            claims
+                .expires_at
+                .timestamp()
+                .saturating_add_unsigned(self.validation.leeway)
+                >= Utc::now().timestamp()
+        };
+        if let Some(claims) = self.verified.get(token) {
+            return live(&claims).then_some(claims);
+        }
+        let claims = self.verify_uncached(token)?;
+        self.verified.insert(token.into(), claims);
+        Some(claims)
+    }
+}
+
+impl JwtTokens {
+    /// Signature, algorithm, key and claims, checked from scratch.
+    fn verify_uncached(&self, token: &str) -> Option<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != self.algorithm {
             return None;
@@ -578,6 +640,37 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_token_still_expires_and_an_altered_one_is_checked_afresh() {
+        let tokens = JwtTokens::new(&auth(&[])).unwrap();
+        let issued = tokens
+            .issue(UserId::new(), SessionId::new(), Utc::now())
+            .unwrap();
+        let claims = tokens.verify(&issued.token).unwrap();
+        assert_eq!(tokens.verify(&issued.token), Some(claims), "served again");
+        // One byte changed in the signature: not the remembered token, and not valid.
+        let mut altered = issued.token.clone();
+        let last = altered.pop().unwrap();
+        altered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(tokens.verify(&altered).is_none());
+        // A remembered token past its expiry (and the leeway) is refused like any other.
+        let expired = AccessClaims {
+            expires_at: Utc::now() - chrono::TimeDelta::seconds(6),
+            ..claims
+        };
+        tokens.verified.insert("remembered".into(), expired);
+        assert!(tokens.verify("remembered").is_none());
+        let within_leeway = AccessClaims {
+            expires_at: Utc::now() - chrono::TimeDelta::seconds(2),
+            ..claims
+        };
+        tokens.verified.insert("recent".into(), within_leeway);
+        assert!(
+            tokens.verify("recent").is_some(),
+            "the leeway jsonwebtoken allows"
+        );
+    }
+
+    #[test]
     fn hs256_tokens_verify_and_reject_tampering_other_keys_and_alg_none() {
         let tokens = JwtTokens::new(&auth(&[])).unwrap();
         let user = UserId::new();
@@ -748,11 +841,52 @@ mod tests {
             .await
             .unwrap();
         assert!(old.matches && old.needs_rehash);
-        // Ten hashes, at most one pooled buffer per hash that ran at once.
-        for _ in 0..10 {
+        // Hashes one after another keep nothing once each is done.
+        for _ in 0..3 {
             hasher.hash("plum-orbit-kettle-7").await.unwrap();
         }
-        let pooled = hasher.memory.free.lock().unwrap().len();
-        assert!((1..=2).contains(&pooled), "{pooled} buffers pooled");
+        assert_eq!(hasher.memory.kept(), 0, "an idle hasher keeps no memory");
+    }
+
+    #[test]
+    fn a_burst_of_hashes_reuses_buffers_and_the_last_one_releases_them() {
+        let memory = Arc::new(HashMemory {
+            blocks: 8,
+            pool: std::sync::Mutex::default(),
+        });
+        let (entered, release) = (
+            Arc::new(std::sync::Barrier::new(3)),
+            Arc::new(std::sync::Barrier::new(3)),
+        );
+        // Two hashes overlap: when the first ends, the second still runs, so its buffer is kept.
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let (memory, entered, release) = (memory.clone(), entered.clone(), release.clone());
+                std::thread::spawn(move || {
+                    memory.with(8, |_| {
+                        entered.wait();
+                        if i == 1 {
+                            release.wait();
+                        }
+                    });
+                    if i == 0 {
+                        release.wait();
+                    }
+                })
+            })
+            .collect();
+        entered.wait();
+        release.wait();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        // Whichever order they finished in, the last one out gave everything back.
+        assert_eq!(memory.kept(), 0);
+        // While one runs, a finished one's buffer waits for reuse.
+        memory.with(8, |_| {
+            memory.with(8, |_| {});
+            assert_eq!(memory.kept(), 1, "kept while another hash runs");
+        });
+        assert_eq!(memory.kept(), 0);
     }
 }
