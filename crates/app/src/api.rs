@@ -79,17 +79,28 @@ impl ApiApplication {
         let metrics = keel_telemetry::install_metrics()?;
         let per_worker = !settings.database.is_sqlite();
         let workers = keel_api::server::worker_count(&settings.server);
-        // With a pool per worker, `database.max_connections` is shared out among the workers.
-        let worker_pool = settings
+        // With a pool per worker, `database.max_connections` is shared out: one connection for
+        // the process (startup, probes, housekeeping), the rest split evenly among the
+        // workers, at least one each.
+        let workers_u32 = u32::try_from(workers).unwrap_or(u32::MAX);
+        let worker_pool = (settings
             .database
             .max_connections
-            .div_ceil(u32::try_from(workers).unwrap_or(u32::MAX))
+            .saturating_sub(OWN_POOL_WHEN_PER_WORKER)
+            / workers_u32)
             .max(1);
         let (own_pool, max_connections) = if per_worker {
-            let own = OWN_POOL_WHEN_PER_WORKER;
-            let all_workers =
-                worker_pool.saturating_mul(u32::try_from(workers).unwrap_or(u32::MAX));
-            (own, own.saturating_add(all_workers))
+            let all =
+                OWN_POOL_WHEN_PER_WORKER.saturating_add(worker_pool.saturating_mul(workers_u32));
+            if all > settings.database.max_connections {
+                tracing::warn!(
+                    max_connections = settings.database.max_connections,
+                    workers,
+                    opened = all,
+                    "database.max_connections is below server.workers + 1: each HTTP worker still gets one connection"
+                );
+            }
+            (OWN_POOL_WHEN_PER_WORKER, all)
         } else {
             let max = settings.database.max_connections;
             (max, max)

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::background::Pools;
 use crate::background::housekeeping;
-use crate::startup::{bind, open_database, readiness};
+use crate::startup::{bind, open_database_sized, readiness};
 
 /// A built, not yet running, worker process.
 pub struct WorkerApplication {
@@ -43,7 +43,15 @@ impl WorkerApplication {
     /// health and metrics, and registers the background tasks.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = keel_telemetry::install_metrics()?;
-        let db = open_database(&settings, "keel-worker").await?;
+        // On PostgreSQL the job notifications hold one connection of the pool for good
+        // (`LISTEN`): one more than `database.max_connections`, so the queues keep theirs.
+        let listener = u32::from(!settings.database.is_sqlite());
+        let db = open_database_sized(
+            &settings,
+            "keel-worker",
+            settings.database.max_connections.saturating_add(listener),
+        )
+        .await?;
         let health = readiness(&settings, &db);
         let health_sampler = health.clone();
         let (listener, ops_port) = bind(

@@ -71,6 +71,31 @@ struct HashMemory {
     pool: std::sync::Mutex<MemoryPool>,
 }
 
+/// One running hash: on drop, its buffer goes back to the pool, or, when it was the last hash
+/// running, everything is released.
+struct Running<'a> {
+    memory: &'a HashMemory,
+    buffer: Option<Vec<argon2::Block>>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let released = {
+            let mut pool = self.memory.pool();
+            pool.running = pool.running.saturating_sub(1);
+            if pool.running == 0 {
+                // The last hash of a burst: give everything back.
+                std::mem::take(&mut pool.free)
+            } else {
+                pool.free.extend(self.buffer.take());
+                Vec::new()
+            }
+        };
+        // Freed outside the lock (and this hash's buffer too, when it was not kept).
+        drop(released);
+    }
+}
+
 #[derive(Debug, Default)]
 struct MemoryPool {
     free: Vec<Vec<argon2::Block>>,
@@ -95,22 +120,13 @@ impl HashMemory {
             pool.running += 1;
             pool.free.pop()
         };
-        let mut buffer = pooled.unwrap_or_else(|| vec![argon2::Block::default(); blocks]);
-        let result = work(&mut buffer);
-        let released = {
-            let mut pool = self.pool();
-            pool.running -= 1;
-            if pool.running == 0 {
-                // The last hash of a burst: give everything back.
-                std::mem::take(&mut pool.free)
-            } else {
-                pool.free.push(buffer);
-                Vec::new()
-            }
+        // Counted out even if `work` panics, so the last hash of a burst still releases.
+        let mut running = Running {
+            memory: self,
+            buffer: Some(pooled.unwrap_or_else(|| vec![argon2::Block::default(); blocks])),
         };
-        // Freed outside the lock (and `buffer` too, when it was not kept).
-        drop(released);
-        result
+        let buffer = running.buffer.as_deref_mut().unwrap_or_default();
+        work(buffer)
     }
 
     /// Buffers kept for reuse now (for tests).
