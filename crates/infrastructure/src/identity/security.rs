@@ -317,7 +317,8 @@ pub struct JwtTokens {
     verified: moka::sync::Cache<Box<str>, AccessClaims>,
 }
 
-/// Verified tokens kept per process (a few hundred bytes each).
+/// Verified tokens kept per `JwtTokens`, i.e. per HTTP worker on PostgreSQL (a few hundred
+/// bytes each); a token seen by the other worker is verified there once more.
 const VERIFIED_TOKENS: u64 = 4096;
 /// Longest a verified token is trusted without checking it again (its expiry still applies).
 const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
