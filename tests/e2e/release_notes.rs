@@ -274,3 +274,246 @@ async fn release_note_writes_need_the_permission_and_publish_by_patch() {
         204
     );
 }
+
+/// The release-notes repository on the real database, counting the reads that reach it.
+#[derive(Debug)]
+struct CountingRepository {
+    inner: keel_infrastructure::release_notes::SeaReleaseNoteRepository,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl keel_release_notes::ReleaseNoteRepository for CountingRepository {
+    async fn list(
+        &self,
+        visibility: keel_release_notes::Visibility,
+        query: &keel_kernel::ListQuery,
+    ) -> Result<keel_kernel::Page<keel_release_notes::ReleaseNote>, keel_kernel::RepoError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Slow enough that every concurrent reader arrives while the load runs.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.inner.list(visibility, query).await
+    }
+
+    async fn find(
+        &self,
+        visibility: keel_release_notes::Visibility,
+        id: keel_release_notes::ReleaseNoteId,
+    ) -> Result<Option<keel_release_notes::ReleaseNote>, keel_kernel::RepoError> {
+        self.inner.find(visibility, id).await
+    }
+
+    async fn latest_published(
+        &self,
+    ) -> Result<Option<keel_release_notes::ReleaseNote>, keel_kernel::RepoError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.inner.latest_published().await
+    }
+
+    async fn find_for_update(
+        &self,
+        tx: &mut dyn keel_kernel::Transaction,
+        id: keel_release_notes::ReleaseNoteId,
+    ) -> Result<Option<keel_release_notes::ReleaseNote>, keel_kernel::RepoError> {
+        self.inner.find_for_update(tx, id).await
+    }
+
+    async fn insert(
+        &self,
+        tx: &mut dyn keel_kernel::Transaction,
+        note: &keel_release_notes::ReleaseNote,
+    ) -> Result<(), keel_kernel::RepoError> {
+        self.inner.insert(tx, note).await
+    }
+
+    async fn update(
+        &self,
+        tx: &mut dyn keel_kernel::Transaction,
+        note: &keel_release_notes::ReleaseNote,
+    ) -> Result<(), keel_kernel::RepoError> {
+        self.inner.update(tx, note).await
+    }
+
+    async fn delete(
+        &self,
+        tx: &mut dyn keel_kernel::Transaction,
+        id: keel_release_notes::ReleaseNoteId,
+    ) -> Result<bool, keel_kernel::RepoError> {
+        self.inner.delete(tx, id).await
+    }
+}
+
+/// 64 concurrent readers of a cold key, on the real database and the cache the app uses (Redis
+/// when TEST_REDIS_URL is set, else memory): one read reaches the database.
+#[tokio::test]
+async fn a_cold_key_read_by_64_at_once_reaches_the_database_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use keel_kernel::cache::{Cache, CacheAside, Flights};
+
+    let app = spawn_app().await;
+    app.release_note("4.0.0", "Cached", true).await;
+    let cache: Arc<dyn Cache> = match std::env::var("TEST_REDIS_URL") {
+        Ok(url) => {
+            let prefix = format!("keel-test-{}", uuid::Uuid::new_v4().simple());
+            Arc::new(
+                keel_infrastructure::stores::RedisStore::connect(&url, &prefix)
+                    .await
+                    .unwrap(),
+            )
+        }
+        Err(_) => Arc::new(keel_infrastructure::stores::MemoryCache::default()),
+    };
+    let repository = Arc::new(CountingRepository {
+        inner: keel_infrastructure::release_notes::SeaReleaseNoteRepository::new(app.pool.clone()),
+        reads: Default::default(),
+    });
+    let notes = keel_release_notes::ReleaseNotes::new(
+        repository.clone(),
+        Arc::new(keel_infrastructure::SeaUnitOfWork::new(app.pool.clone())),
+        Arc::new(keel_infrastructure::activity::SeaActivity::new(
+            app.pool.clone(),
+        )),
+        Arc::new(keel_kernel::SystemClock),
+        CacheAside::new(cache, Flights::default(), "release_notes"),
+    );
+    let anonymous = keel_kernel::Caller::new(keel_kernel::Actor::Anonymous);
+    let first_page = keel_kernel::ListQuery::first_page(&keel_release_notes::LIST_SPEC);
+
+    let readers: Vec<_> = (0..64)
+        .map(|i| {
+            let (notes, anonymous, query) = (notes.clone(), anonymous.clone(), first_page.clone());
+            tokio::spawn(async move {
+                let readers = notes.for_caller(&anonymous);
+                if i % 2 == 0 {
+                    readers.latest().await.map(|note| note.title)
+                } else {
+                    readers
+                        .list(query)
+                        .await
+                        .map(|page| page.items[0].title.clone())
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.await.unwrap().unwrap(), "Cached");
+    }
+    assert_eq!(
+        repository.reads.load(Ordering::SeqCst),
+        2,
+        "one read of `latest` and one of the first page for 64 readers"
+    );
+    // Warm: no more reads.
+    let readers = notes.for_caller(&anonymous);
+    readers.latest().await.unwrap();
+    readers.list(first_page.clone()).await.unwrap();
+    assert_eq!(repository.reads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_publish_is_seen_by_the_next_read_and_drafts_never_leak_into_the_cache() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    app.release_note("1.0.0", "One", true).await;
+    // Warm the public views.
+    assert_eq!(
+        app.get_json(&format!("{NOTES}/latest"), 200).await["version"],
+        "1.0.0"
+    );
+    assert_eq!(app.get_json(NOTES, 200).await["total"], 1);
+    // A writer's list shows the draft; the public list, served from the cache, does not.
+    let draft = app.release_note("2.0.0", "Two", false).await;
+    let writers_view = json_of(send(&app, Method::GET, NOTES, &admin, None).await, 200).await;
+    assert_eq!(writers_view["total"], 2);
+    assert_eq!(app.get_json(NOTES, 200).await["total"], 1);
+    // Publishing over HTTP: the very next public reads see it.
+    json_of(
+        send(
+            &app,
+            Method::PATCH,
+            &format!("{NOTES}/{}", draft.id),
+            &admin,
+            Some(json!({ "published": true })),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        app.get_json(&format!("{NOTES}/latest"), 200).await["version"],
+        "2.0.0"
+    );
+    assert_eq!(app.get_json(NOTES, 200).await["total"], 2);
+    // Deleting too.
+    let deleted = send(
+        &app,
+        Method::DELETE,
+        &format!("{NOTES}/{}", draft.id),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        app.get_json(&format!("{NOTES}/latest"), 200).await["version"],
+        "1.0.0"
+    );
+    assert_eq!(app.get_json(NOTES, 200).await["total"], 1);
+}
+
+#[tokio::test]
+async fn with_redis_a_publish_on_one_replica_is_seen_on_the_other_at_once() {
+    // Needs a Redis server: CI sets TEST_REDIS_URL.
+    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("keel-test-{}", uuid::Uuid::new_v4().simple());
+    // A long lifetime: only the invalidation can make the second replica see the change.
+    let vars = [
+        ("REDIS_URL", redis.as_str()),
+        ("APP__REDIS__KEY_PREFIX", prefix.as_str()),
+        ("APP__CACHE__TTL", "1h"),
+    ];
+    let first = crate::support::spawn_app_with(&vars).await;
+    let second = crate::support::spawn_replica(&first, &vars).await;
+    let admin = first.admin("root@example.com").await;
+    first.release_note("1.0.0", "One", true).await;
+    let draft = first.release_note("2.0.0", "Two", false).await;
+    for app in [&first, &second] {
+        assert_eq!(
+            app.get_json(&format!("{NOTES}/latest"), 200).await["version"],
+            "1.0.0"
+        );
+        assert_eq!(app.get_json(NOTES, 200).await["total"], 1);
+    }
+    json_of(
+        send(
+            &first,
+            Method::PATCH,
+            &format!("{NOTES}/{}", draft.id),
+            &admin,
+            Some(json!({ "published": true })),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        second.get_json(&format!("{NOTES}/latest"), 200).await["version"],
+        "2.0.0",
+        "the other replica sees the publish at once"
+    );
+    assert_eq!(second.get_json(NOTES, 200).await["total"], 2);
+    // The entries really are shared: Redis holds them under the prefix.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let tag: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}:cache-tag:release_notes:published"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(tag.is_some(), "the tag's token is in Redis");
+}

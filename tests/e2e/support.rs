@@ -87,6 +87,7 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
     let base = format!("http://127.0.0.1:{}", app.port());
     let ops_base = format!("http://127.0.0.1:{}", app.ops_port());
     let handle = app.handle();
+    let state = app.state();
     tokio::spawn(app.run_until_stopped());
 
     let pool = connect(&settings.database, "keel-test")
@@ -99,7 +100,7 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
             .timeout(Duration::from_secs(20))
             .build()
             .expect("an HTTP client"),
-        services: Services::on(&pool, &settings).await,
+        services: Services::of(&state),
         settings,
         mail_dir,
         pool,
@@ -484,11 +485,8 @@ pub(crate) struct Services {
 }
 
 impl Services {
-    /// The services of a state built like the app's.
-    async fn on(pool: &keel_infrastructure::DatabaseConnection, settings: &Settings) -> Self {
-        let state = keel_app::build_state(pool, settings)
-            .await
-            .expect("the application state");
+    /// The running api's own services: what they change, its caches know at once.
+    fn of(state: &keel_kernel::AppState) -> Self {
         Self {
             release_notes: state.get().expect("release notes"),
             identity: state.get().expect("identity"),

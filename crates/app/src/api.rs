@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use keel_api::server::WorkerState;
 use keel_api::{HealthRegistry, api_server, ops_server};
 use keel_config::Settings;
+use keel_kernel::AppState;
 use keel_telemetry::MetricsHandle;
 use keel_worker::Supervisor;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,7 @@ pub struct ApiApplication {
     metrics: MetricsHandle,
     health: HealthRegistry,
     settings: Settings,
+    state: AppState,
 }
 
 impl std::fmt::Debug for ApiApplication {
@@ -155,7 +157,14 @@ impl ApiApplication {
             metrics,
             health,
             settings,
+            state,
         })
+    }
+
+    /// The application state on the process's own pool: the services requests use, sharing
+    /// their caches (tests arrange data through it so the running api sees it at once).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
     }
 
     /// The bound port (useful when `server.port` is 0).

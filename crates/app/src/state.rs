@@ -54,7 +54,12 @@ impl Foundation {
             Some(redis) => (Arc::new(redis.clone()), Arc::new(redis.clone())),
             None => (
                 Arc::new(MemoryCounters::default()),
-                Arc::new(MemoryCache::default()),
+                Arc::new(MemoryCache::with_capacity(
+                    settings
+                        .cache
+                        .memory_capacity_mib
+                        .saturating_mul(1024 * 1024),
+                )),
             ),
         };
         Ok(Self {

@@ -94,6 +94,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// Optional Redis for shared rate limits and caches.
     pub redis: RedisSettings,
+    /// The features' read caches.
+    pub cache: CacheSettings,
     /// The first administrator.
     pub bootstrap: BootstrapSettings,
     /// Outgoing mail.
@@ -359,6 +361,19 @@ pub struct RedisSettings {
     pub url: Option<SecretString>,
     /// Prefix of every key Keel writes.
     pub key_prefix: String,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Whether features read through their caches; `false` sends every read to the database.
+    pub enabled: bool,
+    /// How long a cached read lives at most (invalidation on writes usually ends it sooner).
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    /// Most memory, in MiB, the in-process cache holds (when `redis.url` is unset).
+    pub memory_capacity_mib: u64,
 }
 
 /// `[bootstrap]`

@@ -527,3 +527,38 @@ fn migrations_need_only_the_database_settings() {
         Settings::load_database_only_from(&Sources::from_vars(vars.iter().copied())).unwrap_err();
     assert_eq!(problem_keys(&err), ["database.url"]);
 }
+
+#[test]
+fn the_cache_section_has_defaults_bounds_and_shows_in_config_check() {
+    let settings = load(&[]).unwrap();
+    assert!(settings.cache.enabled);
+    assert_eq!(settings.cache.ttl, Duration::from_secs(60));
+    assert_eq!(settings.cache.memory_capacity_mib, 64);
+    assert!(
+        settings
+            .to_redacted_toml()
+            .contains("[cache]\nenabled = true"),
+        "{}",
+        settings.to_redacted_toml()
+    );
+    let settings = load(&[("APP__CACHE__ENABLED", "false"), ("APP__CACHE__TTL", "5m")]).unwrap();
+    assert!(!settings.cache.enabled);
+    assert_eq!(settings.cache.ttl, Duration::from_secs(300));
+    for (key, value, at_fault) in [
+        ("APP__CACHE__TTL", "0s", "cache.ttl"),
+        ("APP__CACHE__TTL", "2d", "cache.ttl"),
+        (
+            "APP__CACHE__MEMORY_CAPACITY_MIB",
+            "0",
+            "cache.memory_capacity_mib",
+        ),
+        (
+            "APP__CACHE__MEMORY_CAPACITY_MIB",
+            "lots",
+            "cache.memory_capacity_mib",
+        ),
+    ] {
+        let err = load(&[(key, value)]).unwrap_err();
+        assert_eq!(problem_keys(&err), [at_fault], "{key}={value}");
+    }
+}

@@ -190,6 +190,17 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         "activity.retention",
         "must be greater than zero",
     );
+    problems.check(
+        !settings.cache.ttl.is_zero()
+            && settings.cache.ttl <= std::time::Duration::from_secs(86_400),
+        "cache.ttl",
+        "must be between 1ms and 1d",
+    );
+    problems.check(
+        (1..=65_536).contains(&settings.cache.memory_capacity_mib),
+        "cache.memory_capacity_mib",
+        "must be between 1 and 65536",
+    );
     validate_smtp(settings, production, &mut problems);
 
     let origins = &server.cors.allowed_origins;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use keel_config::Settings;
 use keel_kernel::activity::ActivityLog;
+use keel_kernel::cache::{CacheAside, Flights};
 use keel_kernel::jobs::JobQueue;
 use keel_kernel::throttle::{Cache, Counters};
 use keel_kernel::{Clock, UnitOfWork};
@@ -42,6 +43,18 @@ impl Adapters {
     /// The activity log as the port use cases write to.
     pub fn activity_log(&self) -> Arc<dyn ActivityLog> {
         self.activity.clone()
+    }
+
+    /// A read-through cache for the feature `space` on the shared cache, configured by
+    /// `[cache]`; its single-flight loads are shared by the whole process.
+    pub fn cache_aside(&self, space: &'static str) -> CacheAside {
+        let flights = self
+            .process
+            .get_or_try_init(|| Ok::<_, std::convert::Infallible>(Flights::default()))
+            .unwrap_or_else(|never| match never {});
+        CacheAside::new(self.cache.clone(), flights, space)
+            .ttl(self.settings.cache.ttl)
+            .enabled(self.settings.cache.enabled)
     }
 }
 

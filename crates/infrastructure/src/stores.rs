@@ -136,7 +136,27 @@ impl std::fmt::Debug for MemoryCache {
 
 impl Default for MemoryCache {
     fn default() -> Self {
-        Self(moka())
+        Self::with_capacity(DEFAULT_CACHE_BYTES)
+    }
+}
+
+/// What an in-memory cache holds at most by default: 64 MiB of keys and values.
+const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl MemoryCache {
+    /// A cache holding at most `bytes` of keys and values (`cache.memory_capacity`); the
+    /// least recently used entries go first. Bounded by size, not count: one client asking for
+    /// many distinct pages cannot grow the process without limit.
+    pub fn with_capacity(bytes: u64) -> Self {
+        Self(
+            MokaCache::builder()
+                .max_capacity(bytes)
+                .weigher(|key: &String, entry: &Expiring<Vec<u8>>| {
+                    u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX)
+                })
+                .expire_after(ByDeadline)
+                .build(),
+        )
     }
 }
 
@@ -165,6 +185,14 @@ impl Cache for MemoryCache {
     async fn delete(&self, key: &str) -> Result<(), BoxError> {
         self.0.invalidate(key);
         Ok(())
+    }
+
+    async fn add(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, BoxError> {
+        let entry = self.0.entry(key.to_owned()).or_insert_with(|| Expiring {
+            value,
+            expires_at: Instant::now() + ttl,
+        });
+        Ok(entry.is_fresh())
     }
 }
 
@@ -393,6 +421,37 @@ impl Cache for RedisStore {
         let _: u64 = self.pause.settle(connection.del(self.key(key)).await)?;
         Ok(())
     }
+
+    async fn add(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, BoxError> {
+        self.pause.check()?;
+        let mut connection = self.connection.clone();
+        let stored: Option<String> = self.pause.settle(
+            redis::cmd("SET")
+                .arg(self.key(key))
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async(&mut connection)
+                .await,
+        )?;
+        Ok(stored.is_some())
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BoxError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.pause.check()?;
+        let mut connection = self.connection.clone();
+        let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
+        self.pause.settle(
+            redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut connection)
+                .await,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -439,6 +498,29 @@ mod tests {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(cache.get(&entry).await.unwrap(), None, "expired");
+
+        let token = format!("{prefix}:token");
+        let ttl = Duration::from_secs(60);
+        assert!(cache.add(&token, b"first".to_vec(), ttl).await.unwrap());
+        assert!(!cache.add(&token, b"second".to_vec(), ttl).await.unwrap());
+        assert_eq!(
+            cache
+                .get_many(&[token.clone(), entry.clone(), token.clone()])
+                .await
+                .unwrap(),
+            [Some(b"first".to_vec()), None, Some(b"first".to_vec())],
+            "in the order asked, the absent one as None"
+        );
+        cache.delete(&token).await.unwrap();
+        cache
+            .add(&token, b"short".to_vec(), Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            cache.add(&token, b"again".to_vec(), ttl).await.unwrap(),
+            "an expired value counts as absent"
+        );
     }
 
     #[tokio::test]

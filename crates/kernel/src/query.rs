@@ -592,8 +592,9 @@ fn parse_filter(spec: &ListSpec, key: &str, raw: &str) -> Option<Result<Filter, 
     }))
 }
 
-/// One page of results, serialized as the list body of the HTTP contract.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One page of results, serialized as the list body of the HTTP contract (and read back from
+/// caches).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
     /// The rows of this page.
     pub items: Vec<T>,

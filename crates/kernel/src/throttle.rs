@@ -8,6 +8,9 @@ use async_trait::async_trait;
 
 use crate::error::{BoxError, DomainError};
 
+// The cache port lived here first; its users still import it from here.
+pub use crate::cache::{Cache, InMemoryCache};
+
 /// A counter's state after a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count {
@@ -160,48 +163,6 @@ impl Counters for InMemoryCounters {
 
     async fn clear(&self, key: &str) -> Result<(), BoxError> {
         self.with(|map| map.remove(key));
-        Ok(())
-    }
-}
-
-/// A key-value cache with expiry: the store behind the per-request session check.
-#[async_trait]
-pub trait Cache: Send + Sync + std::fmt::Debug {
-    /// The value, if present and not expired.
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError>;
-    /// Stores `value` for `ttl`.
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), BoxError>;
-    /// Removes the value (invalidation).
-    async fn delete(&self, key: &str) -> Result<(), BoxError>;
-}
-
-/// A cache in a mutex-guarded map, for unit tests.
-#[derive(Debug, Default)]
-pub struct InMemoryCache {
-    entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
-}
-
-#[async_trait]
-impl Cache for InMemoryCache {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
-        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(map
-            .get(key)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(value, _)| value.clone()))
-    }
-
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), BoxError> {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key.to_owned(), (value, Instant::now() + ttl));
-        Ok(())
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), BoxError> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
         Ok(())
     }
 }

@@ -104,9 +104,23 @@ impl FromStr for ReleaseStatus {
 pub struct UnknownName(pub String);
 
 /// A semantic version such as `1.4.0` or `2.0.0-rc.1`, kept in canonical form.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Version(String);
+
+impl TryFrom<String> for Version {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<Version> for String {
+    fn from(version: Version) -> Self {
+        version.0
+    }
+}
 
 impl Version {
     /// Parses a semantic version; a leading `v` (as in git tags) is accepted and dropped.
@@ -136,8 +150,8 @@ impl fmt::Display for Version {
     }
 }
 
-/// A release note as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A release note as stored (and as cached: hence serde).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseNote {
     /// Identity.
     pub id: ReleaseNoteId,

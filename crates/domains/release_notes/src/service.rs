@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use keel_kernel::auth::SYSTEM;
+use keel_kernel::cache::CacheAside;
 use keel_kernel::validation::FieldErrors;
 use keel_kernel::{
     ActivityLog, Caller, Clock, ListQuery, NewActivity, Page, RepoError, UnitOfWork,
@@ -24,21 +25,28 @@ pub struct ReleaseNotes {
     unit_of_work: Arc<dyn UnitOfWork>,
     activity: Arc<dyn ActivityLog>,
     clock: Arc<dyn Clock>,
+    cache: CacheAside,
 }
 
+/// The cache tag of everything readers see: every change to what is published invalidates it.
+const PUBLISHED: &str = "published";
+
 impl ReleaseNotes {
-    /// Wires the service to its ports.
+    /// Wires the service to its ports. `cache` holds what every reader sees alike (the public
+    /// list pages and the latest note).
     pub fn new(
         repository: Arc<dyn ReleaseNoteRepository>,
         unit_of_work: Arc<dyn UnitOfWork>,
         activity: Arc<dyn ActivityLog>,
         clock: Arc<dyn Clock>,
+        cache: CacheAside,
     ) -> Self {
         Self {
             repository,
             unit_of_work,
             activity,
             clock,
+            cache,
         }
     }
 
@@ -72,17 +80,44 @@ impl ReleaseNoteService<'_> {
 
     /// One page of the notes the actor may see (published ones for everyone, drafts too for
     /// writers).
+    ///
+    /// Pages of published notes are cached (the same for every reader); searches and the
+    /// writers' view with drafts always come from the repository.
     pub async fn list(&self, query: ListQuery) -> Result<Page<ReleaseNote>, ReleaseError> {
-        Ok(self.deps.repository.list(self.visibility(), &query).await?)
+        let visibility = self.visibility();
+        let repository = &self.deps.repository;
+        if !visibility.published_only() || query.search.is_some() {
+            return Ok(repository.list(visibility, &query).await?);
+        }
+        // The checked query's debug form names every part of it (limit, position, sort,
+        // filters); long ones are hashed by the cache.
+        let key = format!("list:{query:?}");
+        self.deps
+            .cache
+            .get_or_load(&key, &[PUBLISHED], || async {
+                Ok(repository.list(visibility, &query).await?)
+            })
+            .await
     }
 
-    /// The most recently published note.
+    /// The most recently published note (cached).
     pub async fn latest(&self) -> Result<ReleaseNote, ReleaseError> {
-        self.deps
-            .repository
-            .latest_published()
-            .await?
-            .ok_or(ReleaseError::NotFound)
+        let repository = &self.deps.repository;
+        let latest: Option<ReleaseNote> = self
+            .deps
+            .cache
+            .get_or_load("latest", &[PUBLISHED], || async {
+                Ok::<_, ReleaseError>(repository.latest_published().await?)
+            })
+            .await?;
+        latest.ok_or(ReleaseError::NotFound)
+    }
+
+    /// Makes every reader's cached view stale after a committed change to what is published.
+    /// A failure (Redis away) is logged by the cache and leaves entries to expire: the change
+    /// itself is already stored.
+    async fn published_changed(&self) {
+        let _ = self.deps.cache.invalidate(&[PUBLISHED]).await;
     }
 
     /// One note, if the actor may see it.
@@ -180,6 +215,8 @@ impl ReleaseNoteService<'_> {
             .update(tx.as_mut(), &note)
             .await
             .map_err(|e| version_taken(e, &note))?;
+        let public =
+            before.status == ReleaseStatus::Published || note.status == ReleaseStatus::Published;
         let action = match (before.status, note.status) {
             (ReleaseStatus::Draft, ReleaseStatus::Published) => "release_note.published",
             (ReleaseStatus::Published, ReleaseStatus::Draft) => "release_note.unpublished",
@@ -193,6 +230,9 @@ impl ReleaseNoteService<'_> {
             .record(tx.as_mut(), self.caller, entry)
             .await?;
         tx.commit().await?;
+        if public {
+            self.published_changed().await;
+        }
         Ok(note)
     }
 
@@ -222,6 +262,7 @@ impl ReleaseNoteService<'_> {
             .record(tx.as_mut(), self.caller, entry)
             .await?;
         tx.commit().await?;
+        self.published_changed().await;
         Ok(())
     }
 }
@@ -265,6 +306,7 @@ mod tests {
     use chrono::{DateTime, Duration, Utc};
     use futures_executor::block_on;
     use keel_kernel::activity::InMemoryActivityLog;
+    use keel_kernel::cache::{Flights, InMemoryCache};
     use keel_kernel::repo::InMemoryUnitOfWork;
     use keel_kernel::{Actor, DomainError, ManualClock, PermissionSet, SessionId, UserId};
 
@@ -281,6 +323,7 @@ mod tests {
 
     struct Fixture {
         service: ReleaseNotes,
+        repository: Arc<InMemoryReleaseNotes>,
         clock: Arc<ManualClock>,
         activity: Arc<InMemoryActivityLog>,
         writer: Caller,
@@ -298,14 +341,22 @@ mod tests {
     fn fixture() -> Fixture {
         let clock = Arc::new(ManualClock::new(start()));
         let activity = Arc::new(InMemoryActivityLog::default());
+        let repository = Arc::new(InMemoryReleaseNotes::default());
+        let cache = CacheAside::new(
+            Arc::new(InMemoryCache::default()),
+            Flights::default(),
+            "release_notes",
+        );
         let service = ReleaseNotes::new(
-            Arc::new(InMemoryReleaseNotes::default()),
+            repository.clone(),
             Arc::new(InMemoryUnitOfWork),
             activity.clone(),
             clock.clone(),
+            cache,
         );
         Fixture {
             service,
+            repository,
             clock,
             activity,
             writer: user([WRITE].into_iter().collect()),
@@ -358,6 +409,56 @@ mod tests {
         let (caller, entry) = &f.activity.entries()[1];
         assert_eq!(caller, &f.writer);
         assert_eq!(entry.resource_id, Some(draft.id.to_string()));
+    }
+
+    #[test]
+    fn readers_are_served_from_the_cache_until_what_is_published_changes() {
+        let f = fixture();
+        let writers = f.service.for_caller(&f.writer);
+        let readers = f.service.for_caller(&f.reader);
+        let first = block_on(writers.create(input("1.0.0"))).unwrap();
+        block_on(writers.publish(first.id)).unwrap();
+        assert_eq!(block_on(readers.latest()).unwrap().id, first.id);
+        let page = block_on(readers.list(ListQuery::first_page(&LIST_SPEC))).unwrap();
+        assert_eq!(page.total, 1);
+
+        // A row changed behind the service's back (another process without the cache) is
+        // not seen: the reads come from the cache.
+        let mut sneaked = block_on(writers.create(input("9.9.9"))).unwrap();
+        sneaked.publish(f.clock.now());
+        let mut tx = block_on(InMemoryUnitOfWork.begin()).unwrap();
+        block_on(f.repository.update(tx.as_mut(), &sneaked)).unwrap();
+        assert_eq!(block_on(readers.latest()).unwrap().id, first.id, "cached");
+        // Writers' lists (with drafts) and searches never come from the cache.
+        let all = block_on(writers.list(ListQuery::first_page(&LIST_SPEC))).unwrap();
+        assert_eq!(all.total, 2);
+
+        // Creating a draft changes nothing readers see; publishing does, at once.
+        f.clock.advance(Duration::minutes(1));
+        let second = block_on(writers.create(input("2.0.0"))).unwrap();
+        assert_eq!(block_on(readers.latest()).unwrap().id, first.id);
+        block_on(writers.publish(second.id)).unwrap();
+        let latest = block_on(readers.latest()).unwrap();
+        assert_ne!(
+            latest.id, first.id,
+            "publishing invalidated the cached latest"
+        );
+        let page = block_on(readers.list(ListQuery::first_page(&LIST_SPEC))).unwrap();
+        assert_eq!(page.total, 3, "and the cached list");
+
+        // Unpublishing and deleting invalidate too.
+        block_on(writers.delete(sneaked.id)).unwrap();
+        block_on(writers.update(
+            second.id,
+            ReleaseNotePatch {
+                published: Some(false),
+                ..ReleaseNotePatch::default()
+            },
+        ))
+        .unwrap();
+        assert_eq!(block_on(readers.latest()).unwrap().id, first.id);
+        let page = block_on(readers.list(ListQuery::first_page(&LIST_SPEC))).unwrap();
+        assert_eq!(page.total, 1);
     }
 
     #[test]

@@ -235,6 +235,7 @@ pub fn register(
             adapters.unit_of_work.clone(),
             adapters.activity_log(),
             adapters.clock.clone(),
+            adapters.cache_aside("release_notes"),
         ),
     );
     Ok(())
