@@ -21,6 +21,7 @@ mod inputs;
 mod jobs;
 mod migrations;
 mod openapi;
+mod outbound;
 mod projects;
 mod release_notes;
 mod security;

@@ -28,6 +28,8 @@ pub(crate) struct TestApp {
     pub(crate) settings: Settings,
     /// Where the app writes mail (`.eml` files).
     mail_dir: tempfile::TempDir,
+    /// Where the app keeps files (`storage.local.dir`).
+    pub(crate) files_dir: tempfile::TempDir,
     handle: ServerHandle,
     /// Kept last so the database outlives everything using it.
     pub(crate) database: TestDatabase,
@@ -52,6 +54,7 @@ pub(crate) async fn spawn_replica(of: &TestApp, vars: &[(&str, &str)]) -> TestAp
 
 async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp {
     let mail_dir = tempfile::tempdir().expect("a mail directory");
+    let files_dir = tempfile::tempdir().expect("a files directory");
     let mut all: Vec<(String, String)> = [
         ("APP_ENV", "test"),
         ("APP__SERVER__PORT", "0"),
@@ -72,6 +75,10 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
     all.push((
         "APP__MAIL__DIR".to_owned(),
         mail_dir.path().display().to_string(),
+    ));
+    all.push((
+        "APP__STORAGE__LOCAL__DIR".to_owned(),
+        files_dir.path().display().to_string(),
     ));
     all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let settings = Settings::load_from(&Sources::from_vars(all)).expect("valid test settings");
@@ -103,6 +110,7 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
         services: Services::of(&state),
         settings,
         mail_dir,
+        files_dir,
         pool,
         handle,
         database,

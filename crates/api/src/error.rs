@@ -249,6 +249,31 @@ fn domain_problem(error: &DomainError) -> Problem {
             error.code(),
             "a required service is temporarily unavailable; retry shortly",
         ),
+        DomainError::TooLarge { limit } => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            error.code(),
+            format!("the content is larger than the limit of {limit} bytes"),
+        ),
+        DomainError::UnsupportedMediaType { allowed } => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            error.code(),
+            format!(
+                "this content is not accepted here (a file is judged by its bytes, not its name); accepted: {}",
+                allowed.join(", ")
+            ),
+        ),
+        DomainError::Upstream {
+            timed_out: true, ..
+        } => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            error.code(),
+            "a service this request depends on did not answer in time; retry later",
+        ),
+        DomainError::Upstream { .. } => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            error.code(),
+            "a service this request depends on failed; retry later",
+        ),
         DomainError::Internal(_) => Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             error.code(),
@@ -282,6 +307,9 @@ impl ResponseError for ApiError {
             }
             Self::Domain(DomainError::Unavailable(_)) => {
                 tracing::warn!(error = %cause_chain(self), "dependency unavailable");
+            }
+            Self::Domain(DomainError::Upstream { .. }) => {
+                tracing::warn!(error = %cause_chain(self), "upstream service failed");
             }
             _ => {}
         }
@@ -349,6 +377,32 @@ mod tests {
             ApiError::Domain(DomainError::Unavailable("pool timed out".into())).error_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "5");
+    }
+
+    #[test]
+    fn an_upstream_failure_is_502_or_504_and_never_repeats_the_upstream_answer() {
+        use keel_kernel::http::OutboundError;
+        let failed: DomainError = OutboundError::Unavailable {
+            host: "payments.internal".into(),
+            reason: "answered 500: Traceback (most recent call last)".into(),
+        }
+        .into();
+        let response = ApiError::Domain(failed).error_response();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let body = body_of(response);
+        assert_eq!(body["code"], "upstream_unavailable");
+        let text = body.to_string();
+        assert!(
+            !text.contains("Traceback") && !text.contains("payments.internal"),
+            "{text}"
+        );
+        let timeout: DomainError = OutboundError::Timeout {
+            host: "payments.internal".into(),
+        }
+        .into();
+        let response = ApiError::Domain(timeout).error_response();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body_of(response)["code"], "upstream_timeout");
     }
 
     #[test]

@@ -111,9 +111,12 @@ pub struct Idempotency(pub Arc<dyn IdempotencyStore>);
 /// creation (their answers are credentials, never stored). Decided on the route template the
 /// router matched, so an encoded path cannot sneak past.
 pub fn replayable(route: &str) -> bool {
+    // Uploads stream to storage: holding a whole file in memory to fingerprint it would undo
+    // that, so they are never replayed.
     !["/auth/", "/api-keys"]
         .iter()
         .any(|prefix| route.starts_with(&format!("{API_PREFIX}{prefix}")))
+        && !route.ends_with("/attachments")
 }
 
 fn invalid_key() -> ApiError {

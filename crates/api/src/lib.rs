@@ -60,5 +60,6 @@ features! {
     jobs,
     release_notes,
     projects,
+    files,
     // keel:new-domain:features
 }

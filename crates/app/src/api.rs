@@ -127,6 +127,11 @@ impl ApiApplication {
         if let Ok(redis) = state.get::<keel_infrastructure::stores::RedisStore>() {
             health = health.with_optional(Arc::new(redis));
         }
+        // Only attachments need it: a store that is away is reported, not a reason to take
+        // the whole api out of the load balancer.
+        if let Ok(storage) = state.get::<keel_infrastructure::storage::Storage>() {
+            health = health.with_optional(Arc::new(storage));
+        }
         let (listener, port) = bind(
             &settings.server.host,
             settings.server.port,

@@ -2,6 +2,7 @@
 // Printing results is what a command line is for.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -62,6 +63,31 @@ pub enum ApiCommand {
         /// The configuration action.
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Work with the mail templates.
+    Mail {
+        /// The mail action.
+        #[command(subcommand)]
+        action: MailAction,
+    },
+}
+
+/// `api mail` actions.
+#[derive(Debug, Subcommand)]
+pub enum MailAction {
+    /// Render a mail with its sample values (or `--context`) and write it as an `.eml` file.
+    Preview {
+        /// The mail, e.g. `identity/password_reset`; without one, the mails there are are listed.
+        template: Option<String>,
+        /// A JSON file with the values to render with instead of the sample.
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// Where to write it (default: `<mail.dir>/preview-<mail>.eml`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The recipient shown.
+        #[arg(long, default_value = "preview@example.com")]
+        to: String,
     },
 }
 
@@ -209,6 +235,8 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
             let configuration = error.chain().any(|cause| {
                 cause.is::<keel_worker::schedules::ScheduleError>()
                     || cause.is::<keel_infrastructure::mail::MailConfigError>()
+                    || cause.is::<keel_kernel::mail::TemplateError>()
+                    || cause.is::<keel_infrastructure::storage::StorageConfigError>()
             });
             if configuration {
                 ExitCode::from(EXIT_CONFIG)
@@ -247,6 +275,15 @@ pub async fn run_api(cli: ApiCli) -> ExitCode {
             email,
             password_stdin,
         } => create_admin(&settings, &email, password_stdin).await,
+        ApiCommand::Mail {
+            action:
+                MailAction::Preview {
+                    template,
+                    context,
+                    out,
+                    to,
+                },
+        } => preview_mail(&settings, template, context, out, &to),
         ApiCommand::Config {
             action: ConfigAction::Check,
         } => {
@@ -464,6 +501,65 @@ async fn create_admin(
         .map_err(keel_kernel::DomainError::from)?;
     db.close().await.ok();
     println!("created administrator {} ({})", admin.email, admin.id);
+    Ok(())
+}
+
+/// `api mail preview`: renders a mail through the configured templates and writes the `.eml`.
+fn preview_mail(
+    settings: &Settings,
+    template: Option<String>,
+    context: Option<PathBuf>,
+    out: Option<PathBuf>,
+    to: &str,
+) -> anyhow::Result<()> {
+    use keel_infrastructure::mail_templates::FileTemplates;
+    use keel_kernel::mail::{Email, MailTemplates as _};
+
+    let templates = FileTemplates::load(Path::new(&settings.mail.templates_dir))
+        .context("loading the mail templates (mail.templates_dir)")?;
+    let samples: Vec<(&str, serde_json::Value)> = FileTemplates::samples().collect();
+    let Some(template) = template else {
+        println!("mails (api mail preview <mail>):");
+        for (name, _) in &samples {
+            println!("  {name}");
+        }
+        return Ok(());
+    };
+    let values = match context {
+        Some(path) => serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", path.display()))?,
+        None => samples
+            .iter()
+            .find(|(name, _)| *name == template)
+            .map(|(_, values)| values.clone())
+            .with_context(|| {
+                format!(
+                    "no mail `{template}` (there are: {}); pass --context for a mail of your own",
+                    samples
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+    };
+    let email = Email::rendered(to, templates.render(&template, &values)?);
+    let mailer = keel_infrastructure::mail::LettreMailer::new(&settings.mail)?;
+    let eml = mailer
+        .eml(&email)
+        .map_err(|error| anyhow::anyhow!("building the message: {error}"))?;
+    let path = out.unwrap_or_else(|| {
+        Path::new(&settings.mail.dir).join(format!("preview-{}.eml", template.replace('/', "-")))
+    });
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, eml).with_context(|| format!("writing {}", path.display()))?;
+    println!("{}", path.display());
     Ok(())
 }
 

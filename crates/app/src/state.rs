@@ -2,22 +2,31 @@
 //! chooses (Redis or memory for counters and cache), then every feature's services on them
 //! (each feature's `register`, listed once in `keel_infrastructure`).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use keel_config::Settings;
 use keel_infrastructure::activity::SeaActivity;
+use keel_infrastructure::http_client::ReqwestHttpClient;
 use keel_infrastructure::idempotency::SeaIdempotencyStore;
 use keel_infrastructure::jobs::SeaJobQueue;
+use keel_infrastructure::mail_templates::FileTemplates;
+use keel_infrastructure::storage::Storage;
 use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
 use keel_infrastructure::{Adapters, DatabaseConnection, ProcessWide, SeaUnitOfWork};
+use keel_kernel::http::HttpClient;
 use keel_kernel::idempotency::IdempotencyStore;
+use keel_kernel::mail::MailTemplates;
+use keel_kernel::storage::ObjectStorage;
 use keel_kernel::throttle::{Cache, Counters};
 use keel_kernel::{AppState, AppStateBuilder, SystemClock};
 use secrecy::ExposeSecret;
 
 /// What every state of a process shares, connected once: the settings, Redis when
-/// `redis.url` is set, the counters and cache on it (or in memory), and the process-wide
+/// `redis.url` is set, the counters and cache on it (or in memory), the outbound HTTP client
+/// (its circuits are per host, for the whole process), the mail templates (checked once), and
+/// the process-wide
 /// resources features keep one of per process (the password hasher's slots and memory).
 ///
 /// An api on PostgreSQL builds one state per HTTP worker, each on that worker's own pool
@@ -28,6 +37,9 @@ pub struct Foundation {
     redis: Option<RedisStore>,
     counters: Arc<dyn Counters>,
     cache: Arc<dyn Cache>,
+    http: Arc<dyn HttpClient>,
+    mail_templates: Arc<dyn MailTemplates>,
+    storage: Storage,
     process: ProcessWide,
 }
 
@@ -62,11 +74,23 @@ impl Foundation {
                 )),
             ),
         };
+        let http: Arc<dyn HttpClient> = Arc::new(
+            ReqwestHttpClient::new(&settings.http_client)
+                .context("building the outbound HTTP client (http_client)")?,
+        );
+        let mail_templates: Arc<dyn MailTemplates> = Arc::new(
+            FileTemplates::load(Path::new(&settings.mail.templates_dir))
+                .context("loading the mail templates (mail.templates_dir)")?,
+        );
+        let storage = Storage::new(settings).context("setting up object storage (storage)")?;
         Ok(Self {
             settings: Arc::new(settings.clone()),
             redis,
             counters,
             cache,
+            http,
+            mail_templates,
+            storage,
             process: ProcessWide::default(),
         })
     }
@@ -75,7 +99,8 @@ impl Foundation {
     /// worker adds its mailer) before [`AppStateBuilder::build`].
     ///
     /// Besides the features' services, the state holds the shared `Arc<dyn Counters>`, the
-    /// `Arc<dyn IdempotencyStore>` and, when `redis.url` is set, the [`RedisStore`].
+    /// `Arc<dyn IdempotencyStore>`, the `Arc<dyn HttpClient>`, the [`Storage`] and, when
+    /// `redis.url` is set, the [`RedisStore`].
     pub fn state_on(&self, db: &DatabaseConnection) -> anyhow::Result<AppStateBuilder> {
         let adapters = Adapters {
             db: db.clone(),
@@ -90,6 +115,9 @@ impl Foundation {
             jobs: Arc::new(SeaJobQueue),
             counters: self.counters.clone(),
             cache: self.cache.clone(),
+            http: self.http.clone(),
+            mail_templates: self.mail_templates.clone(),
+            storage: Arc::new(self.storage.clone()),
             process: self.process.clone(),
         };
         let mut state = AppState::builder();
@@ -97,7 +125,12 @@ impl Foundation {
             .map_err(|error| anyhow::anyhow!(error))
             .context("building the features' services")?;
         let idempotency: Arc<dyn IdempotencyStore> = Arc::new(SeaIdempotencyStore::new(db.clone()));
-        state.insert(self.counters.clone()).insert(idempotency);
+        state
+            .insert(self.counters.clone())
+            .insert(idempotency)
+            .insert(self.http.clone())
+            .insert(self.storage.clone())
+            .insert(Arc::new(self.storage.clone()) as Arc<dyn ObjectStorage>);
         if let Some(redis) = &self.redis {
             state.insert(redis.clone());
         }

@@ -531,6 +531,103 @@ fn unusable_schedule_and_mail_settings_stop_the_worker_with_exit_2_naming_the_ke
 }
 
 #[test]
+fn mail_preview_writes_an_eml_and_a_broken_template_override_stops_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let listed = run(API, dir.path(), &["mail", "preview"], &[]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(text(&listed.stdout).contains("identity/password_reset"));
+
+    let output = run(
+        API,
+        dir.path(),
+        &["mail", "preview", "identity/password_reset"],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let path = dir
+        .path()
+        .join("data/mail/preview-identity-password_reset.eml");
+    assert_eq!(
+        text(&output.stdout).trim(),
+        "./data/mail/preview-identity-password_reset.eml"
+    );
+    // Quoted-printable soft line breaks undone.
+    let eml = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("=\r\n", "")
+        .replace("=\n", "");
+    assert!(eml.contains("Subject: Reset your password"), "{eml}");
+    assert!(eml.contains("multipart/alternative"), "{eml}");
+    assert!(eml.contains("sample-token"), "{eml}");
+
+    // A team's override, found in the default folder without any configuration.
+    let overrides = dir.path().join("templates/mail/identity");
+    std::fs::create_dir_all(&overrides).unwrap();
+    std::fs::write(
+        overrides.join("password_reset.subject.txt"),
+        "Forgot it? {{ expires_in_minutes }} min",
+    )
+    .unwrap();
+    let out = dir.path().join("custom.eml");
+    let output = run(
+        API,
+        dir.path(),
+        &[
+            "mail",
+            "preview",
+            "identity/password_reset",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .contains("Subject: Forgot it? 30 min")
+    );
+
+    let unknown = run(
+        API,
+        dir.path(),
+        &["mail", "preview", "billing/invoice"],
+        &[],
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("identity/password_reset"),
+        "lists what exists"
+    );
+
+    // A broken override stops both processes at startup with exit 2, naming the file.
+    std::fs::write(overrides.join("password_reset.html"), "<p>{{ link }</p>").unwrap();
+    for binary in [API, WORKER] {
+        let output = run(
+            binary,
+            dir.path(),
+            &[],
+            &[
+                ("APP__WORKER__PORT", "0"),
+                ("APP__SERVER__PORT", "0"),
+                ("APP__OPS__PORT", "0"),
+            ],
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{binary}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            text(&output.stderr).contains("identity/password_reset.html"),
+            "{binary}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
 fn production_refuses_an_open_edge_with_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let production = [
@@ -949,4 +1046,163 @@ async fn the_images_commands_start_as_the_manifests_start_them() {
     );
     assert!(terminate(&mut worker).success());
     assert!(terminate(&mut api).success());
+}
+
+/// The process's peak resident memory (kB) since the last reset.
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Sends a multipart upload of `size` bytes over a raw connection, `chunk` bytes at a time (the
+/// client holds no more than one chunk either); returns the status line and the body.
+fn stream_upload(port: u16, path: &str, token: &str, size: usize) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let boundary = "keel-test-boundary-7f3a";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let length = format!("Content-Length: {}\r\n", head.len() + size + tail.len());
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n{length}Connection: close\r\n\r\n{head}"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let chunk = vec![b'k'; 64 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let n = chunk.len().min(size - sent);
+        // The server may answer (413) and close before everything is sent.
+        if stream.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let _ = stream.write_all(tail.as_bytes());
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+#[tokio::test]
+async fn a_20_mib_upload_streams_through_the_api_in_little_memory() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [
+        ("APP__SERVER__PORT", "0"),
+        ("APP__OPS__PORT", "0"),
+        ("APP__SERVER__WORKERS", "1"),
+    ];
+    let mut api = start(API, dir.path(), "api.log", &vars);
+    let listening = wait_for_log(&mut api, "api listening");
+    let port: u16 = listening["port"].as_u64().unwrap().try_into().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut create = command(API, dir.path(), &vars)
+        .args([
+            "create-admin",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"plum-orbit-kettle-7\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let (status, tokens) = post_json(
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        &serde_json::json!({"email": "root@example.com", "password": "plum-orbit-kettle-7"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let (status, project) = post_json(
+        &format!("{base}/api/v1/projects"),
+        Some(&token),
+        &serde_json::json!({"name": "Big files"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{project}");
+    let path = format!(
+        "/api/v1/projects/{}/attachments",
+        project["id"].as_str().unwrap()
+    );
+
+    // Warm up: the first uploads start the blocking threads that write parts and their
+    // allocator heaps (about 2 MiB each, once). Small ones: whatever they leave allocated
+    // could hide a server that buffers, so they stay far below the 20 MiB measured.
+    for warm_up in [1024 * 1024, 2 * 1024 * 1024] {
+        let (status, body) = tokio::task::spawn_blocking({
+            let (path, token) = (path.clone(), token.clone());
+            move || stream_upload(port, &path, &token, warm_up)
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let pid = api.child.id();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = peak_rss_kb(pid);
+    let size = 20 * 1024 * 1024;
+    let (status, body) = tokio::task::spawn_blocking({
+        let (path, token) = (path.clone(), token.clone());
+        move || stream_upload(port, &path, &token, size)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let grown = peak_rss_kb(pid).saturating_sub(before);
+    assert!(
+        grown < 5 * 1024,
+        "peak RSS grew by {grown} kB for a 20 MiB upload"
+    );
+    assert!(body.contains(&format!("\"size_bytes\":{size}")), "{body}");
+    let stored: u64 = walk_sizes(&dir.path().join("data/files"));
+    assert_eq!(
+        stored,
+        (size + 3 * 1024 * 1024) as u64,
+        "every file is on disk, whole"
+    );
+
+    let status = terminate(&mut api);
+    assert!(status.success());
+}
+
+fn walk_sizes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        walk_sizes(&path)
+                    } else {
+                        entry.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -96,6 +96,10 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// The features' read caches.
     pub cache: CacheSettings,
+    /// Outbound HTTP calls to other services.
+    pub http_client: HttpClientSettings,
+    /// Where files live.
+    pub storage: StorageSettings,
     /// The first administrator.
     pub bootstrap: BootstrapSettings,
     /// Outgoing mail.
@@ -376,6 +380,101 @@ pub struct CacheSettings {
     pub memory_capacity_mib: u64,
 }
 
+/// `[http_client]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpClientSettings {
+    /// Longest wait for a connection (TCP and TLS).
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Longest one attempt may take, body included.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Longest a call may take with all its attempts and pauses.
+    #[serde(with = "duration")]
+    pub total_timeout: Duration,
+    /// Attempts after the first for a retryable request (idempotent method or idempotency key).
+    pub retries: u32,
+    /// First pause before a retry (then doubling, with jitter).
+    #[serde(with = "duration")]
+    pub retry_min_delay: Duration,
+    /// Longest pause before a retry (also the most of a `Retry-After` honoured).
+    #[serde(with = "duration")]
+    pub retry_max_delay: Duration,
+    /// Consecutive failures of a host that open its circuit.
+    pub circuit_failures: u32,
+    /// How long an open circuit refuses calls before letting one through to probe.
+    #[serde(with = "duration")]
+    pub circuit_open_for: Duration,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: u64,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+    /// The `User-Agent` sent.
+    pub user_agent: String,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `local` (a directory) or `s3` (any S3-compatible service).
+    pub backend: StorageBackend,
+    /// How long download links work.
+    #[serde(with = "duration")]
+    pub link_ttl: Duration,
+    /// Largest attachment accepted, in bytes.
+    pub max_attachment_bytes: u64,
+    /// `[storage.local]`
+    pub local: LocalStorageSettings,
+    /// `[storage.s3]`
+    pub s3: S3Settings,
+}
+
+/// Which object store holds files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A directory (`storage.local.dir`).
+    Local,
+    /// An S3-compatible service (`[storage.s3]`).
+    S3,
+}
+
+/// `[storage.local]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalStorageSettings {
+    /// The directory files are kept in (created).
+    pub dir: String,
+}
+
+/// `[storage.s3]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// The service's URL; unset means AWS S3 of `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The region (`us-east-1` for most S3-compatible services).
+    pub region: String,
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// The access key id; unset means the environment's credentials (instance role, `AWS_*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// The secret key (use `APP__STORAGE__S3__SECRET_ACCESS_KEY_FILE`).
+    #[serde(
+        default,
+        serialize_with = "redact_optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secret_access_key: Option<SecretString>,
+    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key` (MinIO and most
+    /// self-hosted services).
+    pub path_style: bool,
+}
+
 /// `[bootstrap]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -508,6 +607,8 @@ pub struct MailSettings {
     pub dir: String,
     /// Sender mailbox, e.g. `Keel <no-reply@example.com>`.
     pub from: String,
+    /// Files here override the built-in mail templates by name (absent: built-ins only).
+    pub templates_dir: String,
     /// The relay, when `transport = "smtp"`.
     pub smtp: SmtpSettings,
 }

@@ -142,6 +142,95 @@ fn validate_production_edge(settings: &Settings, problems: &mut Problems) {
     );
 }
 
+fn validate_storage(settings: &Settings, problems: &mut Problems) {
+    let storage = &settings.storage;
+    problems.check(
+        !storage.link_ttl.is_zero()
+            && storage.link_ttl <= std::time::Duration::from_secs(7 * 86_400),
+        "storage.link_ttl",
+        "must be between 1s and 7d (S3 presigned links cannot live longer)",
+    );
+    problems.check(
+        (1..=5 * (1 << 30)).contains(&storage.max_attachment_bytes),
+        "storage.max_attachment_bytes",
+        "must be between 1 byte and 5 GiB",
+    );
+    match storage.backend {
+        crate::StorageBackend::Local => problems.check(
+            !storage.local.dir.trim().is_empty(),
+            "storage.local.dir",
+            "must not be empty",
+        ),
+        crate::StorageBackend::S3 => {
+            let s3 = &storage.s3;
+            problems.check(
+                !s3.bucket.trim().is_empty(),
+                "storage.s3.bucket",
+                "must name the bucket when storage.backend = \"s3\"",
+            );
+            problems.check(
+                !s3.region.trim().is_empty(),
+                "storage.s3.region",
+                "must not be empty",
+            );
+            problems.check(
+                s3.endpoint
+                    .as_deref()
+                    .is_none_or(|e| e.starts_with("http://") || e.starts_with("https://")),
+                "storage.s3.endpoint",
+                "must be an http:// or https:// URL",
+            );
+            problems.check(
+                s3.access_key_id.is_some() == s3.secret_access_key.is_some(),
+                "storage.s3.secret_access_key",
+                "set both storage.s3.access_key_id and storage.s3.secret_access_key, or neither",
+            );
+        }
+    }
+}
+
+fn validate_http_client(settings: &Settings, problems: &mut Problems) {
+    let http = &settings.http_client;
+    for (value, key) in [
+        (http.connect_timeout, "http_client.connect_timeout"),
+        (http.request_timeout, "http_client.request_timeout"),
+        (http.total_timeout, "http_client.total_timeout"),
+        (http.circuit_open_for, "http_client.circuit_open_for"),
+    ] {
+        problems.check(!value.is_zero(), key, "must be greater than zero");
+    }
+    problems.check(
+        http.total_timeout >= http.request_timeout,
+        "http_client.total_timeout",
+        "must be at least http_client.request_timeout",
+    );
+    problems.check(
+        http.retries <= 10,
+        "http_client.retries",
+        "must be at most 10",
+    );
+    problems.check(
+        http.retry_min_delay <= http.retry_max_delay,
+        "http_client.retry_min_delay",
+        "must be at most http_client.retry_max_delay",
+    );
+    problems.check(
+        http.circuit_failures >= 1,
+        "http_client.circuit_failures",
+        "must be at least 1",
+    );
+    problems.check(
+        (1024..=1 << 30).contains(&http.max_response_bytes),
+        "http_client.max_response_bytes",
+        "must be between 1024 bytes and 1 GiB",
+    );
+    problems.check(
+        !http.user_agent.trim().is_empty() && http.user_agent.is_ascii(),
+        "http_client.user_agent",
+        "must be non-empty ASCII",
+    );
+}
+
 pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     let mut problems = Problems::default();
     let production = settings.environment == Environment::Production;
@@ -201,6 +290,8 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         "cache.memory_capacity_mib",
         "must be between 1 and 65536",
     );
+    validate_http_client(settings, &mut problems);
+    validate_storage(settings, &mut problems);
     validate_smtp(settings, production, &mut problems);
 
     let origins = &server.cors.allowed_origins;

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use keel_config::Settings;
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::cache::{CacheAside, Flights};
+use keel_kernel::http::HttpClient;
 use keel_kernel::jobs::JobQueue;
+use keel_kernel::mail::MailTemplates;
+use keel_kernel::storage::ObjectStorage;
 use keel_kernel::throttle::{Cache, Counters};
 use keel_kernel::{Clock, UnitOfWork};
 use sea_orm::DatabaseConnection;
@@ -35,6 +38,12 @@ pub struct Adapters {
     pub counters: Arc<dyn Counters>,
     /// The cache (memory, or Redis when configured).
     pub cache: Arc<dyn Cache>,
+    /// Outbound HTTP to other services (retries, circuit per host, metrics; `[http_client]`).
+    pub http: Arc<dyn HttpClient>,
+    /// The mails' wording: built-in templates, overridden by files in `mail.templates_dir`.
+    pub mail_templates: Arc<dyn MailTemplates>,
+    /// Where files live (`[storage]`: a directory or an S3-compatible service).
+    pub storage: Arc<dyn ObjectStorage>,
     /// What the process keeps one of, however many sets of services it builds.
     pub process: ProcessWide,
 }

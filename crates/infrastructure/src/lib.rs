@@ -9,10 +9,13 @@ pub mod adapters;
 pub mod crud;
 pub mod database;
 pub mod error;
+pub mod http_client;
 pub mod idempotency;
 pub mod listing;
 pub mod mail;
+pub mod mail_templates;
 pub mod migrate;
+pub mod storage;
 pub mod stores;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -69,6 +69,11 @@ impl LettreMailer {
         Ok(Self { from, transport })
     }
 
+    /// `email` as the `.eml` bytes this mailer would send (`api mail preview`).
+    pub fn eml(&self, email: &Email) -> Result<Vec<u8>, BoxError> {
+        Ok(self.message(email, None)?.formatted())
+    }
+
     fn message(&self, email: &Email, dedupe_key: Option<&str>) -> Result<Message, BoxError> {
         let mut builder = Message::builder();
         if let Some(key) = dedupe_key {

@@ -104,6 +104,28 @@ pub enum DomainError {
     /// A dependency (database, cache) cannot be reached right now; retrying later may work.
     #[error("a required service is unavailable")]
     Unavailable(#[source] BoxError),
+    /// The request's content is larger than the limit (413).
+    #[error("larger than {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The content is of a kind not accepted here, judged from its bytes (415).
+    #[error("content type not accepted (accepted: {})", allowed.join(", "))]
+    UnsupportedMediaType {
+        /// The media types that are accepted.
+        allowed: &'static [&'static str],
+    },
+    /// A service this one calls failed or did not answer in time (502/504); its answer is
+    /// logged, never passed on.
+    #[error("a service this request depends on {}", if *timed_out { "did not answer in time" } else { "failed" })]
+    Upstream {
+        /// No answer in time (504), rather than a failure (502).
+        timed_out: bool,
+        /// What happened, for logs.
+        #[source]
+        cause: BoxError,
+    },
     /// A bug or an unexpected state; details are logged, never shown.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -151,6 +173,12 @@ impl DomainError {
             Self::Refused { code, .. } => code,
             Self::PreconditionFailed => "precondition_failed",
             Self::Unavailable(_) => "service_unavailable",
+            Self::TooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::Upstream {
+                timed_out: true, ..
+            } => "upstream_timeout",
+            Self::Upstream { .. } => "upstream_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod crud;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod id;
 pub mod idempotency;
 pub mod jobs;
@@ -18,6 +19,7 @@ pub mod mail;
 pub mod query;
 pub mod repo;
 pub mod state;
+pub mod storage;
 pub mod throttle;
 pub mod validation;
 

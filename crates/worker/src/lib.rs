@@ -41,6 +41,7 @@ features! {
     jobs,
     activity,
     idempotency,
+    projects,
     // A feature with jobs adds its module here (generated domains have none).
 }
 

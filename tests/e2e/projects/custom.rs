@@ -3,6 +3,8 @@
 //! conditional requests, soft delete, the archived rule, the summary; and the bulk use cases
 //! against the database.
 
+mod attachments;
+
 use std::collections::HashSet;
 
 use keel_kernel::{Actor, Caller, DomainError, PermissionSet, SessionId, UserId};

@@ -1,5 +1,6 @@
-//! Projects' custom route, written by hand (regenerating never overwrites this file):
-//! `GET /projects/summary`, registered before the generic `/projects/{id}`.
+//! Projects' custom routes, written by hand (regenerating never overwrites this file):
+//! `GET /projects/summary`, registered before the generic `/projects/{id}`, and the
+//! attachments (`attachments.rs`).
 
 use std::collections::BTreeMap;
 
@@ -14,19 +15,27 @@ use crate::error::ApiError;
 use crate::extract::Caller;
 use crate::state::AppData;
 
-/// The project reports, from the application state.
+pub mod attachments;
+
+/// The project reports and attachments, from the application state.
 pub(super) fn data(state: &AppState) -> Result<Vec<AppData>, MissingService> {
-    Ok(vec![AppData::of::<ProjectReports>(state)?])
+    Ok(vec![
+        AppData::of::<ProjectReports>(state)?,
+        AppData::of::<keel_projects::attachments::Attachments>(state)?,
+    ])
 }
 
-/// `GET /projects/summary`.
+/// `GET /projects/summary` and the attachment routes.
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/projects/summary").route(web::get().to(summary)));
+    attachments::configure(cfg);
 }
 
-/// The OpenAPI document of the summary.
+/// The OpenAPI document of the summary and the attachments.
 pub(super) fn openapi() -> utoipa::openapi::OpenApi {
-    SummaryDoc::openapi()
+    let mut document = SummaryDoc::openapi();
+    document.merge(attachments::openapi());
+    document
 }
 
 /// Live projects the caller can see, per status.

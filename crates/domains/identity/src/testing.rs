@@ -748,6 +748,7 @@ pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
         counters: Arc::new(InMemoryCounters::default()),
         cache: cache.clone(),
         jobs: jobs.clone(),
+        templates: Arc::new(keel_kernel::mail::ListingTemplates),
     };
     Fakes {
         ports,

@@ -6,8 +6,9 @@
 //! allow-list), `repository` (the storage port), `service` (the use cases, the kernel's generic
 //! [`keel_kernel::crud::Crud`]), `error` and `testing` (factories). Written by hand: this file,
 //! `rules` (a business rule, archived projects are read-only, and the row scope) and `reports`
-//! (a custom query with its own port).
+//! (a custom query with its own port), `attachments` (files on projects, in object storage).
 
+pub mod attachments;
 pub mod error;
 pub mod model;
 pub mod policy;

@@ -65,6 +65,7 @@ pub fn register(
         counters: adapters.counters.clone(),
         cache: adapters.cache.clone(),
         jobs: adapters.jobs.clone(),
+        templates: adapters.mail_templates.clone(),
     };
     let identity = Identity::new(
         ports,

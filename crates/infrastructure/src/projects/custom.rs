@@ -1,5 +1,8 @@
 //! Projects' custom query, written by hand (regenerating never overwrites this file): the
-//! status counts behind `GET /projects/summary`, scoped exactly like every generated query.
+//! status counts behind `GET /projects/summary`, scoped exactly like every generated query;
+//! and the attachments' registration (`attachments.rs`).
+
+pub mod attachments;
 
 use std::sync::Arc;
 
@@ -64,5 +67,5 @@ pub(super) fn register(
     state.insert(ProjectReports::new(Arc::new(SeaProjectReports::new(
         adapters.db.clone(),
     ))));
-    Ok(())
+    attachments::register(adapters, state)
 }

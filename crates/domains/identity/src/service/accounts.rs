@@ -873,12 +873,16 @@ impl Identity {
             })?;
         let ttl = std::time::Duration::from_secs(job.ttl_secs);
         let public_url = &self.settings.public_url;
+        let templates = self.ports.templates.as_ref();
         let email = match job.purpose {
-            TokenPurpose::PasswordReset => mail::password_reset(&job.to, public_url, &token, ttl),
-            TokenPurpose::EmailVerification => {
-                mail::email_verification(&job.to, public_url, &token, ttl)
+            TokenPurpose::PasswordReset => {
+                mail::password_reset(templates, &job.to, public_url, &token, ttl)
             }
-        };
+            TokenPurpose::EmailVerification => {
+                mail::email_verification(templates, &job.to, public_url, &token, ttl)
+            }
+        }
+        .map_err(DomainError::internal)?;
         Ok(SendEmail {
             email,
             dedupe_key: keel_kernel::jobs::Job::dedupe_key(job).unwrap_or_default(),

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::auth::SYSTEM;
 use keel_kernel::jobs::JobQueue;
+use keel_kernel::mail::MailTemplates;
 use keel_kernel::throttle::{Cache, Counters, Quota, check};
 use keel_kernel::{
     Caller, Clock, DomainError, NewActivity, Permission, PermissionSet, SessionId, Transaction,
@@ -66,6 +67,8 @@ pub struct IdentityPorts {
     pub cache: Arc<dyn Cache>,
     /// Background jobs (mail is delivered by one).
     pub jobs: Arc<dyn JobQueue>,
+    /// The mails' wording.
+    pub templates: Arc<dyn MailTemplates>,
 }
 
 /// Identity's tunables, from the `auth` and `app` configuration sections.

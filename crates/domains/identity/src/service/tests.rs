@@ -42,6 +42,7 @@ fn world() -> World {
         counters: fakes.ports.counters.clone(),
         cache: fakes.ports.cache.clone(),
         jobs: fakes.ports.jobs.clone(),
+        templates: fakes.ports.templates.clone(),
     };
     let identity = Identity::new(ports, IdentitySettings::default());
     block_on(identity.for_system().sync_rbac(&catalog())).unwrap();
