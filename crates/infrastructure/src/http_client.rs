@@ -20,7 +20,7 @@ const MAX_HOSTS: u64 = 1024;
 type Breaker = StateMachine<ConsecutiveFailures<Constant>, BreakerMetrics>;
 
 /// Publishes a host's circuit state as `http_client_circuit_state{host}`: 0 closed, 1 half
-/// open (one probe let through), 2 open (calls refused).
+/// open (calls let through again; the first failure reopens it), 2 open (calls refused).
 #[derive(Debug, Clone)]
 struct BreakerMetrics {
     host: String,

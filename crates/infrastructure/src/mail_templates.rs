@@ -162,10 +162,14 @@ fn template_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, TemplateError> {
         let entries = std::fs::read_dir(&current)
             .map_err(|e| error("*", format!("reading {}: {e}", current.display())))?;
         for entry in entries {
-            let path = entry
-                .map_err(|e| error("*", format!("reading {}: {e}", current.display())))?
-                .path();
-            if path.is_dir() {
+            let entry =
+                entry.map_err(|e| error("*", format!("reading {}: {e}", current.display())))?;
+            let path = entry.path();
+            // Symbolic links to directories are not followed: a loop must not hang startup.
+            let kind = entry
+                .file_type()
+                .map_err(|e| error("*", format!("reading {}: {e}", path.display())))?;
+            if kind.is_dir() {
                 pending.push(path);
                 continue;
             }

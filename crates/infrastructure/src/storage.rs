@@ -275,6 +275,23 @@ struct Writer {
     upload: Option<WriteMultipart>,
 }
 
+impl Drop for Writer {
+    /// An upload dropped unfinished (its request timed out or the client went away) is
+    /// aborted: an S3 multipart upload left open keeps its parts, and never shows in listings
+    /// the orphan sweep could see.
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(error) = upload.abort().await {
+                    tracing::warn!(%error, "aborting an abandoned upload failed");
+                }
+            });
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectWriter for Writer {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError> {

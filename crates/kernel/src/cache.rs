@@ -372,12 +372,13 @@ impl CacheAside {
             && key
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'#' && b != b',');
+        // Different prefixes: no plain key can be spelled like another key's hash.
         if plain {
-            format!("cache:{}:{key}", self.space)
+            format!("cache:{}:k:{key}", self.space)
         } else {
             let digest = Sha256::digest(key.as_bytes());
             let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            format!("cache:{}:sha256-{hex}", self.space)
+            format!("cache:{}:h:{hex}", self.space)
         }
     }
 
@@ -528,7 +529,7 @@ mod tests {
         let keys: Vec<String> = cache.entries.lock().unwrap().keys().cloned().collect();
         assert!(keys.iter().all(|k| k.len() < 100), "{keys:?}");
         // An entry another version wrote in another shape: loaded again and overwritten.
-        block_on(cache.set("cache:things:n", b"\n\"text\"".to_vec(), TTL)).unwrap();
+        block_on(cache.set("cache:things:k:n", b"\n\"text\"".to_vec(), TTL)).unwrap();
         let n: Result<u8, ()> = block_on(aside.get_or_load("n", &[], || async { Ok(5) }));
         assert_eq!(n, Ok(5));
         let n: Result<u8, ()> = block_on(aside.get_or_load("n", &[], || async { Ok(6) }));

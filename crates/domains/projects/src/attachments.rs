@@ -21,7 +21,9 @@ use keel_kernel::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::model::{ProjectId, ProjectStatus};
+use keel_kernel::crud::{Purpose, Resource as _, RowScope};
+
+use crate::model::{Project, ProjectId, ProjectStatus};
 use crate::service::Projects;
 
 keel_kernel::define_id!(
@@ -240,18 +242,29 @@ pub struct AttachmentService<'a> {
 
 impl AttachmentService<'_> {
     /// The project, if the caller reaches it (the project's own scope); else 404.
-    async fn project_status(&self, project: ProjectId) -> Result<ProjectStatus, DomainError> {
-        Ok(self
-            .deps
+    async fn project(&self, project: ProjectId) -> Result<Project, DomainError> {
+        self.deps
             .projects
             .for_caller(self.caller)
             .get(project)
-            .await?
-            .status)
+            .await
     }
 
+    async fn project_status(&self, project: ProjectId) -> Result<ProjectStatus, DomainError> {
+        Ok(self.project(project).await?.status)
+    }
+
+    /// The caller may change the project's attachments when it may change the project: its
+    /// write scope (narrower than the read scope for shared projects), and not archived.
     async fn writable(&self, project: ProjectId) -> Result<(), DomainError> {
-        if self.project_status(project).await? == ProjectStatus::Archived {
+        let project = self.project(project).await?;
+        let scope = RowScope::for_caller::<Project>(self.caller, Purpose::Write)?;
+        if !scope.admits(project.meta.owner, |name| project.field(name)) {
+            return Err(DomainError::NotFound {
+                resource: "project",
+            });
+        }
+        if project.status == ProjectStatus::Archived {
             return Err(DomainError::invalid(
                 "project",
                 "archived",

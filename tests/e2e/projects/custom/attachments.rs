@@ -266,6 +266,33 @@ fn raw_upload(
     send: usize,
     chunked: bool,
 ) -> String {
+    let part = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\n\r\n"
+    );
+    raw_body(
+        base,
+        path,
+        token,
+        declared,
+        part.as_bytes(),
+        b'a',
+        send,
+        chunked,
+    )
+}
+
+/// Like [`raw_upload`] with any body: `prefix`, then `fill` repeated `send` times.
+#[allow(clippy::too_many_arguments)]
+fn raw_body(
+    base: &str,
+    path: &str,
+    token: &str,
+    declared: usize,
+    prefix: &[u8],
+    fill: u8,
+    send: usize,
+    chunked: bool,
+) -> String {
     let address = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
@@ -280,11 +307,8 @@ fn raw_upload(
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n{framing}\r\n"
     );
     stream.write_all(head.as_bytes()).unwrap();
-    let part = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\n\r\n"
-    );
-    let mut body = part.into_bytes();
-    body.extend(std::iter::repeat_n(b'a', send));
+    let mut body = prefix.to_vec();
+    body.extend(std::iter::repeat_n(fill, send));
     for piece in body.chunks(16 * 1024) {
         let written = if chunked {
             stream
@@ -342,6 +366,60 @@ async fn an_oversize_upload_is_413_before_its_body_is_read() {
     .await
     .unwrap();
     assert!(status.contains(" 413 "), "{status}");
+
+    // Endless part headers, or no boundary at all: the parser would buffer them; the body is
+    // cut off once what is not file content passes its allowance (400), well before the limit
+    // of the file itself would.
+    let endless_headers = format!("--{BOUNDARY}\r\nX-Padding: ");
+    for prefix in [endless_headers.as_bytes().to_vec(), Vec::new()] {
+        let status = tokio::task::spawn_blocking({
+            let (base, path, token) = (base.clone(), path.clone(), token.clone());
+            move || {
+                raw_body(
+                    &base,
+                    &path,
+                    &token,
+                    0,
+                    &prefix,
+                    b'h',
+                    2 * 1024 * 1024,
+                    true,
+                )
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            status.contains(" 400 ") || status.contains(" 413 "),
+            "{status}"
+        );
+    }
+    let big = spawn_app_with(&[("APP__STORAGE__MAX_ATTACHMENT_BYTES", "104857600")]).await;
+    let (_, big_token) = big.member("bob@example.com").await;
+    let big_project = new_project(&big, &big_token).await;
+    let status = tokio::task::spawn_blocking({
+        let base = big.base.clone();
+        let path = format!("/api/v1/projects/{big_project}/attachments");
+        let prefix = format!("--{BOUNDARY}\r\nX-Padding: ").into_bytes();
+        move || {
+            raw_body(
+                &base,
+                &path,
+                &big_token,
+                0,
+                &prefix,
+                b'h',
+                4 * 1024 * 1024,
+                true,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.contains(" 400 "),
+        "a 100 MiB limit does not let 4 MiB of headers in: {status}"
+    );
 
     // Just under the limit is fine.
     let ok = upload(&app, &token, &project, "fits.txt", &vec![b'a'; 65536]).await;

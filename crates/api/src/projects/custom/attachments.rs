@@ -2,10 +2,16 @@
 //! multipart body is read chunk by chunk into the object store, checked on the way (size,
 //! type from the bytes, checksum), so a file is never whole in memory.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt as _;
+use futures_util::{Stream, StreamExt as _};
 use keel_kernel::DomainError;
 use keel_projects::ProjectId;
 use keel_projects::attachments::{Attachment, AttachmentId, Attachments, LIST_SPEC, Linked};
@@ -23,6 +29,67 @@ const FORM_OVERHEAD: u64 = 16 * 1024;
 /// and dropped, within these bounds.
 const MAX_OTHER_FIELDS: usize = 8;
 const MAX_OTHER_FIELD_BYTES: usize = 1024;
+/// Most bytes read from the client that have not (yet) been handed out as file content:
+/// boundaries, part headers, other fields, and what the parser holds while it looks for the
+/// next boundary. A body of endless headers, or no boundary at all, stops here (400) instead
+/// of being buffered.
+const MAX_FRAMING_BYTES: u64 = 512 * 1024;
+
+/// What [`Metered`] refused.
+const WITHIN_LIMITS: u8 = 0;
+const TOO_LARGE: u8 = 1;
+const FRAMING_TOO_LARGE: u8 = 2;
+
+/// The upload's byte counts, shared by the metered body and the handler.
+#[derive(Debug)]
+struct Meter {
+    /// File content handed to storage so far.
+    file_bytes: AtomicU64,
+    /// Why the body was cut off, if it was.
+    tripped: AtomicU8,
+    /// Most bytes the whole body may have.
+    max_total: u64,
+}
+
+/// The request body, counted as it is read: actix-multipart buffers while it searches for
+/// boundaries and header ends, so the limits must hold below it, not only on the file part.
+struct Metered<S> {
+    inner: S,
+    read: u64,
+    meter: Arc<Meter>,
+}
+
+impl<S> Stream for Metered<S>
+where
+    S: Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<web::Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                this.read = this.read.saturating_add(bytes.len() as u64);
+                let framing = this
+                    .read
+                    .saturating_sub(this.meter.file_bytes.load(Ordering::Relaxed));
+                let verdict = if this.read > this.meter.max_total {
+                    TOO_LARGE
+                } else if framing > MAX_FRAMING_BYTES {
+                    FRAMING_TOO_LARGE
+                } else {
+                    WITHIN_LIMITS
+                };
+                if verdict == WITHIN_LIMITS {
+                    return Poll::Ready(Some(Ok(bytes)));
+                }
+                this.meter.tripped.store(verdict, Ordering::Relaxed);
+                Poll::Ready(Some(Err(PayloadError::Overflow)))
+            }
+            other => other,
+        }
+    }
+}
 
 /// The routes (registered before the generic `/projects/{id}`).
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -177,12 +244,33 @@ async fn upload(
     let attachments = service.for_caller(&caller);
     // The caller's access is checked before any of the body is read.
     let mut pending = attachments.begin_upload(project).await?;
-    let mut form = actix_multipart::Multipart::new(req.headers(), payload);
+    let meter = Arc::new(Meter {
+        file_bytes: AtomicU64::new(0),
+        tripped: AtomicU8::new(WITHIN_LIMITS),
+        max_total: rules.max_bytes.saturating_add(MAX_FRAMING_BYTES),
+    });
+    let metered = Metered {
+        inner: payload,
+        read: 0,
+        meter: meter.clone(),
+    };
+    let mut form = actix_multipart::Multipart::new(req.headers(), metered);
+    // A multipart error caused by the meter says which limit it hit.
+    let form_error = |error: &actix_multipart::MultipartError| -> ApiError {
+        match meter.tripped.load(Ordering::Relaxed) {
+            TOO_LARGE => rules.too_large().into(),
+            FRAMING_TOO_LARGE => ApiError::BadRequest(
+                "the multipart body has too much besides the file (headers, fields, or no boundary)"
+                    .to_owned(),
+            ),
+            _ => multipart_error(error),
+        }
+    };
     let mut filename: Option<String> = None;
     let mut others = 0;
     let outcome: Result<(), ApiError> = async {
         while let Some(field) = form.next().await {
-            let mut field = field.map_err(|e| multipart_error(&e))?;
+            let mut field = field.map_err(|e| form_error(&e))?;
             if field.name() != Some("file") {
                 others += 1;
                 if others > MAX_OTHER_FIELDS {
@@ -194,7 +282,7 @@ async fn upload(
                 }
                 let mut read = 0;
                 while let Some(chunk) = field.next().await {
-                    read += chunk.map_err(|e| multipart_error(&e))?.len();
+                    read += chunk.map_err(|e| form_error(&e))?.len();
                     if read > MAX_OTHER_FIELD_BYTES {
                         return Err(ApiError::invalid(
                             "file",
@@ -220,7 +308,10 @@ async fn upload(
                     .to_owned(),
             );
             while let Some(chunk) = field.next().await {
-                let chunk = chunk.map_err(|e| multipart_error(&e))?;
+                let chunk = chunk.map_err(|e| form_error(&e))?;
+                meter
+                    .file_bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 pending.incoming.push(&chunk).await?;
             }
         }
