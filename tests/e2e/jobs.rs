@@ -373,11 +373,7 @@ impl SmtpServer {
             eprintln!("skipping: aiosmtpd not installed (pip install aiosmtpd)");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let maildir = tempfile::tempdir().unwrap();
         let child = std::process::Command::new("python3")
             .args([
@@ -394,14 +390,7 @@ impl SmtpServer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "aiosmtpd did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        crate::support::wait_for_port(port, "aiosmtpd");
         Some(Self {
             child,
             port,

@@ -46,33 +46,35 @@ pub(crate) fn contract(sh: &Shell, max_examples: u32, seed: u64) -> anyhow::Resu
     let hooks_dir = crate::workspace_root().join("xtask/contract");
     let mut failures = Vec::new();
     for (role, email) in [("member", MEMBER_EMAIL), ("admin", ADMIN_EMAIL)] {
-        let dir = sh.create_temp_dir()?;
-        let port = free_port()?;
-        let port_text = port.to_string();
-        let logs = crate::workspace_root().join("target/contract");
-        std::fs::create_dir_all(&logs)?;
-        let log = std::fs::File::create(logs.join(format!("{role}-api.log")))?;
-        let _api = crate::process::Running(
-            Command::new(&binary)
-                .current_dir(dir.path())
-                .env("APP__SERVER__PORT", &port_text)
-                .env("APP__OPS__PORT", "0")
-                .env("APP__BOOTSTRAP__ADMIN_EMAIL", ADMIN_EMAIL)
-                .env("APP__BOOTSTRAP__ADMIN_PASSWORD", PASSWORD)
-                // The run sends thousands of sign-ins and sign-ups from one address; the
-                // limits have their own tests.
-                .env("APP__RATE_LIMIT__ENABLED", "false")
-                .env("APP__TELEMETRY__LOG_FORMAT", "json")
-                .env("APP__TELEMETRY__LOG_LEVEL", "info")
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("starting the api")?,
-        );
-        wait_ready(port, Duration::from_secs(60))?;
-        let base = format!("http://127.0.0.1:{port_text}");
-        eprintln!("contract: {role} against {base}");
-        let run = |workers: &str| {
+        let run = |workers: &str| -> anyhow::Result<std::process::Output> {
+            // A fresh api and database every time: a run changes accounts (passwords, roles,
+            // sessions), so a second run against the first one's data would fail to sign in.
+            let dir = sh.create_temp_dir()?;
+            let port = free_port()?;
+            let port_text = port.to_string();
+            let logs = crate::workspace_root().join("target/contract");
+            std::fs::create_dir_all(&logs)?;
+            let log = std::fs::File::create(logs.join(format!("{role}-api.log")))?;
+            let _api = crate::process::Running(
+                Command::new(&binary)
+                    .current_dir(dir.path())
+                    .env("APP__SERVER__PORT", &port_text)
+                    .env("APP__OPS__PORT", "0")
+                    .env("APP__BOOTSTRAP__ADMIN_EMAIL", ADMIN_EMAIL)
+                    .env("APP__BOOTSTRAP__ADMIN_PASSWORD", PASSWORD)
+                    // The run sends thousands of sign-ins and sign-ups from one address; the
+                    // limits have their own tests.
+                    .env("APP__RATE_LIMIT__ENABLED", "false")
+                    .env("APP__TELEMETRY__LOG_FORMAT", "json")
+                    .env("APP__TELEMETRY__LOG_LEVEL", "info")
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .context("starting the api")?,
+            );
+            wait_ready(port, Duration::from_secs(60))?;
+            let base = format!("http://127.0.0.1:{port_text}");
+            eprintln!("contract: {role} against {base}");
             Command::new("schemathesis")
                 .current_dir(dir.path())
                 .env("SCHEMATHESIS_HOOKS", "hooks")
@@ -100,7 +102,7 @@ pub(crate) fn contract(sh: &Shell, max_examples: u32, seed: u64) -> anyhow::Resu
         if !output.status.success() && interpreter_crashed(&output) {
             // One thread cannot race itself: the rerun takes longer but cannot hit the crash.
             eprintln!(
-                "contract: {role}: schemathesis crashed ({INTERPRETER_CRASH}); running it again with one worker"
+                "contract: {role}: schemathesis crashed ({INTERPRETER_CRASH}); running it again with one worker, on a fresh api"
             );
             output = run("1")?;
         }

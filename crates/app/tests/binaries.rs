@@ -368,6 +368,38 @@ fn migrate_and_seed_commands() {
 }
 
 /// Sends `body` as JSON with an optional bearer token; returns status and JSON body.
+/// Creates `root@example.com` with `api create-admin`, as an operator does, and signs in.
+async fn admin_token(dir: &Path, vars: &[(&str, &str)], base: &str) -> String {
+    use std::io::Write as _;
+    let mut create = command(API, dir, vars)
+        .args([
+            "create-admin",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"plum-orbit-kettle-7\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let (status, tokens) = post_json(
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        &serde_json::json!({"email": "root@example.com", "password": "plum-orbit-kettle-7"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
 async fn post_json(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
     let mut request = reqwest::Client::new().post(url).json(body);
     if let Some(token) = token {
@@ -407,7 +439,6 @@ async fn wait_for_state(base: &str, token: &str, id: &str, state: &str) -> Value
 
 #[tokio::test]
 async fn a_job_survives_its_worker_being_killed_mid_run() {
-    use std::io::Write as _;
     // PostgreSQL when TEST_DATABASE_URL is set (CI runs both); SQLite in a temp dir otherwise.
     let database = TestDatabase::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -423,33 +454,7 @@ async fn a_job_survives_its_worker_being_killed_mid_run() {
     let mut api = start(API, dir.path(), "api.log", &vars);
     let listening = wait_for_log(&mut api, "api listening");
     let base = format!("http://127.0.0.1:{}", listening["port"]);
-    let mut create = command(API, dir.path(), &vars)
-        .args([
-            "create-admin",
-            "--email",
-            "root@example.com",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    create
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"plum-orbit-kettle-7\n")
-        .unwrap();
-    assert!(create.wait().unwrap().success());
-    let (status, tokens) = post_json(
-        &format!("{base}/api/v1/auth/login"),
-        None,
-        &serde_json::json!({"email": "root@example.com", "password": "plum-orbit-kettle-7"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
-    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let token = admin_token(dir.path(), &vars, &base).await;
 
     let mut first = start(WORKER, dir.path(), "worker-1.log", &vars);
     wait_for_log(&mut first, "worker running");
@@ -1099,7 +1104,6 @@ fn stream_upload(port: u16, path: &str, token: &str, size: usize) -> (u16, Strin
 
 #[tokio::test]
 async fn a_20_mib_upload_streams_through_the_api_in_little_memory() {
-    use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let vars = [
         ("APP__SERVER__PORT", "0"),
@@ -1110,33 +1114,7 @@ async fn a_20_mib_upload_streams_through_the_api_in_little_memory() {
     let listening = wait_for_log(&mut api, "api listening");
     let port: u16 = listening["port"].as_u64().unwrap().try_into().unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let mut create = command(API, dir.path(), &vars)
-        .args([
-            "create-admin",
-            "--email",
-            "root@example.com",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    create
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"plum-orbit-kettle-7\n")
-        .unwrap();
-    assert!(create.wait().unwrap().success());
-    let (status, tokens) = post_json(
-        &format!("{base}/api/v1/auth/login"),
-        None,
-        &serde_json::json!({"email": "root@example.com", "password": "plum-orbit-kettle-7"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
-    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let token = admin_token(dir.path(), &vars, &base).await;
     let (status, project) = post_json(
         &format!("{base}/api/v1/projects"),
         Some(&token),

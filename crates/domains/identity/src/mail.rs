@@ -11,40 +11,55 @@ fn link(public_url: &str, path: &str, token: &str) -> String {
     format!("{}/{path}?token={token}", public_url.trim_end_matches('/'))
 }
 
-/// The password-reset mail with its single-use link.
-pub fn password_reset(
-    templates: &dyn MailTemplates,
-    to: &str,
-    public_url: &str,
-    token: &str,
-    ttl: Duration,
-) -> Result<Email, TemplateError> {
-    let context = json!({
-        "link": link(public_url, "reset-password", token),
-        "expires_in_minutes": (ttl.as_secs() / 60).max(1),
-    });
-    Ok(Email::rendered(
-        to,
-        templates.render("identity/password_reset", &context)?,
-    ))
+/// Where a mail with a single-use link goes and what it says.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkMail<'a> {
+    /// The templates.
+    pub templates: &'a dyn MailTemplates,
+    /// The recipient.
+    pub to: &'a str,
+    /// Base URL of the link (`app.public_url`).
+    pub public_url: &'a str,
+    /// The link's token.
+    pub token: &'a str,
+    /// How long the link works.
+    pub ttl: Duration,
 }
 
-/// The email-verification mail with its single-use link.
-pub fn email_verification(
-    templates: &dyn MailTemplates,
-    to: &str,
-    public_url: &str,
-    token: &str,
-    ttl: Duration,
-) -> Result<Email, TemplateError> {
-    let context = json!({
-        "link": link(public_url, "verify-email", token),
-        "expires_in_hours": (ttl.as_secs() / 3600).max(1),
-    });
-    Ok(Email::rendered(
-        to,
-        templates.render("identity/email_verification", &context)?,
-    ))
+impl LinkMail<'_> {
+    fn render(
+        &self,
+        template: &str,
+        path: &str,
+        expiry: (&str, u64),
+    ) -> Result<Email, TemplateError> {
+        let mut context = json!({ "link": link(self.public_url, path, self.token) });
+        context[expiry.0] = json!(expiry.1);
+        Ok(Email::rendered(
+            self.to,
+            self.templates.render(template, &context)?,
+        ))
+    }
+
+    /// The password-reset mail.
+    pub fn password_reset(&self) -> Result<Email, TemplateError> {
+        let minutes = (self.ttl.as_secs() / 60).max(1);
+        self.render(
+            "identity/password_reset",
+            "reset-password",
+            ("expires_in_minutes", minutes),
+        )
+    }
+
+    /// The email-verification mail.
+    pub fn email_verification(&self) -> Result<Email, TemplateError> {
+        let hours = (self.ttl.as_secs() / 3600).max(1);
+        self.render(
+            "identity/email_verification",
+            "verify-email",
+            ("expires_in_hours", hours),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -55,13 +70,14 @@ mod tests {
 
     #[test]
     fn links_use_the_public_url_and_the_token() {
-        let mail = password_reset(
-            &ListingTemplates,
-            "a@example.com",
-            "https://app.example.com/",
-            "tok",
-            Duration::from_secs(1800),
-        )
+        let mail = LinkMail {
+            templates: &ListingTemplates,
+            to: "a@example.com",
+            public_url: "https://app.example.com/",
+            token: "tok",
+            ttl: Duration::from_secs(1800),
+        }
+        .password_reset()
         .unwrap();
         assert_eq!(mail.subject, "identity/password_reset");
         assert!(
@@ -71,13 +87,14 @@ mod tests {
             mail.text
         );
         assert!(mail.text.contains("expires_in_minutes: 30"));
-        let mail = email_verification(
-            &ListingTemplates,
-            "a@example.com",
-            "https://app.example.com",
-            "tok",
-            Duration::from_secs(2 * 86400),
-        )
+        let mail = LinkMail {
+            templates: &ListingTemplates,
+            to: "a@example.com",
+            public_url: "https://app.example.com",
+            token: "tok",
+            ttl: Duration::from_secs(2 * 86400),
+        }
+        .email_verification()
         .unwrap();
         assert!(mail.text.contains("verify-email?token=tok"));
         assert!(mail.text.contains("expires_in_hours: 48"));

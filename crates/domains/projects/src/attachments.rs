@@ -584,15 +584,19 @@ mod tests {
         block_on(service.finish_upload(pending, name))
     }
 
-    #[test]
-    fn an_attachment_is_stored_listed_linked_and_deleted_within_its_project_scope() {
-        let f = fixture();
-        let project = block_on(f.projects.for_caller(&f.ada).create(NewProject {
-            name: "Site".into(),
+    fn new_project(projects: &Projects, owner: &Caller, name: &str) -> crate::model::Project {
+        block_on(projects.for_caller(owner).create(NewProject {
+            name: name.into(),
             description: None,
             status: None,
         }))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn an_attachment_is_stored_listed_linked_and_deleted_within_its_project_scope() {
+        let f = fixture();
+        let project = new_project(&f.projects, &f.ada, "Site");
         let ada = f.attachments.for_caller(&f.ada);
         let stored = upload(&ada, project.id, b"notes\n", "../../etc/notes.txt").unwrap();
         assert_eq!(stored.filename, "notes.txt", "the name is data");
@@ -626,12 +630,7 @@ mod tests {
         ));
         assert!(not_found(block_on(bob.delete(project.id, stored.id))));
         // Nor can an attachment be reached through another project.
-        let other = block_on(f.projects.for_caller(&f.bob).create(NewProject {
-            name: "Bob's".into(),
-            description: None,
-            status: None,
-        }))
-        .unwrap();
+        let other = new_project(&f.projects, &f.bob, "Bob's");
         assert!(matches!(
             block_on(bob.get(other.id, stored.id)),
             Err(DomainError::NotFound {
@@ -650,12 +649,7 @@ mod tests {
     #[test]
     fn refused_uploads_leave_nothing_and_archived_projects_are_read_only() {
         let f = fixture();
-        let project = block_on(f.projects.for_caller(&f.ada).create(NewProject {
-            name: "Site".into(),
-            description: None,
-            status: None,
-        }))
-        .unwrap();
+        let project = new_project(&f.projects, &f.ada, "Site");
         let ada = f.attachments.for_caller(&f.ada);
         let exe = [b'M', b'Z', 0x90, 0, 3, 0, 0, 0, 4, 0];
         assert_eq!(
@@ -701,12 +695,7 @@ mod tests {
     #[test]
     fn the_sweep_removes_only_objects_no_row_refers_to() {
         let f = fixture();
-        let project = block_on(f.projects.for_caller(&f.ada).create(NewProject {
-            name: "Site".into(),
-            description: None,
-            status: None,
-        }))
-        .unwrap();
+        let project = new_project(&f.projects, &f.ada, "Site");
         let ada = f.attachments.for_caller(&f.ada);
         let kept = upload(&ada, project.id, b"keep", "k.txt").unwrap();
         let orphan = ObjectKey::parse("attachments/p/orphan").unwrap();

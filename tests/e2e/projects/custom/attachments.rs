@@ -533,7 +533,7 @@ impl S3Server {
     /// Starts `s3rver`, or `None` when it is not installed (`npm install -g s3rver@3`); with
     /// `KEEL_REQUIRE_S3=1` (CI) a missing server fails the test instead.
     #[allow(clippy::print_stderr)]
-    async fn start(bucket: &str) -> Option<Self> {
+    fn start(bucket: &str) -> Option<Self> {
         let available = std::process::Command::new("s3rver")
             .arg("--version")
             .stdout(std::process::Stdio::null())
@@ -548,11 +548,7 @@ impl S3Server {
             eprintln!("skipping: s3rver not installed (npm install -g s3rver@3)");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = std::process::Command::new("s3rver")
             .args(["-d"])
@@ -576,18 +572,14 @@ impl S3Server {
             endpoint,
             _dir: dir,
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "s3rver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::support::wait_for_port(port, "s3rver");
         Some(server)
     }
 }
 
 #[tokio::test]
 async fn on_s3_uploads_stream_in_presigned_links_download_and_expire() {
-    let Some(s3) = S3Server::start("keel-files").await else {
+    let Some(s3) = S3Server::start("keel-files") else {
         return;
     };
     let app = spawn_app_with(&[

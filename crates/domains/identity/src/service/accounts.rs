@@ -873,14 +873,16 @@ impl Identity {
             })?;
         let ttl = std::time::Duration::from_secs(job.ttl_secs);
         let public_url = &self.settings.public_url;
-        let templates = self.ports.templates.as_ref();
+        let mail = mail::LinkMail {
+            templates: self.ports.templates.as_ref(),
+            to: &job.to,
+            public_url,
+            token: &token,
+            ttl,
+        };
         let email = match job.purpose {
-            TokenPurpose::PasswordReset => {
-                mail::password_reset(templates, &job.to, public_url, &token, ttl)
-            }
-            TokenPurpose::EmailVerification => {
-                mail::email_verification(templates, &job.to, public_url, &token, ttl)
-            }
+            TokenPurpose::PasswordReset => mail.password_reset(),
+            TokenPurpose::EmailVerification => mail.email_verification(),
         }
         .map_err(DomainError::internal)?;
         Ok(SendEmail {
