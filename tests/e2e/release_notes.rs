@@ -429,6 +429,13 @@ async fn a_publish_is_seen_by_the_next_read_and_drafts_never_leak_into_the_cache
     let writers_view = json_of(send(&app, Method::GET, NOTES, &admin, None).await, 200).await;
     assert_eq!(writers_view["total"], 2);
     assert_eq!(app.get_json(NOTES, 200).await["total"], 1);
+    // That read was a hit, and the metrics say so.
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+    for outcome in ["hit", "miss"] {
+        let series =
+            format!(r#"cache_requests_total{{cache="release_notes",outcome="{outcome}"}}"#);
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
     // Publishing over HTTP: the very next public reads see it.
     json_of(
         send(

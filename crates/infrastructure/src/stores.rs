@@ -144,8 +144,8 @@ impl Default for MemoryCache {
 const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl MemoryCache {
-    /// A cache holding at most `bytes` of keys and values (`cache.memory_capacity`); the
-    /// least recently used entries go first. Bounded by size, not count: one client asking for
+    /// A cache holding at most `bytes` of keys and values (`cache.memory_capacity_mib`);
+    /// moka evicts by recency and frequency. Bounded by size, not count: one client asking for
     /// many distinct pages cannot grow the process without limit.
     pub fn with_capacity(bytes: u64) -> Self {
         Self(

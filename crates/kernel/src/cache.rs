@@ -204,7 +204,7 @@ impl CacheAside {
         }
     }
 
-    /// Entries live at most `ttl` (`cache.ttl`); zero switches caching off.
+    /// Entries live at most `ttl` (`cache.ttl`, never zero there); zero switches caching off.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;

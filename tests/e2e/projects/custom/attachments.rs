@@ -530,7 +530,8 @@ impl S3Server {
     /// Its fixed credentials.
     const KEY: &str = "S3RVER";
 
-    /// Starts `s3rver`, or `None` when it is not installed (`npm install -g s3rver@3`); with
+    /// Starts `s3rver`, or `None` when it is not on PATH (`npm ci --prefix .ci/s3rver`, then
+    /// `.ci/s3rver/node_modules/.bin` on PATH); with
     /// `KEEL_REQUIRE_S3=1` (CI) a missing server fails the test instead.
     #[allow(clippy::print_stderr)]
     fn start(bucket: &str) -> Option<Self> {
@@ -545,7 +546,9 @@ impl S3Server {
                 std::env::var_os("KEEL_REQUIRE_S3").is_none(),
                 "KEEL_REQUIRE_S3 is set but s3rver is not installed"
             );
-            eprintln!("skipping: s3rver not installed (npm install -g s3rver@3)");
+            eprintln!(
+                "skipping: s3rver not on PATH (npm ci --prefix .ci/s3rver; PATH=.ci/s3rver/node_modules/.bin:$PATH)"
+            );
             return None;
         }
         let port = crate::support::free_port();
