@@ -55,6 +55,10 @@ async fn peer(request: HttpRequest, seen: web::Data<Shared>) -> HttpResponse {
             tokio::time::sleep(Duration::from_secs(2)).await;
             HttpResponse::Ok().body("late")
         }
+        "slow-down" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            HttpResponse::InternalServerError().body("still down")
+        }
         "busy" => HttpResponse::TooManyRequests()
             .insert_header(("retry-after", "1"))
             .finish(),
@@ -300,6 +304,26 @@ async fn the_circuit_opens_after_repeated_failures_then_half_opens_and_recovers(
         client.send(OutboundRequest::get(peer.url("/ok"))).await,
         Err(OutboundError::CircuitOpen { .. })
     ));
+
+    // Half open, one call probes; the rest waiting at that moment are refused, not sent.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let attempts: Vec<_> = (0..5)
+        .map(|_| client.send(OutboundRequest::get(peer.url("/slow-down"))))
+        .collect();
+    let results = futures_util::future::join_all(attempts).await;
+    assert_eq!(peer.hits("/slow-down"), 1, "one probe reached the host");
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(OutboundError::CircuitOpen { .. })))
+        .count();
+    assert_eq!(refused, 4, "{results:?}");
+    assert!(
+        matches!(
+            client.send(OutboundRequest::get(peer.url("/ok"))).await,
+            Err(OutboundError::CircuitOpen { .. })
+        ),
+        "the failed probe opened it again"
+    );
 
     // A succeeding probe closes it: calls flow again.
     tokio::time::sleep(Duration::from_millis(350)).await;

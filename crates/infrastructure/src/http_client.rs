@@ -3,6 +3,8 @@
 //! requests that are safe to repeat, a circuit breaker per host (failsafe), the W3C
 //! `traceparent` of the current span, and metrics per host.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -20,10 +22,12 @@ const MAX_HOSTS: u64 = 1024;
 type Breaker = StateMachine<ConsecutiveFailures<Constant>, BreakerMetrics>;
 
 /// Publishes a host's circuit state as `http_client_circuit_state{host}`: 0 closed, 1 half
-/// open (calls let through again; the first failure reopens it), 2 open (calls refused).
+/// open (one probe let through; its failure reopens it), 2 open (calls refused); and tells
+/// the client when the circuit is half open.
 #[derive(Debug, Clone)]
 struct BreakerMetrics {
     host: String,
+    half_open: Arc<AtomicBool>,
 }
 
 impl BreakerMetrics {
@@ -37,16 +41,45 @@ impl failsafe::Instrument for BreakerMetrics {
 
     fn on_open(&self) {
         tracing::warn!(host = %self.host, "outbound circuit opened: calls to this host are refused for a while");
+        self.half_open.store(false, Ordering::SeqCst);
         self.set(2.0);
     }
 
     fn on_half_open(&self) {
         tracing::info!(host = %self.host, "outbound circuit half open: probing the host");
+        self.half_open.store(true, Ordering::SeqCst);
         self.set(1.0);
     }
 
     fn on_closed(&self) {
+        self.half_open.store(false, Ordering::SeqCst);
         self.set(0.0);
+    }
+}
+
+/// A host's circuit: failsafe's state machine, plus the one-probe rule it lacks (half open, it
+/// lets every call through; a host just back up would get all the waiting traffic at once).
+#[derive(Clone)]
+struct Circuit {
+    breaker: Breaker,
+    half_open: Arc<AtomicBool>,
+    probing: Arc<AtomicBool>,
+}
+
+/// The probe's slot, given back when the probe ends however it ends (cancelled included).
+struct Probe(Arc<AtomicBool>);
+
+impl Probe {
+    fn take(slot: &Arc<AtomicBool>) -> Option<Self> {
+        slot.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()
+            .map(|_| Self(slot.clone()))
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -56,7 +89,7 @@ impl failsafe::Instrument for BreakerMetrics {
 pub struct ReqwestHttpClient {
     client: reqwest::Client,
     settings: HttpClientSettings,
-    breakers: MokaCache<String, Breaker>,
+    breakers: MokaCache<String, Circuit>,
 }
 
 impl std::fmt::Debug for ReqwestHttpClient {
@@ -96,17 +129,24 @@ impl ReqwestHttpClient {
         })
     }
 
-    fn breaker(&self, host: &str) -> Breaker {
+    fn circuit(&self, host: &str) -> Circuit {
         self.breakers.get_with_by_ref(host, || {
-            failsafe::Config::new()
+            let half_open = Arc::new(AtomicBool::new(false));
+            let breaker = failsafe::Config::new()
                 .failure_policy(failsafe::failure_policy::consecutive_failures(
                     self.settings.circuit_failures,
                     failsafe::backoff::constant(self.settings.circuit_open_for),
                 ))
                 .instrument(BreakerMetrics {
                     host: host.to_owned(),
+                    half_open: half_open.clone(),
                 })
-                .build()
+                .build();
+            Circuit {
+                breaker,
+                half_open,
+                probing: Arc::new(AtomicBool::new(false)),
+            }
         })
     }
 
@@ -200,7 +240,8 @@ impl ReqwestHttpClient {
         url: &reqwest::Url,
         host: &str,
     ) -> Result<OutboundResponse, OutboundError> {
-        let breaker = self.breaker(host);
+        let circuit = self.circuit(host);
+        let breaker = &circuit.breaker;
         let traceparent = keel_telemetry::traces::current_traceparent();
         let retries = if request.is_retryable() {
             usize::try_from(self.settings.retries).unwrap_or(0)
@@ -215,12 +256,19 @@ impl ReqwestHttpClient {
             .build();
         let method = request.method.as_str();
         loop {
-            if !breaker.is_call_permitted() {
+            // Half open, one call probes the host; the others are refused as while open.
+            let permitted = breaker.is_call_permitted();
+            let probe = if permitted && circuit.half_open.load(Ordering::SeqCst) {
+                Probe::take(&circuit.probing).map(Some)
+            } else {
+                permitted.then_some(None)
+            };
+            let Some(_probe) = probe else {
                 count(host, method, "circuit_open");
                 return Err(OutboundError::CircuitOpen {
                     host: host.to_owned(),
                 });
-            }
+            };
             let started = Instant::now();
             let attempt = self
                 .attempt(request, url, host, traceparent.as_deref())
