@@ -539,6 +539,9 @@ pub struct SmtpSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsSettings {
+    /// Where queued jobs wait: `database` (the app's own). `redis` is reserved and refused
+    /// until it is built.
+    pub backend: JobsBackend,
     /// How often an idle worker looks for new jobs.
     #[serde(with = "duration")]
     pub poll_interval: Duration,
@@ -556,6 +559,16 @@ pub struct JobsSettings {
     /// Schedule overrides by name (`jobs.schedules.<name>.cron`, `.enabled`).
     #[serde(default)]
     pub schedules: std::collections::BTreeMap<String, ScheduleSettings>,
+}
+
+/// Where queued jobs wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobsBackend {
+    /// The app's database (SQLite or PostgreSQL), committed with the use case.
+    Database,
+    /// Redis (not available yet: refused at startup).
+    Redis,
 }
 
 /// `[activity]`

@@ -562,3 +562,16 @@ fn the_cache_section_has_defaults_bounds_and_shows_in_config_check() {
         assert_eq!(problem_keys(&err), [at_fault], "{key}={value}");
     }
 }
+
+#[test]
+fn jobs_backend_is_the_database_and_redis_is_refused_by_name() {
+    assert_eq!(
+        load(&[]).unwrap().jobs.backend,
+        crate::JobsBackend::Database
+    );
+    assert!(load(&[("APP__JOBS__BACKEND", "database")]).is_ok());
+    let err = load(&[("APP__JOBS__BACKEND", "redis")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["jobs.backend"]);
+    let err = load(&[("APP__JOBS__BACKEND", "kafka")]).unwrap_err();
+    assert_eq!(problem_keys(&err), ["jobs.backend"]);
+}

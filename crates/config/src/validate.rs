@@ -27,6 +27,11 @@ impl Problems {
 }
 
 fn validate_jobs(settings: &Settings, problems: &mut Problems) {
+    problems.check(
+        settings.jobs.backend == crate::JobsBackend::Database,
+        "jobs.backend",
+        "only \"database\" is available in this version (\"redis\" is planned); remove the setting or set it to \"database\"",
+    );
     let jobs = &settings.jobs;
     problems.check(
         jobs.poll_interval >= std::time::Duration::from_millis(10),

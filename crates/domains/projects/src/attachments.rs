@@ -362,17 +362,21 @@ impl AttachmentService<'_> {
         Ok(self.deps.repository.list(project, &query).await?)
     }
 
+    /// One attachment of the project; 404 when the project has none with this id.
+    async fn find(&self, project: ProjectId, id: AttachmentId) -> Result<Attachment, DomainError> {
+        self.deps
+            .repository
+            .find(project, id)
+            .await?
+            .ok_or(DomainError::NotFound {
+                resource: "attachment",
+            })
+    }
+
     /// One attachment with a short-lived download link.
     pub async fn get(&self, project: ProjectId, id: AttachmentId) -> Result<Linked, DomainError> {
         self.project_status(project).await?;
-        let attachment =
-            self.deps
-                .repository
-                .find(project, id)
-                .await?
-                .ok_or(DomainError::NotFound {
-                    resource: "attachment",
-                })?;
+        let attachment = self.find(project, id).await?;
         let key = ObjectKey::parse(&attachment.storage_key)?;
         let download_url = self
             .deps
@@ -395,14 +399,7 @@ impl AttachmentService<'_> {
     /// Deletes an attachment: its row at once, its object right after (or by the sweep).
     pub async fn delete(&self, project: ProjectId, id: AttachmentId) -> Result<(), DomainError> {
         self.writable(project).await?;
-        let attachment =
-            self.deps
-                .repository
-                .find(project, id)
-                .await?
-                .ok_or(DomainError::NotFound {
-                    resource: "attachment",
-                })?;
+        let attachment = self.find(project, id).await?;
         let mut tx = self.deps.unit_of_work.begin().await?;
         if !self
             .deps
