@@ -536,6 +536,38 @@ mod tests {
         assert_eq!(n, Ok(5), "the reload was stored");
     }
 
+    /// A cache that fails every call, as Redis does while it is away.
+    #[derive(Debug)]
+    struct Down;
+
+    #[async_trait]
+    impl Cache for Down {
+        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, BoxError> {
+            Err("connection refused".into())
+        }
+        async fn set(&self, _: &str, _: Vec<u8>, _: Duration) -> Result<(), BoxError> {
+            Err("connection refused".into())
+        }
+        async fn delete(&self, _: &str) -> Result<(), BoxError> {
+            Err("connection refused".into())
+        }
+        async fn add(&self, _: &str, _: Vec<u8>, _: Duration) -> Result<bool, BoxError> {
+            Err("connection refused".into())
+        }
+    }
+
+    #[test]
+    fn a_cache_that_is_down_sends_reads_to_the_source_and_reports_invalidations() {
+        let aside = CacheAside::new(Arc::new(Down), Flights::default(), "things");
+        for expected in [1, 2] {
+            let value: Result<u8, ()> =
+                block_on(aside.get_or_load("k", &["t"], || async move { Ok(expected) }));
+            assert_eq!(value, Ok(expected), "every read loads, none fails");
+        }
+        // The writer learns the invalidation did not happen (it logs; the write stands).
+        assert!(block_on(aside.invalidate(&["t"])).is_err());
+    }
+
     #[test]
     fn switched_off_every_read_loads() {
         let cache = Arc::new(InMemoryCache::default());
