@@ -2,7 +2,7 @@
 //! all-or-nothing enqueue, job visibility, and the worker's health and metrics.
 
 use keel_infrastructure::SeaUnitOfWork;
-use keel_infrastructure::jobs::{JobStore, SeaJobQueue};
+use keel_infrastructure::jobs::SeaJobQueue;
 use keel_jobs::{JobRepository, JobState, Probe};
 use keel_kernel::UnitOfWork;
 use keel_kernel::jobs::{JobQueue, NewJob};
@@ -205,7 +205,7 @@ async fn failing_jobs_retry_then_succeed_and_permanent_failures_die() {
 async fn a_rolled_back_use_case_enqueues_nothing() {
     let app = spawn_app().await;
     let unit_of_work = SeaUnitOfWork::new(app.pool.clone());
-    let store = JobStore::new(&app.pool);
+    let store = app.services.jobs.clone();
     let probe = Probe {
         fail_attempts: 0,
         permanent: false,
@@ -308,6 +308,36 @@ async fn a_schedule_runs_once_per_tick_with_two_workers() {
     first.stop().await;
     second.stop().await;
 
+    if let Some(redis) = app.services.jobs.redis() {
+        // Each tick's key is claimed with SETNX before its job is pushed: a second push of a
+        // tick would be a job without a key of its own.
+        let query = keel_kernel::ListQuery::parse(
+            &keel_jobs::LIST_SPEC,
+            [("kind", "jobs.purge"), ("limit", "100")],
+        )
+        .unwrap();
+        let jobs = app.services.jobs.list(&query).await.unwrap().total;
+        let mut connection = redis.connection();
+        let pattern = format!(
+            "{}:jobs:*:idempotency:purge_finished_jobs@*",
+            app.settings.redis.key_prefix
+        );
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(
+            jobs >= 2,
+            "a per-second schedule ticked {jobs} times in 3.5 s"
+        );
+        assert_eq!(
+            jobs,
+            keys.len() as u64,
+            "each tick ran once across both workers"
+        );
+        return;
+    }
     use sea_orm::ConnectionTrait;
     let backend = app.pool.get_database_backend();
     let table = match backend {
@@ -498,7 +528,7 @@ async fn the_job_list_speaks_the_list_language_across_outbox_and_queue() {
         ids.push(probe(&app, &admin, json!({ "queue": "high" })).await);
     }
     // Three move into apalis' queue (pending), two stay in the outbox (enqueued).
-    assert_eq!(JobStore::new(&app.pool).relay(100).await.unwrap(), 3);
+    assert_eq!(app.services.jobs.relay(100).await.unwrap(), 3);
     for _ in 0..2 {
         ids.push(probe(&app, &admin, json!({ "queue": "low" })).await);
     }
@@ -557,4 +587,170 @@ async fn refused_list(app: &crate::support::TestApp, token: &str, query: &str, f
         .unwrap();
     let body = assert_problem(response, 422, "validation_failed").await;
     assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
+}
+
+#[tokio::test]
+async fn a_failed_attempt_waits_out_its_policy_backoff() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let unit_of_work = SeaUnitOfWork::new(app.pool.clone());
+    let probe = Probe {
+        fail_attempts: 1,
+        permanent: false,
+        sleep_ms: 0,
+    };
+    let mut job = NewJob::of(&probe).unwrap();
+    job.policy.backoff = std::time::Duration::from_secs(3600);
+    job.policy.max_backoff = std::time::Duration::from_secs(3600);
+    let mut tx = unit_of_work.begin().await.unwrap();
+    let id = SeaJobQueue.enqueue(tx.as_mut(), job).await.unwrap();
+    tx.commit().await.unwrap();
+    let _worker = app.start_worker().await;
+
+    // Whichever storage holds the queue, the retry waits the policy's backoff (±50 % jitter),
+    // not the storage's own delay.
+    let id = id.to_string();
+    let deferred = |job: &Value| {
+        job["state"] == "retrying"
+            && job["run_at"]
+                .as_str()
+                .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                .is_some_and(|at| at > chrono::Utc::now() + chrono::Duration::minutes(20))
+    };
+    let job = app.wait_for_job(&id, &admin, deferred).await;
+    assert!(deferred(&job), "retrying half an hour or more later: {job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let later = app
+        .get_authed_json(&format!("/api/v1/jobs/{id}"), &admin)
+        .await;
+    assert_eq!(later["state"], "retrying", "not run again early: {later}");
+    assert_eq!(later["attempts"], 1, "{later}");
+}
+
+/// A Redis server of the test's own on a free port, stopped and started again at will.
+struct PrivateRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+}
+
+impl PrivateRedis {
+    /// `None` where `redis-server` is not installed (CI, which has it, sets
+    /// `TEST_REDIS_URL`: there a missing binary fails the test instead).
+    fn start() -> Option<Self> {
+        let mut redis = Self {
+            child: None,
+            port: crate::support::free_port(),
+        };
+        if !redis.run() {
+            assert!(
+                std::env::var_os("TEST_REDIS_URL").is_none(),
+                "TEST_REDIS_URL is set but redis-server is not installed"
+            );
+            return None;
+        }
+        Some(redis)
+    }
+
+    fn run(&mut self) -> bool {
+        let port = self.port.to_string();
+        let Ok(child) = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port, "--save", ""])
+            .args(["--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = Some(child);
+        crate::support::wait_for_port(self.port, "redis-server");
+        true
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn committed_jobs_wait_in_the_outbox_while_redis_is_down() {
+    use keel_infrastructure::jobs::{JobStore, RedisQueues};
+    use sea_orm::ConnectionTrait;
+    let Some(mut redis) = PrivateRedis::start() else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let app = spawn_app().await;
+    let queues = RedisQueues::connect(
+        &redis.url(),
+        "keel-outage",
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let store = JobStore::new(&app.pool).on_redis(queues);
+    let unit_of_work = SeaUnitOfWork::new(app.pool.clone());
+    let probe = Probe {
+        fail_attempts: 0,
+        permanent: false,
+        sleep_ms: 0,
+    };
+    let mut tx = unit_of_work.begin().await.unwrap();
+    let id = SeaJobQueue
+        .enqueue(tx.as_mut(), NewJob::of(&probe).unwrap())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    redis.stop();
+    assert!(
+        store.relay(100).await.is_err(),
+        "nothing can be relayed to a Redis that is down"
+    );
+    let backend = app.pool.get_database_backend();
+    let outbox = app
+        .pool
+        .query_one_raw(sea_orm::Statement::from_string(
+            backend,
+            "SELECT COUNT(*) FROM job_outbox",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(
+        outbox, 1,
+        "the failed relay left the committed job in the outbox"
+    );
+
+    assert!(redis.run(), "redis-server starts again");
+    let mut moved = 0;
+    // The connection reconnects on its own; the first commands may still fail.
+    for _ in 0..50 {
+        if let Ok(n) = store.relay(100).await {
+            moved += n;
+            if moved > 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(moved, 1, "the job reaches Redis once it is back");
+    let job = store.get(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Pending);
+    assert_eq!(store.relay(100).await.unwrap(), 0, "and only once");
 }

@@ -72,6 +72,18 @@ async fn spawn_app_on(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp 
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
     all.push(("APP__DATABASE__URL".to_owned(), database.url().to_owned()));
+    // The job suite's Redis pass (`cargo xtask test --jobs-on-redis`): the queues in Redis,
+    // under a prefix of this database's own, which its replicas share.
+    if std::env::var("TEST_JOBS_BACKEND").is_ok_and(|b| b == "redis") {
+        let redis =
+            std::env::var("TEST_REDIS_URL").expect("TEST_JOBS_BACKEND=redis needs TEST_REDIS_URL");
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(database.url(), &mut hasher);
+        let prefix = format!("keel-test-{:016x}", std::hash::Hasher::finish(&hasher));
+        all.push(("APP__JOBS__BACKEND".to_owned(), "redis".to_owned()));
+        all.push(("APP__REDIS__URL".to_owned(), redis));
+        all.push(("APP__REDIS__KEY_PREFIX".to_owned(), prefix));
+    }
     all.push((
         "APP__MAIL__DIR".to_owned(),
         mail_dir.path().display().to_string(),
@@ -490,6 +502,8 @@ pub(crate) struct Services {
     pub(crate) identity: keel_identity::Identity,
     pub(crate) activity: keel_activity::Activity,
     pub(crate) projects: keel_projects::Projects,
+    /// The job store (the outbox, and the queues in the database or Redis).
+    pub(crate) jobs: keel_infrastructure::jobs::JobStore,
 }
 
 impl Services {
@@ -500,6 +514,7 @@ impl Services {
             identity: state.get().expect("identity"),
             activity: state.get().expect("activity"),
             projects: state.get().expect("projects"),
+            jobs: state.get().expect("the job store"),
         }
     }
 }

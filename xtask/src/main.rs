@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Everything CI checks (what `.ci/run` runs): fmt, clippy, tests on SQLite, then on
-    /// PostgreSQL.
+    /// PostgreSQL, the job suite on Redis, and the checks after them.
     Ci {
         /// Skip the PostgreSQL pass (for machines without PostgreSQL).
         #[arg(long)]
@@ -350,6 +350,9 @@ fn ci(sh: &Shell, sqlite_only: bool) -> anyhow::Result<()> {
     } else {
         step("tests on PostgreSQL", || test(sh, true, &[]))?;
     }
+    step("the job suite with its queues in Redis", || {
+        jobs_on_redis(sh, sqlite_only)
+    })?;
     step("docs render offline (headless Chromium)", || {
         docs::docs_check(sh)
     })?;
@@ -394,6 +397,31 @@ fn test(sh: &Shell, postgres: bool, args: &[String]) -> anyhow::Result<()> {
         // The SQLite pass must not inherit a PostgreSQL URL from the caller's shell.
         let _env = sh.push_env("TEST_DATABASE_URL", "");
         cmd!(sh, "cargo test --workspace --locked {args...}").run()?;
+    }
+    Ok(())
+}
+
+/// The job suite (`e2e` tests `jobs::`) again with `jobs.backend = "redis"`, the outbox on
+/// SQLite and then on PostgreSQL. Needs `TEST_REDIS_URL` (default the local server).
+fn jobs_on_redis(sh: &Shell, sqlite_only: bool) -> anyhow::Result<()> {
+    let redis = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let _redis = sh.push_env("TEST_REDIS_URL", &redis);
+    let _backend = sh.push_env("TEST_JOBS_BACKEND", "redis");
+    let suite = || cmd!(sh, "cargo test --locked -p keel-e2e --test e2e jobs::").run();
+    {
+        let _sqlite = sh.push_env("TEST_DATABASE_URL", "");
+        suite()?;
+    }
+    if !sqlite_only {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_TEST_DATABASE_URL.to_owned());
+        let _postgres = sh.push_env("TEST_DATABASE_URL", &url);
+        suite()?;
     }
     Ok(())
 }

@@ -321,7 +321,10 @@ async fn manage_jobs(settings: &Settings, action: JobsAction) -> anyhow::Result<
     use keel_jobs::JobRepository;
     use keel_kernel::jobs::JobId;
     let db = open_database(settings, "keel-worker-cli").await?;
-    let store = keel_infrastructure::jobs::JobStore::new(&db);
+    let store = match crate::state::job_queues(settings).await? {
+        Some(queues) => keel_infrastructure::jobs::JobStore::new(&db).on_redis(queues),
+        None => keel_infrastructure::jobs::JobStore::new(&db),
+    };
     match action {
         JobsAction::List {
             state,

@@ -10,7 +10,7 @@ use keel_config::Settings;
 use keel_infrastructure::activity::SeaActivity;
 use keel_infrastructure::http_client::ReqwestHttpClient;
 use keel_infrastructure::idempotency::SeaIdempotencyStore;
-use keel_infrastructure::jobs::SeaJobQueue;
+use keel_infrastructure::jobs::{RedisQueues, SeaJobQueue};
 use keel_infrastructure::mail_templates::FileTemplates;
 use keel_infrastructure::storage::Storage;
 use keel_infrastructure::stores::{MemoryCache, MemoryCounters, RedisStore};
@@ -35,6 +35,7 @@ use secrecy::ExposeSecret;
 pub struct Foundation {
     settings: Arc<Settings>,
     redis: Option<RedisStore>,
+    job_queues: Option<RedisQueues>,
     counters: Arc<dyn Counters>,
     cache: Arc<dyn Cache>,
     http: Arc<dyn HttpClient>,
@@ -62,6 +63,7 @@ impl Foundation {
             ),
             None => None,
         };
+        let job_queues = job_queues(settings).await?;
         let (counters, cache): (Arc<dyn Counters>, Arc<dyn Cache>) = match &redis {
             Some(redis) => (Arc::new(redis.clone()), Arc::new(redis.clone())),
             None => (
@@ -86,6 +88,7 @@ impl Foundation {
         Ok(Self {
             settings: Arc::new(settings.clone()),
             redis,
+            job_queues,
             counters,
             cache,
             http,
@@ -113,6 +116,7 @@ impl Foundation {
             activity: Arc::new(SeaActivity::new(db.clone())),
             clock: Arc::new(SystemClock),
             jobs: Arc::new(SeaJobQueue),
+            job_queues: self.job_queues.clone(),
             counters: self.counters.clone(),
             cache: self.cache.clone(),
             http: self.http.clone(),
@@ -135,6 +139,23 @@ impl Foundation {
             state.insert(redis.clone());
         }
         Ok(state)
+    }
+}
+
+/// The job queues in Redis when `jobs.backend = "redis"` (configuration checked that
+/// `redis.url` is set).
+pub async fn job_queues(settings: &Settings) -> anyhow::Result<Option<RedisQueues>> {
+    match (&settings.jobs.backend, &settings.redis.url) {
+        (keel_config::JobsBackend::Redis, Some(url)) => Ok(Some(
+            RedisQueues::connect(
+                url.expose_secret(),
+                &settings.redis.key_prefix,
+                settings.jobs.retention,
+            )
+            .await
+            .context("connecting to Redis for the job queues (jobs.backend, redis.url)")?,
+        )),
+        _ => Ok(None),
     }
 }
 

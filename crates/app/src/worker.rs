@@ -52,7 +52,11 @@ impl WorkerApplication {
             settings.database.max_connections.saturating_add(listener),
         )
         .await?;
-        let health = readiness(&settings, &db);
+        let mut health = readiness(&settings, &db);
+        // With the queues in Redis, a worker that cannot reach it cannot work.
+        if let Some(queues) = crate::state::job_queues(&settings).await? {
+            health = health.with(Arc::new(queues));
+        }
         let health_sampler = health.clone();
         let (listener, ops_port) = bind(
             &settings.worker.host,

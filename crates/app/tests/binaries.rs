@@ -439,10 +439,32 @@ async fn wait_for_state(base: &str, token: &str, id: &str, state: &str) -> Value
 
 #[tokio::test]
 async fn a_job_survives_its_worker_being_killed_mid_run() {
+    a_job_survives_a_killed_worker(&[]).await;
+}
+
+#[tokio::test]
+async fn a_job_in_redis_survives_its_worker_being_killed_mid_run() {
+    // Needs a Redis server: CI sets TEST_REDIS_URL.
+    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("skipped: TEST_REDIS_URL is not set");
+        return;
+    };
+    let prefix = format!("keel-killed-{}", std::process::id());
+    a_job_survives_a_killed_worker(&[
+        ("APP__JOBS__BACKEND", "redis"),
+        ("REDIS_URL", &redis),
+        ("APP__REDIS__KEY_PREFIX", &prefix),
+    ])
+    .await;
+}
+
+/// A worker killed mid-job: another runs it (the attempt counts); a worker stopped mid-job
+/// finishes it first.
+async fn a_job_survives_a_killed_worker(extra: &[(&str, &str)]) {
     // PostgreSQL when TEST_DATABASE_URL is set (CI runs both); SQLite in a temp dir otherwise.
     let database = TestDatabase::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let vars = [
+    let mut vars = vec![
         ("DATABASE_URL", database.url()),
         ("APP__SERVER__PORT", "0"),
         ("APP__OPS__PORT", "0"),
@@ -451,6 +473,7 @@ async fn a_job_survives_its_worker_being_killed_mid_run() {
         ("APP__JOBS__HEARTBEAT_INTERVAL", "1s"),
         ("APP__JOBS__MISSED_HEARTBEATS", "2"),
     ];
+    vars.extend_from_slice(extra);
     let mut api = start(API, dir.path(), "api.log", &vars);
     let listening = wait_for_log(&mut api, "api listening");
     let base = format!("http://127.0.0.1:{}", listening["port"]);

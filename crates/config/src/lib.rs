@@ -539,8 +539,7 @@ pub struct SmtpSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsSettings {
-    /// Where queued jobs wait: `database` (the app's own). `redis` is reserved and refused
-    /// until it is built.
+    /// Where queued jobs wait: `database` (the app's own) or `redis` (needs `redis.url`).
     pub backend: JobsBackend,
     /// How often an idle worker looks for new jobs.
     #[serde(with = "duration")]
@@ -567,7 +566,7 @@ pub struct JobsSettings {
 pub enum JobsBackend {
     /// The app's database (SQLite or PostgreSQL), committed with the use case.
     Database,
-    /// Redis (not available yet: refused at startup).
+    /// Redis (`redis.url`), fed from the database's outbox after commit.
     Redis,
 }
 

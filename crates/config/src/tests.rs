@@ -564,7 +564,7 @@ fn the_cache_section_has_defaults_bounds_and_shows_in_config_check() {
 }
 
 #[test]
-fn jobs_backend_is_the_database_and_redis_is_refused_by_name() {
+fn jobs_backend_is_the_database_and_redis_needs_a_redis_url() {
     assert_eq!(
         load(&[]).unwrap().jobs.backend,
         crate::JobsBackend::Database
@@ -572,6 +572,12 @@ fn jobs_backend_is_the_database_and_redis_is_refused_by_name() {
     assert!(load(&[("APP__JOBS__BACKEND", "database")]).is_ok());
     let err = load(&[("APP__JOBS__BACKEND", "redis")]).unwrap_err();
     assert_eq!(problem_keys(&err), ["jobs.backend"]);
+    let on_redis = load(&[
+        ("APP__JOBS__BACKEND", "redis"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+    ])
+    .unwrap();
+    assert_eq!(on_redis.jobs.backend, crate::JobsBackend::Redis);
     let err = load(&[("APP__JOBS__BACKEND", "kafka")]).unwrap_err();
     assert_eq!(problem_keys(&err), ["jobs.backend"]);
 }

@@ -28,9 +28,9 @@ impl Problems {
 
 fn validate_jobs(settings: &Settings, problems: &mut Problems) {
     problems.check(
-        settings.jobs.backend == crate::JobsBackend::Database,
+        settings.jobs.backend == crate::JobsBackend::Database || settings.redis.url.is_some(),
         "jobs.backend",
-        "only \"database\" is available in this version (\"redis\" is planned); remove the setting or set it to \"database\"",
+        "\"redis\" needs redis.url (REDIS_URL); set it, or set jobs.backend = \"database\"",
     );
     let jobs = &settings.jobs;
     problems.check(

@@ -34,6 +34,8 @@ pub struct Adapters {
     pub clock: Arc<dyn Clock>,
     /// The outbox use cases enqueue jobs into.
     pub jobs: Arc<dyn JobQueue>,
+    /// The queues in Redis the outbox is relayed to, when `jobs.backend = "redis"`.
+    pub job_queues: Option<crate::jobs::RedisQueues>,
     /// Expiring counters (memory, or Redis when configured).
     pub counters: Arc<dyn Counters>,
     /// The cache (memory, or Redis when configured).

@@ -1,5 +1,6 @@
-//! The job runner: one apalis worker per queue on the app's database, dispatching each job to
-//! the handler registered for its kind, with Keel's retry policy, metrics and tracing.
+//! The job runner: one apalis worker per queue (on the app's database, or in Redis),
+//! dispatching each job to the handler registered for its kind, with Keel's retry policy,
+//! metrics and tracing.
 //!
 //! Retries are the storage's, not in-process sleeps: a failed attempt pushes the job's
 //! `run_at` out by its backoff and releases it, so a retry waiting ten minutes holds no
@@ -167,11 +168,24 @@ impl tower_service::Service<Task<JobEnvelope>> for Dispatch {
                 .and_then(|p| serde_json::from_str(p).ok())
                 .unwrap_or_default();
             let task_id = ctx.task_id().map(ToString::to_string).unwrap_or_default();
+            let id = job_id(&task_id).unwrap_or_else(|| JobId::from_uuid(Default::default()));
+            let mut number = u32::try_from(ctx.attempt()).unwrap_or(u32::MAX).max(1);
+            if let Some(redis) = store.redis() {
+                // apalis-redis counts an attempt when it is acknowledged, so one cut short by a
+                // killed worker would not count and a job that kills its worker would run
+                // forever. Keel counts starts itself.
+                match redis.record_start(queue, id).await {
+                    Ok(starts) => number = number.max(starts),
+                    Err(error) => {
+                        tracing::warn!(%error, job_id = %id, "could not count the job's start");
+                    }
+                }
+            }
             let context = JobContext {
-                id: job_id(&task_id).unwrap_or_else(|| JobId::from_uuid(Default::default())),
+                id,
                 kind: envelope.kind.clone(),
                 queue,
-                attempt: u32::try_from(ctx.attempt()).unwrap_or(u32::MAX).max(1),
+                attempt: number,
                 max_attempts: policy.max_attempts,
                 owner: metadata
                     .get(meta::OWNER)
@@ -240,12 +254,28 @@ async fn attempt(
         Err(JobFailure::Transient(error)) if context.attempt >= policy.max_attempts => {
             outcome("dead");
             tracing::error!(%error, max_attempts = policy.max_attempts, "job failed its last attempt; it is dead");
+            if store.redis().is_some() {
+                // apalis-redis retries up to its own fixed limit; an abort makes it dead now.
+                return Err(Box::new(AbortError::new(error)));
+            }
             Err(error.into())
         }
         Err(JobFailure::Transient(error)) => {
             let delay = policy.jittered_delay_after(context.attempt, fastrand::f64());
             let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            if let Err(defer_error) = store.defer(context.id, at).await {
+            if store.redis().is_some() {
+                // apalis-redis schedules the retry when it acknowledges the failure, after this
+                // returns: the backoff is applied once that happened.
+                let (id, queue) = (context.id, context.queue);
+                tokio::spawn(
+                    async move {
+                        if let Err(defer_error) = store.defer(queue, id, at).await {
+                            tracing::warn!(error = %defer_error, "could not schedule the retry's backoff");
+                        }
+                    }
+                    .in_current_span(),
+                );
+            } else if let Err(defer_error) = store.defer(context.queue, context.id, at).await {
                 // The job is still retried, only sooner.
                 tracing::warn!(error = %defer_error, "could not schedule the retry's backoff");
             }
@@ -294,7 +324,25 @@ pub async fn run_queue(
         Ok::<(), std::io::Error>(())
     };
     let missed = settings.missed_heartbeats as usize;
-    let result = if let Some(pool) = store.sqlite_pool() {
+    let result = if let Some(redis) = store.redis() {
+        let config = redis
+            .config(queue)
+            .batch_size(concurrency)
+            .heartbeat_interval(settings.heartbeat_interval)
+            .missed_heartbeats(missed);
+        let wake = Strategy::new()
+            .stream(wakeups.queue(queue))
+            .interval(settings.poll_interval);
+        let backend = apalis_redis::RedisStorage::<JobEnvelope>::new(redis.connection())
+            .with_config(config)
+            .poll_with_strategy(wake);
+        WorkerBuilder::new(name)
+            .backend(backend)
+            .concurrency(concurrency)
+            .build(dispatch)
+            .run_until(stop)
+            .await
+    } else if let Some(pool) = store.sqlite_pool() {
         let config = apalis_sqlite::Config::default()
             .queue(queue.as_str())
             .batch_size(concurrency)
@@ -342,7 +390,12 @@ pub async fn run_relay(
     token: CancellationToken,
 ) -> Result<(), TaskError> {
     loop {
-        relay_outbox(&store).await?;
+        let moved = relay_outbox(&store).await?;
+        // Redis announces nothing for jobs due later (each relayed job is): this process's
+        // queues look at once, other processes' at their next poll.
+        if moved > 0 && store.redis().is_some() {
+            wakeups.wake_queues();
+        }
         tokio::select! {
             biased;
             () = token.cancelled() => return Ok(()),

@@ -57,6 +57,13 @@ impl Wakeups {
         WakeStream::new(Arc::clone(self.queue_signal(queue)))
     }
 
+    /// Wakes every queue (jobs were just moved into them).
+    pub fn wake_queues(&self) {
+        for queue in Queue::ALL {
+            self.queue_signal(queue).notify_one();
+        }
+    }
+
     /// Wakes the relay and every queue: something may have been missed.
     pub fn wake_all(&self) {
         self.outbox.notify_one();

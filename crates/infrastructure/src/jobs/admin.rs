@@ -16,7 +16,6 @@ use sqlx::Row;
 use super::outbox::{OutboxRow, outbox_row};
 use super::*;
 
-/// One apalis task as Keel reads it back.
 /// A checked job list request, in the terms of the two tables it reads.
 #[derive(Debug, Default)]
 pub(super) struct Selection {
@@ -93,16 +92,17 @@ impl Selection {
     }
 }
 
+/// One apalis task as Keel reads it back, from either storage.
 pub(super) struct TaskRow {
-    id: String,
-    queue: String,
-    status: String,
-    attempts: i64,
-    max_attempts: i64,
-    run_at: Option<i64>,
-    done_at: Option<i64>,
-    last_result: Option<String>,
-    metadata: HashMap<String, String>,
+    pub(super) id: String,
+    pub(super) queue: String,
+    pub(super) status: String,
+    pub(super) attempts: i64,
+    pub(super) max_attempts: i64,
+    pub(super) run_at: Option<i64>,
+    pub(super) done_at: Option<i64>,
+    pub(super) last_result: Option<String>,
+    pub(super) metadata: HashMap<String, String>,
 }
 
 const SQLITE_FINISHED: &str =
@@ -124,7 +124,15 @@ impl JobStore {
             ),
         };
         let mut counts: HashMap<Queue, i64> = Queue::ALL.into_iter().map(|q| (q, 0)).collect();
-        for sql in [queue_sql, outbox_sql] {
+        let sqls = if let Some(redis) = &self.redis {
+            for (queue, count) in redis.queued_counts().await? {
+                *counts.entry(queue).or_default() += count;
+            }
+            vec![outbox_sql]
+        } else {
+            vec![queue_sql, outbox_sql]
+        };
+        for sql in sqls {
             let rows: Vec<(String, i64)> = match &self.pool {
                 Pool::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
                 Pool::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
@@ -144,8 +152,14 @@ impl JobStore {
     /// waiting report 0.
     pub async fn oldest_waiting(&self) -> Result<Vec<(Queue, i64)>, RepoError> {
         let now = Utc::now();
-        let queue_rows: Vec<(String, i64)> = match &self.pool {
-            Pool::Sqlite(pool) => {
+        let queue_rows: Vec<(String, i64)> = match (&self.pool, &self.redis) {
+            (_, Some(redis)) => Ok(redis
+                .oldest_due()
+                .await?
+                .into_iter()
+                .filter_map(|(queue, since)| Some((queue.as_str().to_owned(), since?)))
+                .collect()),
+            (Pool::Sqlite(pool), None) => {
                 sqlx::query_as(
                     "SELECT job_type, MIN(run_at) FROM Jobs \
                      WHERE status IN ('Pending', 'Queued') AND run_at <= ? GROUP BY job_type",
@@ -154,7 +168,7 @@ impl JobStore {
                 .fetch_all(pool)
                 .await
             }
-            Pool::Postgres(pool) => {
+            (Pool::Postgres(pool), None) => {
                 sqlx::query_as(
                     "SELECT job_type, EXTRACT(EPOCH FROM MIN(run_at))::bigint FROM apalis.jobs \
                      WHERE status IN ('Pending', 'Queued') AND run_at <= now() GROUP BY job_type",
@@ -189,6 +203,9 @@ impl JobStore {
     }
 
     pub(super) async fn fetch(&self, id: &str) -> Result<Option<TaskRow>, RepoError> {
+        if let Some(redis) = &self.redis {
+            return redis.fetch(id).await;
+        }
         let rows = self
             .select(&format!("WHERE id = {}", self.param(1)), &[id.into()], None)
             .await?;
@@ -393,6 +410,48 @@ impl JobStore {
     }
 }
 
+impl JobStore {
+    /// The queue side of a list on Redis: every job of the selected queues is read (finished
+    /// ones are kept only until `jobs.retention`), filtered, and ordered here. Returns the
+    /// total the filters match and the jobs after the cursor, in the list's order.
+    async fn redis_window(
+        &self,
+        redis: &RedisQueues,
+        selection: &Selection,
+    ) -> Result<(u64, Vec<JobRecord>), RepoError> {
+        let queues: Vec<Queue> = Queue::ALL
+            .into_iter()
+            .filter(|queue| {
+                selection
+                    .queues
+                    .as_ref()
+                    .is_none_or(|names| names.iter().any(|n| n == queue.as_str()))
+            })
+            .collect();
+        let mut rows = Vec::new();
+        for queue in queues {
+            rows.extend(redis.all(queue).await?.into_iter().filter(|row| {
+                super::redis::selected(selection.states.as_ref(), selection.kinds.as_ref(), row)
+            }));
+        }
+        let total = rows.len() as u64;
+        let records = rows
+            .iter()
+            .filter(|row| {
+                selection.after.as_ref().is_none_or(|after| {
+                    if selection.descending {
+                        row.id < *after
+                    } else {
+                        row.id > *after
+                    }
+                })
+            })
+            .map(record)
+            .collect();
+        Ok((total, records))
+    }
+}
+
 fn task_row<R>(row: &R) -> Result<TaskRow, RepoError>
 where
     R: Row,
@@ -418,7 +477,7 @@ where
     })
 }
 
-fn state_of(row: &TaskRow) -> JobState {
+pub(super) fn state_of(row: &TaskRow) -> JobState {
     match row.status.as_str() {
         "Running" => JobState::Running,
         "Done" => JobState::Succeeded,
@@ -513,17 +572,24 @@ impl JobRepository for JobStore {
             total += self.count(&counted, &counted_binds, "job_outbox").await?;
             outbox = self.outbox(&clause, &binds, Some(window)).await?;
         }
-        let (counted, counted_binds) = self.queue_filter(&selection, false);
-        let (clause, binds) = self.queue_filter(&selection, true);
-        total += self
-            .count(&counted, &counted_binds, self.jobs_table())
-            .await?;
-        let mut records: Vec<JobRecord> = self
-            .select(&clause, &binds, Some(window))
-            .await?
-            .into_iter()
-            .map(|row| record(&row))
-            .collect();
+        let (queued_total, mut records) = match &self.redis {
+            Some(redis) => self.redis_window(redis, &selection).await?,
+            None => {
+                let (counted, counted_binds) = self.queue_filter(&selection, false);
+                let (clause, binds) = self.queue_filter(&selection, true);
+                let total = self
+                    .count(&counted, &counted_binds, self.jobs_table())
+                    .await?;
+                let records: Vec<JobRecord> = self
+                    .select(&clause, &binds, Some(window))
+                    .await?
+                    .into_iter()
+                    .map(|row| record(&row))
+                    .collect();
+                (total, records)
+            }
+        };
+        total += queued_total;
         let queued: std::collections::HashSet<JobId> = records.iter().map(|r| r.id).collect();
         records.extend(outbox.into_iter().filter(|r| !queued.contains(&r.id)));
         if selection.descending {
@@ -542,6 +608,9 @@ impl JobRepository for JobStore {
     }
 
     async fn retry(&self, id: JobId) -> Result<bool, RepoError> {
+        if let Some(redis) = &self.redis {
+            return redis.retry(&task_id(id)).await;
+        }
         let now = Utc::now().timestamp();
         let sql = match self.pool {
             Pool::Sqlite(_) => "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?, \
@@ -559,6 +628,9 @@ impl JobRepository for JobStore {
     }
 
     async fn delete(&self, id: JobId) -> Result<bool, RepoError> {
+        if let Some(redis) = &self.redis {
+            return redis.delete_one(&task_id(id)).await;
+        }
         let sql = format!(
             "DELETE FROM {} WHERE id = {} AND {SQLITE_FINISHED}",
             self.jobs_table(),
@@ -568,6 +640,9 @@ impl JobRepository for JobStore {
     }
 
     async fn purge_finished(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        if let Some(redis) = &self.redis {
+            return redis.purge_finished(before).await;
+        }
         let sql = match self.pool {
             Pool::Sqlite(_) => format!("DELETE FROM Jobs WHERE {SQLITE_FINISHED} AND done_at < ?"),
             Pool::Postgres(_) => format!(

@@ -1,5 +1,6 @@
-//! Jobs on the app's own database: the transactional outbox use cases write to, and the apalis
-//! queue the worker runs (SQLite `Jobs`, or PostgreSQL `apalis.jobs`).
+//! Jobs: the transactional outbox use cases write to (always the app's own database), and the
+//! apalis queues the worker runs: in the database (SQLite `Jobs`, or PostgreSQL `apalis.jobs`)
+//! or, with `jobs.backend = "redis"`, in Redis ([`RedisQueues`]).
 //!
 //! Why an outbox: a use case's writes go through a sea-orm transaction, and apalis pushes
 //! through its own sqlx connection, so a job cannot be pushed inside the use case's
@@ -24,11 +25,13 @@ macro_rules! bind_all {
 
 mod admin;
 mod outbox;
+mod redis;
 
 use chrono::{DateTime, TimeZone, Utc};
 use keel_kernel::RepoError;
 use keel_kernel::jobs::{JobId, NewJob};
 pub use outbox::{SeaJobQueue, entity};
+pub use redis::RedisQueues;
 use sea_orm::{DatabaseBackend, DatabaseConnection};
 use serde::{Deserialize, Serialize};
 // Dynamic SQL here is assembled from fixed fragments and integers; every value is bound.
@@ -109,20 +112,37 @@ enum Pool {
     Postgres(sqlx::PgPool),
 }
 
-/// The job queue's storage: apalis' tables plus Keel's outbox, on one database.
+/// An apalis task with its arguments still encoded (JSON bytes), as every backend stores it.
+type CompactTask = apalis_core::task::Task<Vec<u8>>;
+
+/// The job queue's storage: Keel's outbox on the app's database, and apalis' queues on the
+/// same database or in Redis.
 #[derive(Debug, Clone)]
 pub struct JobStore {
     pool: Pool,
+    redis: Option<RedisQueues>,
 }
 
 impl JobStore {
-    /// The store on the app's connection pool (the same database the outbox lives in).
+    /// The store on the app's connection pool (the outbox and the queues on one database).
     pub fn new(db: &DatabaseConnection) -> Self {
         let pool = match db.get_database_backend() {
             DatabaseBackend::Postgres => Pool::Postgres(db.get_postgres_connection_pool().clone()),
             _ => Pool::Sqlite(db.get_sqlite_connection_pool().clone()),
         };
-        Self { pool }
+        Self { pool, redis: None }
+    }
+
+    /// The same outbox, with the queues in Redis (`jobs.backend = "redis"`).
+    #[must_use]
+    pub fn on_redis(mut self, queues: RedisQueues) -> Self {
+        self.redis = Some(queues);
+        self
+    }
+
+    /// The Redis queues, when the queues are in Redis.
+    pub fn redis(&self) -> Option<&RedisQueues> {
+        self.redis.as_ref()
     }
 
     /// Creates or upgrades apalis' tables (its own sqlx migrations). Safe to run from several
@@ -238,7 +258,10 @@ pub fn register(
     adapters: &crate::Adapters,
     state: &mut keel_kernel::AppStateBuilder,
 ) -> Result<(), crate::RegisterError> {
-    let store = JobStore::new(&adapters.db);
+    let store = match &adapters.job_queues {
+        Some(queues) => JobStore::new(&adapters.db).on_redis(queues.clone()),
+        None => JobStore::new(&adapters.db),
+    };
     state
         .permissions(keel_jobs::PERMISSIONS)
         .insert(keel_jobs::Jobs::new(

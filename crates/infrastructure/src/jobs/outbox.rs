@@ -102,10 +102,17 @@ impl JobStore {
                 .await
                 .map_err(sqlx_err)?;
                 let moved = rows.len();
-                for (queue, tasks) in group_tasks(rows.iter().map(outbox_row).collect())? {
-                    apalis_sqlite::queries::push_tasks(&mut *tx, &queue, &tasks)
-                        .await
-                        .map_err(other)?;
+                let groups = group_tasks(rows.iter().map(outbox_row).collect())?;
+                if let Some(redis) = &self.redis {
+                    // Pushed before the rows' deletion commits: a crash in between pushes them
+                    // again, and a push of an id Redis already holds changes nothing.
+                    push_to_redis(redis, groups).await?;
+                } else {
+                    for (queue, tasks) in groups {
+                        apalis_sqlite::queries::push_tasks(&mut *tx, &queue, &tasks)
+                            .await
+                            .map_err(other)?;
+                    }
                 }
                 tx.commit().await.map_err(sqlx_err)?;
                 Ok(moved)
@@ -122,10 +129,15 @@ impl JobStore {
                 .await
                 .map_err(sqlx_err)?;
                 let moved = rows.len();
-                for (queue, tasks) in group_tasks(rows.iter().map(outbox_row).collect())? {
-                    apalis_postgres::queries::push_tasks(&mut *tx, &queue, tasks)
-                        .await
-                        .map_err(other)?;
+                let groups = group_tasks(rows.iter().map(outbox_row).collect())?;
+                if let Some(redis) = &self.redis {
+                    push_to_redis(redis, groups).await?;
+                } else {
+                    for (queue, tasks) in groups {
+                        apalis_postgres::queries::push_tasks(&mut *tx, &queue, tasks)
+                            .await
+                            .map_err(other)?;
+                    }
                 }
                 tx.commit().await.map_err(sqlx_err)?;
                 Ok(moved)
@@ -142,6 +154,10 @@ impl JobStore {
             let mut builder = task.into_builder();
             builder = builder.idempotency_key(key);
             task = builder.build();
+        }
+        if let Some(redis) = &self.redis {
+            // apalis-redis claims the key with SETNX: a taken key pushes nothing.
+            return Ok(redis.push(direct.job.queue, &[task]).await? == 1);
         }
         let exists = |error: &RepoError| {
             let text = format!("{error:?}");
@@ -172,8 +188,12 @@ impl JobStore {
     }
 
     /// Moves a running job's next attempt to `at` (its retry backoff). The worker's
-    /// acknowledgement that follows marks it failed; the queue skips it until then.
-    pub async fn defer(&self, id: JobId, at: DateTime<Utc>) -> Result<(), RepoError> {
+    /// acknowledgement that follows marks it failed; the queue skips it until then. On Redis
+    /// the acknowledgement schedules the job itself, so this waits for it and then moves it.
+    pub async fn defer(&self, queue: Queue, id: JobId, at: DateTime<Utc>) -> Result<(), RepoError> {
+        if let Some(redis) = &self.redis {
+            return redis.defer(queue, id, at).await;
+        }
         let sql = match self.pool {
             Pool::Sqlite(_) => "UPDATE Jobs SET run_at = ? WHERE id = ?",
             Pool::Postgres(_) => "UPDATE apalis.jobs SET run_at = to_timestamp($1) WHERE id = $2",
@@ -186,6 +206,18 @@ impl JobStore {
     pub(super) async fn exists(&self, id: &str) -> Result<bool, RepoError> {
         Ok(self.fetch(id).await?.is_some())
     }
+}
+
+async fn push_to_redis(
+    redis: &RedisQueues,
+    groups: Vec<(String, Vec<CompactTask>)>,
+) -> Result<(), RepoError> {
+    for (queue, tasks) in groups {
+        redis
+            .push(Queue::parse(&queue).unwrap_or_default(), &tasks)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A decoded outbox row.
@@ -247,8 +279,6 @@ where
         run_at: row.try_get("run_at").map_err(sqlx_err)?,
     })
 }
-
-type CompactTask = apalis_core::task::Task<Vec<u8>>;
 
 /// An apalis task (compact JSON arguments, Keel metadata) for a job.
 fn to_task(job: &NewJob) -> Result<CompactTask, RepoError> {
