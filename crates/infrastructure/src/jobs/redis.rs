@@ -220,7 +220,11 @@ impl RedisQueues {
     pub async fn record_start(&self, queue: Queue, id: JobId) -> Result<u32, RepoError> {
         let mut connection = self.connection.clone();
         let starts: i64 = redis::cmd("HINCRBY")
-            .arg(format!("{}:{}", self.config(queue).job_meta_hash(), task_id(id)))
+            .arg(format!(
+                "{}:{}",
+                self.config(queue).job_meta_hash(),
+                task_id(id)
+            ))
             .arg(STARTS)
             .arg(1)
             .query_async(&mut connection)
@@ -266,10 +270,8 @@ impl RedisQueues {
                 .arg(id);
         }
         let mut connection = self.connection.clone();
-        let replies: Vec<(HashMap<String, String>, Option<f64>)> = pipe
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_err)?;
+        let replies: Vec<(HashMap<String, String>, Option<f64>)> =
+            pipe.query_async(&mut connection).await.map_err(redis_err)?;
         Ok(ids
             .iter()
             .zip(replies)
@@ -396,10 +398,7 @@ impl RedisQueues {
                 .arg(config.active_jobs_list());
         }
         let mut connection = self.connection.clone();
-        let counts: Vec<(i64, i64)> = pipe
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_err)?;
+        let counts: Vec<(i64, i64)> = pipe.query_async(&mut connection).await.map_err(redis_err)?;
         Ok(Queue::ALL
             .into_iter()
             .zip(counts)
@@ -454,12 +453,18 @@ impl keel_kernel::health::HealthCheck for RedisQueues {
     }
 
     async fn check(&self) -> Result<(), keel_kernel::error::BoxError> {
-        self.ping().await.map_err(|e| Box::new(e) as keel_kernel::error::BoxError)
+        self.ping()
+            .await
+            .map_err(|e| Box::new(e) as keel_kernel::error::BoxError)
     }
 }
 
 /// The jobs of `rows` the selection asks for (state and kind; the queues were chosen before).
-pub(super) fn selected(state: Option<&Vec<JobState>>, kinds: Option<&Vec<String>>, row: &TaskRow) -> bool {
+pub(super) fn selected(
+    state: Option<&Vec<JobState>>,
+    kinds: Option<&Vec<String>>,
+    row: &TaskRow,
+) -> bool {
     state.is_none_or(|states| states.contains(&super::admin::state_of(row)))
         && kinds.is_none_or(|kinds| {
             row.metadata
