@@ -223,6 +223,17 @@ fn domain_problem(error: &DomainError) -> Problem {
         DomainError::InvalidCredentials { message, .. } => {
             Problem::new(StatusCode::UNAUTHORIZED, error.code(), *message)
         }
+        DomainError::SecondFactorRequired { challenge } => {
+            let mut problem = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                error.code(),
+                "the password is right; send a code from your authenticator (or a recovery code) with this challenge to POST /api/v1/auth/mfa/verify within 5 minutes",
+            );
+            problem
+                .extensions
+                .insert("challenge".to_owned(), challenge.clone().into());
+            problem
+        }
         DomainError::RateLimited { retry_after } => Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             error.code(),

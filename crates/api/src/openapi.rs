@@ -73,7 +73,8 @@ pub struct ProblemDoc {
     pub instance: Option<String>,
     /// Stable machine-readable code (see `docs/errors.md`): `validation_failed`,
     /// `malformed_json`, `unauthenticated`, `invalid_credentials`, `invalid_token`,
-    /// `account_inactive`, `auth.reauthentication_required`, `forbidden`,
+    /// `account_inactive`, `auth.reauthentication_required`, `auth.mfa_required`,
+    /// `auth.mfa_invalid`, `forbidden`,
     /// `auth.session_required`, `auth.email_unverified`, `role.admin_only`, `not_found`,
     /// `<domain>.<rule>` conflicts, `precondition_failed`, `payload_too_large`,
     /// `unsupported_media_type`, `rate_limited`, `service_unavailable`, `request_timeout`,
@@ -83,6 +84,9 @@ pub struct ProblemDoc {
     pub request_id: Option<String>,
     /// One entry per field at fault (validation errors only).
     pub errors: Option<Vec<FieldErrorDoc>>,
+    /// With `auth.mfa_required` only: the sign-in's challenge for `POST /auth/mfa/verify`
+    /// (single use, valid five minutes).
+    pub challenge: Option<String>,
 }
 
 fn problem_response(description: &str) -> Response {
@@ -122,7 +126,7 @@ problem_responses! {
     /// 400.
     BadRequest => "Malformed JSON or an unreadable request.",
     /// 401.
-    Unauthenticated => "No valid credentials: a missing, expired or revoked access token or API key (`unauthenticated`, `invalid_token`, `invalid_credentials`, `account_inactive`), or a session whose sign-in is older than `auth.reauthentication_window` (`auth.reauthentication_required`).",
+    Unauthenticated => "No valid credentials: a missing, expired or revoked access token or API key (`unauthenticated`, `invalid_token`, `invalid_credentials`, `account_inactive`), a session whose sign-in is older than `auth.reauthentication_window` (`auth.reauthentication_required`), a right password on an account with a second factor (`auth.mfa_required`, with a `challenge` for `POST /auth/mfa/verify`), or a wrong, used or expired second-factor code or challenge (`auth.mfa_invalid`).",
     /// 403.
     Forbidden => "Authenticated, but not allowed: a missing permission (`forbidden`, `detail` names it), an API key on account self-service (`auth.session_required`), an account whose email is not confirmed (`auth.email_unverified`), or a role change reserved to administrators (`role.admin_only`).",
     /// 404.

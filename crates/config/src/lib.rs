@@ -340,6 +340,21 @@ pub struct AuthSettings {
     /// Every pepper still accepted, by id.
     #[serde(serialize_with = "redact_map")]
     pub peppers: BTreeMap<String, SecretString>,
+    /// Second factors (`[auth.mfa]`).
+    pub mfa: MfaSettings,
+}
+
+/// `[auth.mfa]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaSettings {
+    /// The name authenticator apps show beside the account; unset: `app.name`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Roles whose permissions count only once their holder has a second factor on (a list,
+    /// or comma-separated text from the environment).
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub required_roles: Vec<String>,
 }
 
 /// `[rate_limit]`

@@ -454,6 +454,24 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         "auth.password_min_length",
         "must be at least 8, at most auth.password_max_length, which is at most 1024",
     );
+    let issuer = auth.mfa.issuer.as_deref().unwrap_or(&settings.app.name);
+    problems.check(
+        !issuer.trim().is_empty() && issuer.chars().count() <= 64 && !issuer.contains(':'),
+        if auth.mfa.issuer.is_some() {
+            "auth.mfa.issuer"
+        } else {
+            "app.name"
+        },
+        "authenticator apps show it as the issuer: 1 to 64 characters, no `:`",
+    );
+    problems.check(
+        auth.mfa
+            .required_roles
+            .iter()
+            .all(|r| !r.trim().is_empty() && r.len() <= 64),
+        "auth.mfa.required_roles",
+        "must list role names (1 to 64 characters each)",
+    );
     problems.check(
         auth.peppers.contains_key(&auth.active_pepper),
         "auth.active_pepper",

@@ -77,6 +77,13 @@ pub enum DomainError {
         /// A sentence a person can act on.
         message: &'static str,
     },
+    /// The password was right and the account has a second factor: sign-in continues at
+    /// `POST /auth/mfa/verify` with `challenge` (401 `auth.mfa_required`).
+    #[error("a second factor is required")]
+    SecondFactorRequired {
+        /// The single-use, short-lived token naming this sign-in attempt.
+        challenge: String,
+    },
     /// Too many attempts; try again after `retry_after`.
     #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
     RateLimited {
@@ -168,6 +175,7 @@ impl DomainError {
             Self::Validation(_) => "validation_failed",
             Self::Unauthenticated => "unauthenticated",
             Self::InvalidCredentials { code, .. } => code,
+            Self::SecondFactorRequired { .. } => "auth.mfa_required",
             Self::RateLimited { .. } => "rate_limited",
             Self::Forbidden { .. } => "forbidden",
             Self::Refused { code, .. } => code,

@@ -1,7 +1,8 @@
-//! Identity end to end: sessions, accounts, roles and API keys, one file each.
+//! Identity end to end: sessions, accounts, roles, API keys and second factors, one file each.
 
 mod accounts;
 mod api_keys;
+mod mfa;
 mod roles;
 mod sessions;
 

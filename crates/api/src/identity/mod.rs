@@ -1,7 +1,8 @@
-//! Identity over HTTP: accounts, sessions, roles and API keys, one file each.
+//! Identity over HTTP: accounts, sessions, roles, API keys and second factors, one file each.
 
 pub mod accounts;
 pub mod api_keys;
+pub mod mfa;
 pub mod roles;
 pub mod sessions;
 
@@ -133,6 +134,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     accounts::configure(cfg);
     roles::configure(cfg);
     api_keys::configure(cfg);
+    mfa::configure(cfg);
 }
 
 /// Identity's operations, with the list parameters of `/users`.
@@ -142,6 +144,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     document.merge(accounts::AccountsDoc::openapi());
     document.merge(roles::RolesDoc::openapi());
     document.merge(api_keys::ApiKeysDoc::openapi());
+    document.merge(mfa::MfaDoc::openapi());
     crate::openapi::add_list_parameters(&mut document, "/users", &keel_identity::USER_LIST_SPEC);
     document
 }

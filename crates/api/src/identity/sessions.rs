@@ -20,7 +20,7 @@ use crate::extract::{Caller, IdPath, ValidatedJson};
     "token_type": "Bearer",
     "expires_in": 900
 }))]
-struct TokensView {
+pub(super) struct TokensView {
     /// A JWT for `Authorization: Bearer`.
     access_token: String,
     /// Opaque; single use, for `POST /auth/refresh`.

@@ -41,6 +41,18 @@ pub enum IdentityError {
     /// Another role has this name.
     #[error("a role named `{0}` already exists")]
     RoleNameTaken(String),
+    /// The password was right; the sign-in continues with a second factor and this challenge.
+    #[error("a second factor is required")]
+    MfaRequired(String),
+    /// A second-factor code (or its challenge) that is wrong, used, or expired.
+    #[error("the code or the challenge is invalid or expired")]
+    InvalidMfaCode,
+    /// An authenticator is already on.
+    #[error("two-factor authentication is already on")]
+    MfaAlreadyEnabled,
+    /// No authenticator to confirm, use or remove.
+    #[error("two-factor authentication is not set up")]
+    MfaNotEnrolled,
     /// Shared failures: validation, permissions, storage, rate limits.
     #[error(transparent)]
     Rejected(#[from] DomainError),
@@ -105,6 +117,21 @@ impl From<IdentityError> for DomainError {
                 code: "role.name_taken",
                 message: format!("a role named `{name}` already exists"),
                 field: Some("name".to_owned()),
+            },
+            IdentityError::MfaRequired(challenge) => DomainError::SecondFactorRequired { challenge },
+            IdentityError::InvalidMfaCode => DomainError::InvalidCredentials {
+                code: "auth.mfa_invalid",
+                message: "the code or the challenge is invalid, used or expired",
+            },
+            IdentityError::MfaAlreadyEnabled => DomainError::Conflict {
+                code: "mfa.already_enabled",
+                message: "two-factor authentication is already on; turn it off first to enrol another authenticator".to_owned(),
+                field: None,
+            },
+            IdentityError::MfaNotEnrolled => DomainError::Conflict {
+                code: "mfa.not_enrolled",
+                message: "two-factor authentication is not set up (enrol with POST /api/v1/auth/mfa/totp)".to_owned(),
+                field: None,
             },
             IdentityError::Rejected(inner) => inner,
         }

@@ -21,6 +21,7 @@ pub use error::IdentityError;
 pub use model::{ApiKey, Email, Role, RoleId, Session, User, UserStatus};
 pub use policy::{PERMISSIONS, USER_LIST_SPEC};
 pub use service::{
-    Identity, IdentityPorts, IdentityService, IdentitySettings, Me, NewApiKey, NewApiKeyRequest,
-    Registration, SessionView, Tokens, UserPatch, UserWithRoles,
+    Identity, IdentityPorts, IdentityService, IdentitySettings, Me, MfaStatus, NewApiKey,
+    NewApiKeyRequest, Registration, SecondFactor, SessionView, Tokens, TotpEnrolment, UserPatch,
+    UserWithRoles,
 };

@@ -239,6 +239,8 @@ pub enum TokenPurpose {
     PasswordReset,
     /// Confirms an email address.
     EmailVerification,
+    /// Completes a sign-in whose password was right with a second factor.
+    MfaChallenge,
 }
 
 impl TokenPurpose {
@@ -247,6 +249,7 @@ impl TokenPurpose {
         match self {
             Self::PasswordReset => "password_reset",
             Self::EmailVerification => "email_verification",
+            Self::MfaChallenge => "mfa_challenge",
         }
     }
 }
@@ -258,8 +261,35 @@ impl FromStr for TokenPurpose {
         match s {
             "password_reset" => Ok(Self::PasswordReset),
             "email_verification" => Ok(Self::EmailVerification),
+            "mfa_challenge" => Ok(Self::MfaChallenge),
             other => Err(format!("unknown token purpose `{other}`")),
         }
+    }
+}
+
+/// An account's TOTP authenticator (RFC 6238). The shared secret is never stored: it is
+/// derived from `seed` under pepper `pepper_id` (configuration), so a copy of the database
+/// cannot produce codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpFactor {
+    /// Whose.
+    pub user_id: UserId,
+    /// The pepper the secret is derived under.
+    pub pepper_id: String,
+    /// Random per enrolment: a new enrolment is a new secret.
+    pub seed: String,
+    /// Set once a code from the authenticator was accepted; until then sign-in ignores it.
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// The time step of the last accepted code: a code is never accepted twice.
+    pub last_step: i64,
+    /// Enrolment time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl TotpFactor {
+    /// Whether sign-in asks for it.
+    pub fn is_active(&self) -> bool {
+        self.confirmed_at.is_some()
     }
 }
 

@@ -9,7 +9,7 @@ use keel_kernel::{
 
 use crate::model::{
     ApiKey, Email, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId, Session, TokenId,
-    TokenPurpose, User,
+    TokenPurpose, TotpFactor, User,
 };
 
 /// Accounts and their role grants.
@@ -228,4 +228,42 @@ pub trait ApiKeyRepository: Send + Sync + std::fmt::Debug {
     ) -> Result<u64, RepoError>;
     /// Records a use.
     async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError>;
+}
+
+/// Second factors: an account's TOTP authenticator and its recovery codes (stored as keyed
+/// digests).
+#[async_trait]
+pub trait MfaRepository: Send + Sync + std::fmt::Debug {
+    /// The account's authenticator, confirmed or not.
+    async fn find(&self, user: UserId) -> Result<Option<TotpFactor>, RepoError>;
+    /// The same, locked until `tx` ends.
+    async fn find_for_update(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+    ) -> Result<Option<TotpFactor>, RepoError>;
+    /// Stores the account's authenticator, replacing any.
+    async fn save(&self, tx: &mut dyn Transaction, factor: &TotpFactor) -> Result<(), RepoError>;
+    /// Deletes the authenticator and every recovery code; `false` when there was none.
+    async fn delete(&self, tx: &mut dyn Transaction, user: UserId) -> Result<bool, RepoError>;
+    /// Replaces the account's recovery codes with these digests (each under `pepper_id`).
+    async fn replace_recovery_codes(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        pepper_id: &str,
+        digests: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+    /// Marks the unused recovery code with any of these digests used; `false` when none is
+    /// (unknown, or used before, also by a concurrent request).
+    async fn use_recovery_code(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+        digests: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
+    /// How many unused recovery codes the account has.
+    async fn recovery_codes_left(&self, user: UserId) -> Result<u32, RepoError>;
 }

@@ -22,10 +22,11 @@ use keel_kernel::{
 
 use crate::model::{
     ApiKey, Email, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId, Session, TokenId,
-    TokenPurpose, User, UserStatus,
+    TokenPurpose, TotpFactor, User, UserStatus,
 };
 use crate::repository::{
-    ApiKeyRepository, OneTimeTokenRepository, RoleRepository, SessionRepository, UserRepository,
+    ApiKeyRepository, MfaRepository, OneTimeTokenRepository, RoleRepository, SessionRepository,
+    UserRepository,
 };
 use crate::security::{
     AccessClaims, AccessTokens, HashError, IssuedToken, PasswordHasher, Secrets, Verification,
@@ -42,6 +43,9 @@ struct State {
     refresh: Vec<RefreshToken>,
     tokens: Vec<OneTimeToken>,
     keys: Vec<ApiKey>,
+    factors: Vec<TotpFactor>,
+    /// (owner, digest, used at)
+    recovery_codes: Vec<(UserId, String, Option<DateTime<Utc>>)>,
 }
 
 /// Every identity repository over one in-memory state.
@@ -526,6 +530,85 @@ impl OneTimeTokenRepository for InMemoryIdentityStore {
 }
 
 #[async_trait]
+impl MfaRepository for InMemoryIdentityStore {
+    async fn find(&self, user: UserId) -> Result<Option<TotpFactor>, RepoError> {
+        Ok(self.with(|s| s.factors.iter().find(|f| f.user_id == user).cloned()))
+    }
+
+    async fn find_for_update(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+    ) -> Result<Option<TotpFactor>, RepoError> {
+        MfaRepository::find(self, user).await
+    }
+
+    async fn save(&self, _tx: &mut dyn Transaction, factor: &TotpFactor) -> Result<(), RepoError> {
+        self.with(|s| {
+            s.factors.retain(|f| f.user_id != factor.user_id);
+            s.factors.push(factor.clone());
+        });
+        Ok(())
+    }
+
+    async fn delete(&self, _tx: &mut dyn Transaction, user: UserId) -> Result<bool, RepoError> {
+        Ok(self.with(|s| {
+            let before = s.factors.len();
+            s.factors.retain(|f| f.user_id != user);
+            s.recovery_codes.retain(|(u, _, _)| *u != user);
+            s.factors.len() < before
+        }))
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+        _pepper_id: &str,
+        digests: &[String],
+        _at: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            s.recovery_codes.retain(|(u, _, _)| *u != user);
+            s.recovery_codes
+                .extend(digests.iter().map(|d| (user, d.clone(), None)));
+        });
+        Ok(())
+    }
+
+    async fn use_recovery_code(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+        digests: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        Ok(self.with(|s| {
+            match s
+                .recovery_codes
+                .iter_mut()
+                .find(|(u, d, used)| *u == user && used.is_none() && digests.contains(d))
+            {
+                Some(code) => {
+                    code.2 = Some(at);
+                    true
+                }
+                None => false,
+            }
+        }))
+    }
+
+    async fn recovery_codes_left(&self, user: UserId) -> Result<u32, RepoError> {
+        Ok(self.with(|s| {
+            s.recovery_codes
+                .iter()
+                .filter(|(u, _, used)| *u == user && used.is_none())
+                .count() as u32
+        }))
+    }
+}
+
+#[async_trait]
 impl ApiKeyRepository for InMemoryIdentityStore {
     async fn insert(&self, _tx: &mut dyn Transaction, key: &ApiKey) -> Result<(), RepoError> {
         self.with(|s| {
@@ -739,6 +822,7 @@ pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
         sessions: store.clone(),
         one_time_tokens: store.clone(),
         api_keys: store.clone(),
+        mfa: store.clone(),
         unit_of_work: Arc::new(InMemoryUnitOfWork),
         activity: activity.clone(),
         clock: clock.clone(),

@@ -276,3 +276,63 @@ pub mod api_keys {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `mfa_totp`
+pub mod mfa_totp {
+    use sea_orm::entity::prelude::*;
+
+    /// An account's TOTP authenticator (the secret is derived, never stored).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mfa_totp")]
+    pub struct Model {
+        /// Owner (one authenticator per account).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: Uuid,
+        /// Pepper the secret is derived under.
+        pub pepper_id: String,
+        /// Random per enrolment.
+        pub seed: String,
+        /// When the first code was accepted.
+        pub confirmed_at: Option<DateTimeUtc>,
+        /// Time step of the last accepted code.
+        pub last_step: i64,
+        /// Enrolment.
+        pub created_at: DateTimeUtc,
+    }
+
+    /// No relations declared.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `mfa_recovery_codes`
+pub mod mfa_recovery_codes {
+    use sea_orm::entity::prelude::*;
+
+    /// One single-use recovery code.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mfa_recovery_codes")]
+    pub struct Model {
+        /// Id.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        /// Owner.
+        pub user_id: Uuid,
+        /// HMAC digest of the code.
+        pub digest: String,
+        /// Pepper of the digest.
+        pub pepper_id: String,
+        /// When it was used.
+        pub used_at: Option<DateTimeUtc>,
+        /// Issue time.
+        pub created_at: DateTimeUtc,
+    }
+
+    /// No relations declared.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,8 +1,9 @@
 //! Identity's repositories on sea-orm: accounts, roles and the permission catalogue,
-//! sessions and refresh tokens, one-time tokens and API keys.
+//! sessions and refresh tokens, one-time tokens, API keys and second factors.
 
 mod accounts;
 mod api_keys;
+mod mfa;
 mod roles;
 mod security;
 mod sessions;
@@ -52,7 +53,8 @@ pub fn register(
         roles: store.clone(),
         sessions: store.clone(),
         one_time_tokens: store.clone(),
-        api_keys: store,
+        api_keys: store.clone(),
+        mfa: store,
         unit_of_work: adapters.unit_of_work.clone(),
         activity: adapters.activity_log(),
         clock: adapters.clock.clone(),
@@ -86,6 +88,12 @@ pub fn register(
             api_key_default_ttl: auth.api_key_default_ttl,
             api_key_max_ttl: auth.api_key_max_ttl,
             refresh_grace: auth.refresh_token_grace,
+            mfa_issuer: auth
+                .mfa
+                .issuer
+                .clone()
+                .unwrap_or_else(|| settings.app.name.clone()),
+            mfa_required_roles: auth.mfa.required_roles.clone(),
         },
     );
     state

@@ -883,6 +883,9 @@ impl Identity {
         let email = match job.purpose {
             TokenPurpose::PasswordReset => mail.password_reset(),
             TokenPurpose::EmailVerification => mail.email_verification(),
+            TokenPurpose::MfaChallenge => {
+                return Err(DomainError::internal("a sign-in challenge is never mailed").into());
+            }
         }
         .map_err(DomainError::internal)?;
         Ok(SendEmail {

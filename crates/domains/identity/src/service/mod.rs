@@ -7,6 +7,7 @@
 
 mod accounts;
 mod api_keys;
+mod mfa;
 mod roles;
 mod sessions;
 
@@ -25,6 +26,7 @@ use keel_kernel::{
     Caller, Clock, DomainError, NewActivity, Permission, PermissionSet, SessionId, Transaction,
     UnitOfWork, UserId,
 };
+pub use mfa::{MfaStatus, SecondFactor, TotpEnrolment};
 use serde::{Deserialize, Serialize};
 pub use sessions::{SessionView, Tokens};
 
@@ -32,7 +34,8 @@ use crate::error::IdentityError;
 use crate::model::{Email, Role, RoleId, User, UserStatus};
 use crate::password::PasswordPolicy;
 use crate::repository::{
-    ApiKeyRepository, OneTimeTokenRepository, RoleRepository, SessionRepository, UserRepository,
+    ApiKeyRepository, MfaRepository, OneTimeTokenRepository, RoleRepository, SessionRepository,
+    UserRepository,
 };
 use crate::security::{AccessTokens, PasswordHasher, Secrets};
 
@@ -49,6 +52,8 @@ pub struct IdentityPorts {
     pub one_time_tokens: Arc<dyn OneTimeTokenRepository>,
     /// API keys.
     pub api_keys: Arc<dyn ApiKeyRepository>,
+    /// Second factors.
+    pub mfa: Arc<dyn MfaRepository>,
     /// Transactions.
     pub unit_of_work: Arc<dyn UnitOfWork>,
     /// The activity log.
@@ -102,6 +107,11 @@ pub struct IdentitySettings {
     /// How long after a refresh the same refresh token may be presented again (two tabs
     /// refreshing at once) and get the same successor instead of revoking the session.
     pub refresh_grace: Duration,
+    /// The issuer authenticator apps show next to the account (`auth.mfa.issuer`).
+    pub mfa_issuer: String,
+    /// Roles whose permissions count only once their holder has a second factor on
+    /// (`auth.mfa.required_roles`).
+    pub mfa_required_roles: Vec<String>,
 }
 
 impl Default for IdentitySettings {
@@ -120,6 +130,8 @@ impl Default for IdentitySettings {
             api_key_default_ttl: Duration::from_secs(90 * 24 * 3600),
             api_key_max_ttl: Duration::from_secs(365 * 24 * 3600),
             refresh_grace: Duration::from_secs(10),
+            mfa_issuer: "Keel".to_owned(),
+            mfa_required_roles: Vec::new(),
         }
     }
 }
@@ -311,9 +323,21 @@ impl Identity {
         {
             return Ok(Some(state));
         }
-        let Some((account, roles)) = self.load_account(user).await? else {
+        let Some((account, mut roles)) = self.load_account(user).await? else {
             return Ok(None);
         };
+        // A role that requires a second factor grants nothing until its holder turns one on.
+        let required = &self.settings.mfa_required_roles;
+        if roles.iter().any(|r| required.contains(&r.name))
+            && !self
+                .ports
+                .mfa
+                .find(user)
+                .await?
+                .is_some_and(|f| f.is_active())
+        {
+            roles.retain(|r| !required.contains(&r.name));
+        }
         let state = UserState::of(&account, &roles);
         self.cache(&key, &state).await;
         Ok(Some(state))

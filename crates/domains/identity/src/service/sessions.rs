@@ -401,6 +401,8 @@ impl IdentityService<'_> {
             self.identity.record_alone(self.caller, entry).await?;
             return Err(IdentityError::AccountInactive);
         }
+        // A second factor on: the password alone opens nothing (401 with a challenge).
+        self.challenge_if_enrolled(&user, now).await?;
         let rehash = if verification.needs_rehash {
             Some(self.ports().hasher.hash(password).await.map_err(hashing)?)
         } else {
@@ -422,6 +424,19 @@ impl IdentityService<'_> {
             user.password_hash = password_hash;
             self.ports().users.update(tx.as_mut(), &user).await?;
         }
+        self.open_session(tx, &user, now, serde_json::Value::Null)
+            .await
+    }
+
+    /// The end of a sign-in (in `tx`, which already holds the account's lock): a session,
+    /// its `auth.login` entry (`changes` says how the sign-in was proved), the commit, tokens.
+    pub(super) async fn open_session(
+        &self,
+        mut tx: Box<dyn keel_kernel::Transaction>,
+        user: &User,
+        now: DateTime<Utc>,
+        changes: serde_json::Value,
+    ) -> Result<Tokens, IdentityError> {
         let (session, refresh) = self
             .identity
             .start_session(tx.as_mut(), user.id, &self.caller.origin, now)
@@ -434,9 +449,12 @@ impl IdentityService<'_> {
             },
             origin: self.caller.origin.clone(),
         };
-        let entry = NewActivity::new("auth.login", "session", now)
+        let mut entry = NewActivity::new("auth.login", "session", now)
             .resource(session.id)
             .subject(user.id);
+        if !changes.is_null() {
+            entry = entry.changes(changes);
+        }
         self.identity.record(tx.as_mut(), &as_user, entry).await?;
         tx.commit().await?;
         self.identity.tokens(user.id, session.id, refresh, now)

@@ -24,6 +24,10 @@ fn start() -> DateTime<Utc> {
 }
 
 fn world() -> World {
+    world_with(IdentitySettings::default())
+}
+
+fn world_with(settings: IdentitySettings) -> World {
     let clock = Arc::new(ManualClock::new(start()));
     let fakes = fakes(clock.clone());
     // The ports are moved into Identity; the handles in `fakes` stay for assertions.
@@ -33,6 +37,7 @@ fn world() -> World {
         sessions: fakes.ports.sessions.clone(),
         one_time_tokens: fakes.ports.one_time_tokens.clone(),
         api_keys: fakes.ports.api_keys.clone(),
+        mfa: fakes.ports.mfa.clone(),
         unit_of_work: fakes.ports.unit_of_work.clone(),
         activity: fakes.ports.activity.clone(),
         clock: fakes.ports.clock.clone(),
@@ -44,7 +49,7 @@ fn world() -> World {
         jobs: fakes.ports.jobs.clone(),
         templates: fakes.ports.templates.clone(),
     };
-    let identity = Identity::new(ports, IdentitySettings::default());
+    let identity = Identity::new(ports, settings);
     block_on(identity.for_system().sync_rbac(&catalog())).unwrap();
     World {
         identity,
@@ -1012,4 +1017,238 @@ fn signing_out_of_a_session_that_already_ended_succeeds_without_a_second_entry()
             .count(),
         1
     );
+}
+
+mod mfa {
+    use super::*;
+    use crate::service::{SecondFactor, TotpEnrolment};
+
+    /// The code an authenticator holding `enrolment` shows at `at`.
+    fn code(enrolment: &TotpEnrolment, at: DateTime<Utc>) -> String {
+        let secret = totp_rs::Secret::Encoded(enrolment.secret.clone())
+            .to_bytes()
+            .unwrap();
+        let totp = totp_rs::TOTP::new(
+            totp_rs::Algorithm::SHA1,
+            6,
+            0,
+            30,
+            secret,
+            None,
+            String::new(),
+        )
+        .unwrap();
+        totp.generate(at.timestamp() as u64)
+    }
+
+    /// Ada, signed in, with an authenticator on; returns the enrolment and recovery codes.
+    fn enrolled(w: &World) -> (Caller, TotpEnrolment, Vec<String>) {
+        w.register("ada@example.com");
+        let caller = w.caller(&w.login("ada@example.com"));
+        let service = w.identity.for_caller(&caller);
+        let enrolment = block_on(service.enrol_totp()).unwrap();
+        assert!(
+            enrolment
+                .otpauth_uri
+                .starts_with("otpauth://totp/Keel:ada%40example.com?")
+        );
+        let codes = block_on(service.confirm_totp(&code(&enrolment, w.clock.now()))).unwrap();
+        assert_eq!(codes.len(), 10);
+        (caller, enrolment, codes)
+    }
+
+    fn challenge(w: &World) -> String {
+        match block_on(
+            w.identity
+                .for_caller(&anonymous())
+                .login("ada@example.com", PASSWORD),
+        ) {
+            Err(IdentityError::MfaRequired(challenge)) => challenge,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    fn verify(w: &World, challenge: &str, answer: SecondFactor) -> Result<Tokens, IdentityError> {
+        block_on(
+            w.identity
+                .for_caller(&anonymous())
+                .verify_mfa(challenge, answer),
+        )
+    }
+
+    #[test]
+    fn sign_in_needs_the_code_once_on_and_a_code_works_once() {
+        let w = world();
+        let (_, enrolment, _) = enrolled(&w);
+        let first = challenge(&w);
+        // The code that confirmed the authenticator cannot be replayed.
+        let replay = verify(
+            &w,
+            &first,
+            SecondFactor::Code(code(&enrolment, w.clock.now())),
+        );
+        assert!(
+            matches!(replay, Err(IdentityError::InvalidMfaCode)),
+            "{replay:?}"
+        );
+        w.clock.advance(Duration::seconds(30));
+        let now = code(&enrolment, w.clock.now());
+        let tokens = verify(&w, &first, SecondFactor::Code(now.clone())).unwrap();
+        assert!(!tokens.access_token.is_empty());
+        // The challenge is spent, and so is the code on a new challenge.
+        let again = verify(&w, &first, SecondFactor::Code(now.clone()));
+        assert!(matches!(again, Err(IdentityError::InvalidMfaCode)));
+        let second = challenge(&w);
+        let replay = verify(&w, &second, SecondFactor::Code(now));
+        assert!(matches!(replay, Err(IdentityError::InvalidMfaCode)));
+        // A challenge expires after five minutes.
+        w.clock.advance(Duration::minutes(6));
+        let late = verify(
+            &w,
+            &second,
+            SecondFactor::Code(code(&enrolment, w.clock.now())),
+        );
+        assert!(matches!(late, Err(IdentityError::InvalidMfaCode)));
+    }
+
+    #[test]
+    fn a_recovery_code_works_once_in_any_case_and_spacing() {
+        let w = world();
+        let (_, _, codes) = enrolled(&w);
+        let typed = format!(" {} ", codes[3].to_uppercase().replace('-', " "));
+        verify(
+            &w,
+            &challenge(&w),
+            SecondFactor::RecoveryCode(typed.clone()),
+        )
+        .unwrap();
+        let reused = verify(&w, &challenge(&w), SecondFactor::RecoveryCode(typed));
+        assert!(matches!(reused, Err(IdentityError::InvalidMfaCode)));
+        let status = block_on(
+            w.identity
+                .for_caller(
+                    &w.caller(
+                        &verify(
+                            &w,
+                            &challenge(&w),
+                            SecondFactor::RecoveryCode(codes[4].clone()),
+                        )
+                        .unwrap(),
+                    ),
+                )
+                .mfa_status(),
+        )
+        .unwrap();
+        assert!(status.enabled);
+        assert_eq!(status.recovery_codes_left, 8);
+    }
+
+    #[test]
+    fn ten_wrong_codes_are_throttled_even_with_the_right_one_next() {
+        let w = world();
+        let (_, enrolment, _) = enrolled(&w);
+        w.clock.advance(Duration::seconds(30));
+        let challenge = challenge(&w);
+        for _ in 0..10 {
+            let wrong = verify(&w, &challenge, SecondFactor::Code("000000".into()));
+            assert!(
+                matches!(wrong, Err(IdentityError::InvalidMfaCode)),
+                "{wrong:?}"
+            );
+        }
+        let limited = verify(
+            &w,
+            &challenge,
+            SecondFactor::Code(code(&enrolment, w.clock.now())),
+        );
+        assert!(
+            matches!(
+                limited.map_err(domain),
+                Err(DomainError::RateLimited { .. })
+            ),
+            "after ten wrong codes even the right one waits"
+        );
+    }
+
+    #[test]
+    fn turning_it_off_needs_the_password_and_an_admin_can_reset_it() {
+        let w = world();
+        let (caller, _, _) = enrolled(&w);
+        let wrong = block_on(w.identity.for_caller(&caller).disable_totp("not-it-at-all"));
+        assert!(matches!(
+            wrong.map_err(domain),
+            Err(DomainError::Validation(_))
+        ));
+        challenge(&w);
+        block_on(w.identity.for_caller(&caller).disable_totp(PASSWORD)).unwrap();
+        w.login("ada@example.com");
+
+        // Back on, then reset by an administrator.
+        let service = w.identity.for_caller(&caller);
+        let enrolment = block_on(service.enrol_totp()).unwrap();
+        w.clock.advance(Duration::seconds(30));
+        block_on(service.confirm_totp(&code(&enrolment, w.clock.now()))).unwrap();
+        challenge(&w);
+        let member = block_on(
+            w.identity
+                .for_caller(&caller)
+                .reset_mfa(caller.actor.user_id().unwrap()),
+        );
+        assert!(member.is_err(), "a member cannot reset (even their own)");
+        let (_, admin) = w.admin();
+        block_on(
+            w.identity
+                .for_caller(&admin)
+                .reset_mfa(caller.actor.user_id().unwrap()),
+        )
+        .unwrap();
+        w.login("ada@example.com");
+    }
+
+    #[test]
+    fn enrolment_needs_a_recent_password_and_is_refused_while_on() {
+        let w = world();
+        let (caller, _, _) = enrolled(&w);
+        let again = block_on(w.identity.for_caller(&caller).enrol_totp());
+        assert!(matches!(again, Err(IdentityError::MfaAlreadyEnabled)));
+        w.clock.advance(Duration::minutes(11));
+        let stale = block_on(w.identity.for_caller(&caller).regenerate_recovery_codes());
+        assert!(
+            matches!(stale, Err(IdentityError::ReauthenticationRequired)),
+            "{stale:?}"
+        );
+    }
+
+    #[test]
+    fn a_role_that_requires_mfa_grants_nothing_until_it_is_on() {
+        let w = world_with(IdentitySettings {
+            mfa_required_roles: vec![ADMIN_ROLE.to_owned()],
+            ..IdentitySettings::default()
+        });
+        let (_, admin) = w.admin();
+        assert!(
+            !admin.actor.can(&USERS_READ),
+            "the admin role counts for nothing without a second factor"
+        );
+        let service = w.identity.for_caller(&admin);
+        let enrolment = block_on(service.enrol_totp()).unwrap();
+        block_on(service.confirm_totp(&code(&enrolment, w.clock.now()))).unwrap();
+        let tokens = match block_on(
+            w.identity
+                .for_caller(&anonymous())
+                .login("root@example.com", PASSWORD),
+        ) {
+            Err(IdentityError::MfaRequired(challenge)) => {
+                w.clock.advance(Duration::seconds(30));
+                verify(
+                    &w,
+                    &challenge,
+                    SecondFactor::Code(code(&enrolment, w.clock.now())),
+                )
+                .unwrap()
+            }
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        assert!(w.caller(&tokens).actor.can(&USERS_READ));
+    }
 }
