@@ -73,12 +73,14 @@ impl MfaRepository for SeaIdentityStore {
 
     async fn delete(&self, tx: &mut dyn Transaction, user: UserId) -> Result<bool, RepoError> {
         let txn = sea_txn(tx)?;
-        mfa_recovery_codes::Entity::delete_many()
-            .filter(mfa_recovery_codes::Column::UserId.eq(user.as_uuid()))
+        // The authenticator's row first: a sign-in using a recovery code locks it before the
+        // codes, and taking the two in the same order cannot deadlock.
+        let deleted = mfa_totp::Entity::delete_by_id(user.as_uuid())
             .exec(txn)
             .await
             .map_err(repo_err)?;
-        let deleted = mfa_totp::Entity::delete_by_id(user.as_uuid())
+        mfa_recovery_codes::Entity::delete_many()
+            .filter(mfa_recovery_codes::Column::UserId.eq(user.as_uuid()))
             .exec(txn)
             .await
             .map_err(repo_err)?;

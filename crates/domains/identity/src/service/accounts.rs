@@ -277,10 +277,7 @@ impl IdentityService<'_> {
         // Counted per account, whatever the address: only a holder of the account's token
         // gets here, so nobody else can use this counter to lock the owner out, and a thief
         // rotating addresses gets no fresh guesses.
-        let (attempts, gate) = (
-            format!("identity:password-change-attempts:{}", user.id),
-            format!("identity:password-change-gate:{}", user.id),
-        );
+        let (attempts, gate) = password_proof_counters(user.id);
         let threshold = u64::from(self.settings().login_backoff_after.max(1));
         self.identity.admit(&attempts, &gate, threshold).await?;
         let verification = self
@@ -893,4 +890,13 @@ impl Identity {
             dedupe_key: keel_kernel::jobs::Job::dedupe_key(job).unwrap_or_default(),
         })
     }
+}
+
+/// The counters of password proofs by a signed-in account (a password change, turning a second
+/// factor off): one budget per account, so switching endpoints gives no fresh guesses.
+pub(super) fn password_proof_counters(user: keel_kernel::UserId) -> (String, String) {
+    (
+        format!("identity:password-change-attempts:{user}"),
+        format!("identity:password-change-gate:{user}"),
+    )
 }

@@ -183,7 +183,12 @@ impl IdentityService<'_> {
 
     /// Turns the enrolled authenticator on with a first code from it; returns the recovery
     /// codes, shown this once.
+    ///
+    /// Like a password change it ends every other session and every API key: from then on
+    /// whatever acts for the account passed the second factor (a role in
+    /// `auth.mfa.required_roles` is never used by something that did not).
     pub async fn confirm_totp(&self, code: &str) -> Result<Vec<String>, IdentityError> {
+        let session = self.verified_session()?;
         let user = self.own_account().await?;
         self.identity
             .within_quota(&verify_key(user.id), VERIFY_PER_USER)
@@ -208,14 +213,28 @@ impl IdentityService<'_> {
         let codes = self
             .replace_recovery_codes(tx.as_mut(), user.id, now)
             .await?;
+        let revoked = self
+            .ports()
+            .sessions
+            .revoke_all(tx.as_mut(), user.id, Some(session), "mfa_enabled", now)
+            .await?;
+        let keys_revoked = self
+            .ports()
+            .api_keys
+            .delete_all_for(tx.as_mut(), user.id)
+            .await?;
         let entry = NewActivity::new("auth.mfa_enabled", "user", now)
             .resource(user.id)
-            .subject(user.id);
+            .subject(user.id)
+            .changes(json!({
+                "sessions_revoked": revoked.len(),
+                "api_keys_revoked": keys_revoked,
+            }));
         self.identity
             .record(tx.as_mut(), self.caller, entry)
             .await?;
         tx.commit().await?;
-        self.identity.forget(Some(user.id), &[]).await;
+        self.identity.forget(Some(user.id), &revoked).await;
         let _ = self.ports().counters.clear(&verify_key(user.id)).await;
         Ok(codes)
     }
@@ -250,6 +269,7 @@ impl IdentityService<'_> {
     /// Turns the caller's second factor off; needs the current password (checked now, not a
     /// session's old proof): a stolen session alone cannot remove it.
     pub async fn disable_totp(&self, password: &str) -> Result<(), IdentityError> {
+        self.verified_session()?;
         let user = self.own_account().await?;
         self.check_current_password(&user, password).await?;
         self.remove_mfa(user.id, "auth.mfa_disabled").await
@@ -259,6 +279,14 @@ impl IdentityService<'_> {
     /// (`users:write`, and outranking them); they sign in with their password alone again.
     pub async fn reset_mfa(&self, user: UserId) -> Result<(), IdentityError> {
         self.require(&USERS_WRITE)?;
+        if self.caller.actor.user_id() == Some(user) {
+            // Otherwise a stolen administrator session strips its own factor with no password.
+            return Err(DomainError::Refused {
+                code: "mfa.reset_own",
+                message: "turn your own second factor off with DELETE /auth/mfa/totp and your password",
+            }
+            .into());
+        }
         self.require_outranks(user).await?;
         self.ports()
             .users
@@ -321,7 +349,9 @@ impl IdentityService<'_> {
             .users
             .find_for_update(tx.as_mut(), token.user_id)
             .await?
-            .filter(User::can_sign_in)
+            // A password reset or change since the challenge was issued ends it: it was won
+            // with the old password.
+            .filter(|u| u.can_sign_in() && u.password_changed_at <= token.created_at)
             .ok_or(IdentityError::InvalidMfaCode)?;
         let mut factor = self
             .ports()
@@ -375,10 +405,13 @@ impl IdentityService<'_> {
         Ok(tokens)
     }
 
-    /// After a right password: a challenge when the account has a second factor on.
+    /// After a right password: a challenge when the account has a second factor on (storing
+    /// `rehash`, the password's upgraded hash, meanwhile: the second step never sees the
+    /// password).
     pub(super) async fn challenge_if_enrolled(
         &self,
         user: &User,
+        rehash: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), IdentityError> {
         let active = self
@@ -406,6 +439,18 @@ impl IdentityService<'_> {
             created_at: now,
         };
         let mut tx = self.ports().unit_of_work.begin().await?;
+        if let Some(password_hash) = rehash {
+            let locked = self
+                .ports()
+                .users
+                .find_for_update(tx.as_mut(), user.id)
+                .await?
+                .filter(|u| u.password_hash == user.password_hash);
+            if let Some(mut locked) = locked {
+                locked.password_hash = password_hash.to_owned();
+                self.ports().users.update(tx.as_mut(), &locked).await?;
+            }
+        }
         self.ports()
             .one_time_tokens
             .insert(tx.as_mut(), &token)
@@ -453,6 +498,9 @@ impl IdentityService<'_> {
         if password.is_empty() || password.chars().count() > INPUT_MAX_CHARS * 8 {
             return Err(wrong_password());
         }
+        let (attempts, gate) = super::accounts::password_proof_counters(user.id);
+        let threshold = u64::from(self.settings().login_backoff_after.max(1));
+        self.identity.admit(&attempts, &gate, threshold).await?;
         let full = self
             .ports()
             .users
@@ -466,8 +514,15 @@ impl IdentityService<'_> {
             .await
             .map_err(hashing)?;
         if verification.matches {
+            let _ = self.ports().counters.clear(&attempts).await;
+            let _ = self.ports().counters.clear(&gate).await;
             Ok(())
         } else {
+            let entry =
+                NewActivity::new("auth.mfa_disable_failed", "user", self.ports().clock.now())
+                    .resource(user.id)
+                    .subject(user.id);
+            self.identity.record_alone(self.caller, entry).await?;
             Err(wrong_password())
         }
     }

@@ -401,13 +401,14 @@ impl IdentityService<'_> {
             self.identity.record_alone(self.caller, entry).await?;
             return Err(IdentityError::AccountInactive);
         }
-        // A second factor on: the password alone opens nothing (401 with a challenge).
-        self.challenge_if_enrolled(&user, now).await?;
         let rehash = if verification.needs_rehash {
             Some(self.ports().hasher.hash(password).await.map_err(hashing)?)
         } else {
             None
         };
+        // A second factor on: the password alone opens nothing (401 with a challenge).
+        self.challenge_if_enrolled(&user, rehash.as_deref(), now)
+            .await?;
 
         let mut tx = self.ports().unit_of_work.begin().await?;
         // Re-read under a lock: a reset, suspension or deletion that committed while we were

@@ -1194,7 +1194,10 @@ mod mfa {
                 .for_caller(&caller)
                 .reset_mfa(caller.actor.user_id().unwrap()),
         );
-        assert!(member.is_err(), "a member cannot reset (even their own)");
+        assert!(
+            matches!(member.map_err(domain), Err(DomainError::Forbidden { .. })),
+            "a member cannot reset (even their own)"
+        );
         let (_, admin) = w.admin();
         block_on(
             w.identity
@@ -1203,6 +1206,95 @@ mod mfa {
         )
         .unwrap();
         w.login("ada@example.com");
+    }
+
+    #[test]
+    fn an_administrator_cannot_reset_their_own_factor() {
+        let w = world();
+        let (_, admin) = w.admin();
+        let service = w.identity.for_caller(&admin);
+        let enrolment = block_on(service.enrol_totp()).unwrap();
+        block_on(service.confirm_totp(&code(&enrolment, w.clock.now()))).unwrap();
+        let own = block_on(service.reset_mfa(admin.actor.user_id().unwrap()));
+        assert!(
+            matches!(
+                own.map_err(domain),
+                Err(DomainError::Refused {
+                    code: "mfa.reset_own",
+                    ..
+                })
+            ),
+            "a stolen admin session must not strip its own factor without the password"
+        );
+    }
+
+    #[test]
+    fn wrong_passwords_to_turn_it_off_share_the_password_change_backoff() {
+        let w = world();
+        let (caller, _, _) = enrolled(&w);
+        let service = w.identity.for_caller(&caller);
+        let mut limited = false;
+        for _ in 0..20 {
+            match block_on(service.disable_totp("not-it-at-all")).map_err(domain) {
+                Err(DomainError::Validation(_)) => {}
+                Err(DomainError::RateLimited { .. }) => {
+                    limited = true;
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(limited, "guessing the password here is throttled");
+        let change = block_on(service.change_password("still-guessing", "brand-new-secret-9"));
+        assert!(
+            matches!(change.map_err(domain), Err(DomainError::RateLimited { .. })),
+            "one budget for both endpoints"
+        );
+    }
+
+    #[test]
+    fn a_challenge_won_before_a_password_change_is_dead_after_it() {
+        let w = world();
+        let (caller, enrolment, _) = enrolled(&w);
+        let pending = challenge(&w);
+        w.clock.advance(Duration::seconds(31));
+        block_on(
+            w.identity
+                .for_caller(&caller)
+                .change_password(PASSWORD, "brand-new-secret-9"),
+        )
+        .unwrap();
+        let stale = verify(
+            &w,
+            &pending,
+            SecondFactor::Code(code(&enrolment, w.clock.now())),
+        );
+        assert!(
+            matches!(stale, Err(IdentityError::InvalidMfaCode)),
+            "{stale:?}"
+        );
+    }
+
+    #[test]
+    fn turning_it_on_ends_every_other_session_and_api_key() {
+        let w = world();
+        w.register("ada@example.com");
+        let other = w.login("ada@example.com");
+        let caller = w.caller(&w.login("ada@example.com"));
+        let service = w.identity.for_caller(&caller);
+        let key = block_on(service.create_api_key(NewApiKeyRequest {
+            name: "ci".into(),
+            ..NewApiKeyRequest::default()
+        }))
+        .unwrap();
+        let enrolment = block_on(service.enrol_totp()).unwrap();
+        block_on(service.confirm_totp(&code(&enrolment, w.clock.now()))).unwrap();
+        assert!(block_on(w.identity.authenticate_bearer(&other.access_token)).is_err());
+        assert!(block_on(w.identity.authenticate_api_key(&key.plaintext)).is_err());
+        assert!(
+            block_on(service.mfa_status()).unwrap().enabled,
+            "this session goes on"
+        );
     }
 
     #[test]
