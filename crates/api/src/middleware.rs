@@ -319,6 +319,7 @@ pub fn cors(settings: &CorsSettings) -> Cors {
             HeaderName::from_static(REQUEST_ID_HEADER),
             HeaderName::from_static("x-api-key"),
             HeaderName::from_static(crate::idempotency::IDEMPOTENCY_KEY),
+            HeaderName::from_static(crate::identity::cookies::CSRF_HEADER),
         ])
         .expose_headers([
             HeaderName::from_static(REQUEST_ID_HEADER),

@@ -128,7 +128,7 @@ problem_responses! {
     /// 401.
     Unauthenticated => "No valid credentials: a missing, expired or revoked access token or API key (`unauthenticated`, `invalid_token`, `invalid_credentials`, `account_inactive`), a session whose sign-in is older than `auth.reauthentication_window` (`auth.reauthentication_required`), a right password on an account with a second factor (`auth.mfa_required`, with a `challenge` for `POST /auth/mfa/verify`), or a wrong, used or expired second-factor code or challenge (`auth.mfa_invalid`).",
     /// 403.
-    Forbidden => "Authenticated, but not allowed: a missing permission (`forbidden`, `detail` names it), an API key on account self-service (`auth.session_required`), an account whose email is not confirmed (`auth.email_unverified`), or a role change reserved to administrators (`role.admin_only`).",
+    Forbidden => "Authenticated, but not allowed: a missing permission (`forbidden`, `detail` names it), an API key on account self-service (`auth.session_required`), an account whose email is not confirmed (`auth.email_unverified`), a browser-session refresh without its CSRF token or from another site (`auth.csrf_failed`), or a role change reserved to administrators (`role.admin_only`).",
     /// 404.
     NotFound => "No such resource, or it is outside the caller's scope.",
     /// 409.

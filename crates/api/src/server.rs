@@ -174,6 +174,7 @@ pub fn api_server(
         quota: Quota::per_minute(settings.rate_limit.auth_per_ip_per_minute),
         enabled: settings.rate_limit.enabled,
     });
+    let cookie_sessions = web::Data::new(crate::identity::cookies::CookieSessions::new(settings));
     let jwks_document = web::Data::new(state.get::<PublicKeys>().map_err(missing)?);
     let openapi_document = web::Data::new(OpenApiJson(web::Bytes::from(
         crate::openapi::document_json(),
@@ -195,6 +196,7 @@ pub fn api_server(
         App::new()
             .configure(|cfg| features.iter().for_each(|data| data.register(cfg)))
             .app_data(auth_rate_limit.clone())
+            .app_data(cookie_sessions.clone())
             .app_data(idempotency)
             .app_data(jwks_document.clone())
             .app_data(openapi_document.clone())

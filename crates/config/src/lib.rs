@@ -335,6 +335,8 @@ pub struct AuthSettings {
     /// successor instead of revoking the session.
     #[serde(with = "duration")]
     pub refresh_token_grace: Duration,
+    /// Browser sessions: a sign-in may ask for its refresh token in an `HttpOnly` cookie.
+    pub cookie_sessions: bool,
     /// The pepper new digests use.
     pub active_pepper: String,
     /// Every pepper still accepted, by id.

@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::ME;
-use crate::support::{PASSWORD, TestApp, assert_problem, spawn_app};
+use crate::support::{PASSWORD, TestApp, assert_problem, spawn_app, spawn_app_with};
 
 /// What an authenticator app holding `secret` shows now (or `offset` steps away).
 fn code(secret: &str, offset: i64) -> String {
@@ -228,6 +228,8 @@ async fn a_role_that_requires_mfa_grants_nothing_until_it_is_on() {
         .await
         .unwrap();
     assert_eq!(users.status(), 403, "admin without a second factor");
+    // A session that never passed the second factor: it must not inherit the role.
+    let other = app.token("root@example.com").await;
     let enrolment: Value = app
         .post("/api/v1/auth/mfa/totp", Some(&admin), &json!({}))
         .await
@@ -249,4 +251,47 @@ async fn a_role_that_requires_mfa_grants_nothing_until_it_is_on() {
         .await
         .unwrap();
     assert_eq!(users.status(), 200, "the role counts once MFA is on");
+    assert_eq!(
+        super::me_status(&app, &other).await,
+        401,
+        "turning MFA on ended the password-only session"
+    );
+}
+
+#[tokio::test]
+async fn a_browser_session_gets_its_cookie_after_the_second_step() {
+    let app = spawn_app_with(&[("APP__AUTH__COOKIE_SESSIONS", "true")]).await;
+    let (_, secret, _) = enrolled(&app, "ada@example.com").await;
+    let asked = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({ "email": "ada@example.com", "password": PASSWORD, "cookie": true }),
+        )
+        .await;
+    assert!(
+        asked.headers().get("set-cookie").is_none(),
+        "no cookie before the second factor"
+    );
+    let body = assert_problem(asked, 401, "auth.mfa_required").await;
+    let signed_in = verify(
+        &app,
+        json!({ "challenge": body["challenge"], "code": code(&secret, 0), "cookie": true }),
+    )
+    .await;
+    assert_eq!(signed_in.status(), 200);
+    let cookies: Vec<String> = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Secure-keel_refresh=") && c.contains("HttpOnly")),
+        "{cookies:?}"
+    );
+    let tokens: Value = signed_in.json().await.unwrap();
+    assert!(tokens.get("refresh_token").is_none() && tokens["csrf_token"].is_string());
 }

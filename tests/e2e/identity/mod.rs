@@ -1,7 +1,9 @@
-//! Identity end to end: sessions, accounts, roles, API keys and second factors, one file each.
+//! Identity end to end: sessions, browser sessions, accounts, roles, API keys and second
+//! factors, one file each.
 
 mod accounts;
 mod api_keys;
+mod cookies;
 mod mfa;
 mod roles;
 mod sessions;

@@ -80,6 +80,10 @@ struct VerifyBody {
     #[validate(length(max = CODE_MAX))]
     #[schema(max_length = 64)]
     recovery_code: Option<String>,
+    /// Browser apps, when `auth.cookie_sessions` is on: the refresh token goes in an
+    /// `HttpOnly` cookie instead of the body.
+    #[serde(default)]
+    cookie: bool,
 }
 
 #[utoipa::path(
@@ -209,8 +213,12 @@ async fn recovery_codes(
 async fn verify(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
+    cookies: web::Data<super::cookies::CookieSessions>,
     ValidatedJson(body): ValidatedJson<VerifyBody>,
 ) -> Result<HttpResponse, ApiError> {
+    if body.cookie {
+        cookies.require("cookie")?;
+    }
     let answer = match (body.code, body.recovery_code) {
         (Some(code), None) => SecondFactor::Code(code),
         (None, Some(code)) => SecondFactor::RecoveryCode(code),
@@ -229,7 +237,7 @@ async fn verify(
             .verify_mfa(&body.challenge, answer)
             .await,
     )?;
-    Ok(HttpResponse::Ok().json(super::sessions::TokensView::from(tokens)))
+    Ok(super::sessions::signed_in(&cookies, body.cookie, tokens))
 }
 
 #[utoipa::path(

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod cookies;
 pub mod mfa;
 pub mod roles;
 pub mod sessions;

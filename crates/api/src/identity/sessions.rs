@@ -1,6 +1,6 @@
 //! `/auth/login`, `/auth/refresh`, sign-out and the session list.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
 use chrono::{DateTime, Utc};
 use keel_identity::{Identity, SessionView, Tokens};
 use keel_kernel::SessionId;
@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::Validate;
 
+use super::cookies::CookieSessions;
 use super::*;
 use crate::error::ApiError;
 use crate::extract::{Caller, IdPath, ValidatedJson};
 
-/// A token pair.
+/// A token pair (in cookie mode, the access token and a CSRF token; the refresh token is in
+/// its cookie).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Tokens, example = json!({
     "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.sig",
@@ -23,22 +25,45 @@ use crate::extract::{Caller, IdPath, ValidatedJson};
 pub(super) struct TokensView {
     /// A JWT for `Authorization: Bearer`.
     access_token: String,
-    /// Opaque; single use, for `POST /auth/refresh`.
-    refresh_token: String,
+    /// Opaque; single use, for `POST /auth/refresh`. Absent in cookie mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    /// Cookie mode only: send it as `X-CSRF-Token` with `POST /auth/refresh` (also in the
+    /// `__Host-keel_csrf` cookie, for after a page reload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf_token: Option<String>,
     /// Always `Bearer`.
     token_type: &'static str,
     /// Seconds until the access token expires.
     expires_in: u64,
 }
 
+impl TokensView {
+    /// The cookie-mode body: no refresh token, a CSRF token.
+    pub(super) fn set_cookie_mode(&mut self, csrf_token: String) {
+        self.refresh_token = None;
+        self.csrf_token = Some(csrf_token);
+    }
+}
+
 impl From<Tokens> for TokensView {
     fn from(tokens: Tokens) -> Self {
         Self {
             access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
+            refresh_token: Some(tokens.refresh_token),
+            csrf_token: None,
             token_type: "Bearer",
             expires_in: tokens.expires_in,
         }
+    }
+}
+
+/// The answer to a sign-in: tokens in the body, or with `cookie` the browser-session form.
+pub(super) fn signed_in(cookies: &CookieSessions, cookie: bool, tokens: Tokens) -> HttpResponse {
+    if cookie {
+        cookies.signed_in(tokens)
+    } else {
+        HttpResponse::Ok().json(TokensView::from(tokens))
     }
 }
 
@@ -98,6 +123,10 @@ struct LoginBody {
     #[validate(length(max = crate::limits::PASSWORD))]
     #[schema(max_length = 1024)]
     password: String,
+    /// Browser apps, when `auth.cookie_sessions` is on: the refresh token goes in an
+    /// `HttpOnly` cookie instead of the body.
+    #[serde(default)]
+    cookie: bool,
 }
 
 /// Body of `POST /auth/refresh`.
@@ -105,10 +134,11 @@ struct LoginBody {
 #[serde(deny_unknown_fields)]
 #[schema(as = Refresh)]
 struct RefreshBody {
-    /// The refresh token of the last sign-in or refresh.
+    /// The refresh token of the last sign-in or refresh. Leave it out in cookie mode: the
+    /// cookie carries it, and `X-CSRF-Token` must too.
     #[validate(length(max = crate::limits::TOKEN))]
     #[schema(max_length = 512)]
-    refresh_token: String,
+    refresh_token: Option<String>,
 }
 
 #[utoipa::path(
@@ -121,14 +151,19 @@ struct RefreshBody {
     responses(
         (status = 200, description = "Signed in.", body = TokensView),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 422, response = crate::openapi::ValidationFailed),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
 )]
 async fn login(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
+    cookies: web::Data<CookieSessions>,
     ValidatedJson(body): ValidatedJson<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
+    if body.cookie {
+        cookies.require("cookie")?;
+    }
     let tokens = counted(
         "login",
         identity
@@ -136,7 +171,7 @@ async fn login(
             .login(&body.email, &body.password)
             .await,
     )?;
-    Ok(HttpResponse::Ok().json(TokensView::from(tokens)))
+    Ok(signed_in(&cookies, body.cookie, tokens))
 }
 
 #[utoipa::path(
@@ -149,22 +184,44 @@ async fn login(
     responses(
         (status = 200, description = "New tokens; the old refresh token is spent.", body = TokensView),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 422, response = crate::openapi::ValidationFailed),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
 )]
 async fn refresh(
+    request: HttpRequest,
     Caller(caller): Caller,
     identity: web::Data<Identity>,
+    cookies: web::Data<CookieSessions>,
     ValidatedJson(body): ValidatedJson<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = counted(
+    let (token, from_cookie) = match body.refresh_token {
+        Some(token) => (token, false),
+        None if cookies.enabled() => (cookies.refresh_token(&request)?, true),
+        None => {
+            return Err(ApiError::invalid(
+                "refresh_token",
+                "required",
+                "send the refresh token of the last sign-in or refresh",
+            ));
+        }
+    };
+    match counted(
         "refresh",
-        identity
-            .for_caller(&caller)
-            .refresh(&body.refresh_token)
-            .await,
-    )?;
-    Ok(HttpResponse::Ok().json(TokensView::from(tokens)))
+        identity.for_caller(&caller).refresh(&token).await,
+    ) {
+        Ok(tokens) => Ok(signed_in(&cookies, from_cookie, tokens)),
+        Err(error) => {
+            let error = ApiError::from(error);
+            let mut response = error.error_response();
+            // A cookie whose session is over is dead weight: the app must sign in again.
+            if from_cookie && response.status() == actix_web::http::StatusCode::UNAUTHORIZED {
+                cookies.clear(&mut response);
+            }
+            Ok(response)
+        }
+    }
 }
 
 #[utoipa::path(
@@ -182,9 +239,19 @@ async fn refresh(
 async fn logout(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
+    cookies: web::Data<CookieSessions>,
 ) -> Result<HttpResponse, ApiError> {
     counted("logout", identity.for_caller(&caller).logout().await)?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(signed_out(&cookies))
+}
+
+/// 204, clearing a browser session's cookies when cookie mode is on.
+fn signed_out(cookies: &CookieSessions) -> HttpResponse {
+    let mut response = HttpResponse::NoContent().finish();
+    if cookies.enabled() {
+        cookies.clear(&mut response);
+    }
+    response
 }
 
 #[utoipa::path(
@@ -202,9 +269,10 @@ async fn logout(
 async fn logout_all(
     Caller(caller): Caller,
     identity: web::Data<Identity>,
+    cookies: web::Data<CookieSessions>,
 ) -> Result<HttpResponse, ApiError> {
     counted("logout", identity.for_caller(&caller).logout_all().await)?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(signed_out(&cookies))
 }
 
 #[utoipa::path(
