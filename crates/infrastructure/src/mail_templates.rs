@@ -40,6 +40,18 @@ const BUILT_IN: &[(&str, &str)] = &[
         "identity/email_verification.html",
         include_str!("../mail-templates/identity/email_verification.html"),
     ),
+    (
+        "identity/security_notice.subject.txt",
+        include_str!("../mail-templates/identity/security_notice.subject.txt"),
+    ),
+    (
+        "identity/security_notice.txt",
+        include_str!("../mail-templates/identity/security_notice.txt"),
+    ),
+    (
+        "identity/security_notice.html",
+        include_str!("../mail-templates/identity/security_notice.html"),
+    ),
 ];
 
 /// Every mail with the values it is checked (and previewed) with.
@@ -51,6 +63,10 @@ const SAMPLES: &[(&str, &str)] = &[
     (
         "identity/email_verification",
         include_str!("../mail-templates/identity/email_verification.sample.json"),
+    ),
+    (
+        "identity/security_notice",
+        include_str!("../mail-templates/identity/security_notice.sample.json"),
     ),
 ];
 
@@ -218,13 +234,33 @@ mod tests {
         for (mail, sample) in FileTemplates::samples() {
             let rendered = templates.render(mail, &sample).unwrap();
             assert!(!rendered.subject.is_empty(), "{mail}");
-            assert!(
-                rendered.text.contains("sample-token"),
-                "{mail}: {}",
-                rendered.text
-            );
-            assert!(rendered.html.contains("<a href="), "{mail}");
+            assert!(!rendered.text.trim().is_empty(), "{mail}");
+            if sample.get("link").is_some() {
+                assert!(
+                    rendered.text.contains("sample-token"),
+                    "{mail}: {}",
+                    rendered.text
+                );
+                assert!(rendered.html.contains("<a href="), "{mail}");
+            }
         }
+        // Each change has its own wording, in every part.
+        let mut subjects = std::collections::BTreeSet::new();
+        for change in [
+            "mfa_enabled",
+            "mfa_disabled",
+            "mfa_reset",
+            "mfa_recovery_codes_replaced",
+        ] {
+            let context = json!({ "change": change, "at": "2026-12-01 09:30 UTC" });
+            let notice = templates
+                .render("identity/security_notice", &context)
+                .unwrap();
+            assert!(notice.text.contains("2026-12-01 09:30 UTC"), "{change}");
+            assert!(notice.html.contains("2026-12-01 09:30 UTC"), "{change}");
+            subjects.insert(notice.subject);
+        }
+        assert_eq!(subjects.len(), 4, "{subjects:?}");
         let hostile = json!({ "link": "https://x/?a=<script>&b=\"", "expires_in_minutes": 5 });
         let rendered = templates
             .render("identity/password_reset", &hostile)

@@ -216,6 +216,24 @@ async fn turning_it_off_needs_the_password_and_an_admin_can_reset_it() {
     };
     assert_eq!(users["items"].as_array().unwrap().len(), 1);
     app.login_with("grace@example.com", PASSWORD).await;
+
+    // Each owner is told of every change, through the worker's mail jobs.
+    let _worker = app.start_worker().await;
+    let mails = app.wait_for_mails(4).await;
+    let notice = |to: &str, subject: &str| {
+        mails
+            .iter()
+            .any(|mail| mail.contains(&format!("To: {to}")) && mail.contains(subject))
+    };
+    assert!(
+        notice("ada@example.com", "Two-step sign-in is on"),
+        "{mails:?}"
+    );
+    assert!(notice("ada@example.com", "Two-step sign-in was turned off"));
+    assert!(notice(
+        "grace@example.com",
+        "An administrator reset your two-step sign-in"
+    ));
 }
 
 #[tokio::test]

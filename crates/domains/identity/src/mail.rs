@@ -1,6 +1,6 @@
 //! The mails identity sends: which template, with which values. The wording lives in the
-//! templates (`identity/password_reset`, `identity/email_verification`), which a team
-//! overrides without touching Rust.
+//! templates (`identity/password_reset`, `identity/email_verification`,
+//! `identity/security_notice`), which a team overrides without touching Rust.
 
 use std::time::Duration;
 
@@ -60,6 +60,24 @@ impl LinkMail<'_> {
             ("expires_in_hours", hours),
         )
     }
+}
+
+/// The notice an account gets when its sign-in security changed (`change` names how), so
+/// that a change made by someone else does not go unnoticed.
+pub fn security_notice(
+    templates: &dyn MailTemplates,
+    to: &str,
+    change: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Email, TemplateError> {
+    let context = json!({
+        "change": change,
+        "at": at.format("%Y-%m-%d %H:%M UTC").to_string(),
+    });
+    Ok(Email::rendered(
+        to,
+        templates.render("identity/security_notice", &context)?,
+    ))
 }
 
 #[cfg(test)]

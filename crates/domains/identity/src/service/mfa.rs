@@ -7,13 +7,15 @@
 //! `verify_mfa` with the challenge and a code (or a recovery code) opens the session.
 
 use chrono::{DateTime, Utc};
+use keel_kernel::mail::SendEmail;
 use keel_kernel::throttle::Quota;
-use keel_kernel::{DomainError, NewActivity, UserId};
+use keel_kernel::{DomainError, NewActivity, NewJob, RepoError, Transaction, UserId};
 use serde_json::json;
 use totp_rs::{Algorithm, TOTP};
 
 use super::{IdentityService, Tokens, hashing};
 use crate::error::IdentityError;
+use crate::mail;
 use crate::model::{OneTimeToken, TokenId, TokenPurpose, TotpFactor, User};
 use crate::policy::USERS_WRITE;
 
@@ -233,6 +235,7 @@ impl IdentityService<'_> {
         self.identity
             .record(tx.as_mut(), self.caller, entry)
             .await?;
+        self.notify(tx.as_mut(), &user, "mfa_enabled", now).await?;
         tx.commit().await?;
         self.identity.forget(Some(user.id), &revoked).await;
         let _ = self.ports().counters.clear(&verify_key(user.id)).await;
@@ -262,6 +265,8 @@ impl IdentityService<'_> {
         self.identity
             .record(tx.as_mut(), self.caller, entry)
             .await?;
+        self.notify(tx.as_mut(), &user, "mfa_recovery_codes_replaced", now)
+            .await?;
         tx.commit().await?;
         Ok(codes)
     }
@@ -272,7 +277,8 @@ impl IdentityService<'_> {
         self.verified_session()?;
         let user = self.own_account().await?;
         self.check_current_password(&user, password).await?;
-        self.remove_mfa(user.id, "auth.mfa_disabled").await
+        self.remove_mfa(&user, "auth.mfa_disabled", "mfa_disabled")
+            .await
     }
 
     /// An administrator's reset for someone who lost their authenticator and codes
@@ -288,29 +294,69 @@ impl IdentityService<'_> {
             .into());
         }
         self.require_outranks(user).await?;
-        self.ports()
+        let user = self
+            .ports()
             .users
             .find(user)
             .await?
             .filter(|u| u.deleted_at.is_none())
             .ok_or(IdentityError::NotFound("user"))?;
-        self.remove_mfa(user, "auth.mfa_reset").await
+        self.remove_mfa(&user, "auth.mfa_reset", "mfa_reset").await
     }
 
-    async fn remove_mfa(&self, user: UserId, action: &'static str) -> Result<(), IdentityError> {
+    /// Deletes `user`'s factor and recovery codes, recorded as `action` and mailed to the owner
+    /// as `change`.
+    async fn remove_mfa(
+        &self,
+        user: &User,
+        action: &'static str,
+        change: &'static str,
+    ) -> Result<(), IdentityError> {
         let now = self.ports().clock.now();
         let mut tx = self.ports().unit_of_work.begin().await?;
-        if !self.ports().mfa.delete(tx.as_mut(), user).await? {
+        if !self.ports().mfa.delete(tx.as_mut(), user.id).await? {
             return Err(IdentityError::MfaNotEnrolled);
         }
         let entry = NewActivity::new(action, "user", now)
-            .resource(user)
-            .subject(user);
+            .resource(user.id)
+            .subject(user.id);
         self.identity
             .record(tx.as_mut(), self.caller, entry)
             .await?;
+        self.notify(tx.as_mut(), user, change, now).await?;
         tx.commit().await?;
-        self.identity.forget(Some(user), &[]).await;
+        self.identity.forget(Some(user.id), &[]).await;
+        Ok(())
+    }
+
+    /// Mails `user` a notice of `change`, in `tx`: sent once the change commits, never for
+    /// one that rolls back.
+    async fn notify(
+        &self,
+        tx: &mut dyn Transaction,
+        user: &User,
+        change: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<(), IdentityError> {
+        let email = mail::security_notice(
+            self.ports().templates.as_ref(),
+            user.email.as_str(),
+            change,
+            now,
+        )
+        .map_err(DomainError::internal)?;
+        let notice = SendEmail {
+            email,
+            dedupe_key: format!(
+                "identity.security_notice:{}:{change}:{}",
+                user.id,
+                now.timestamp_micros()
+            ),
+        };
+        let job = NewJob::of(&notice)
+            .map_err(RepoError::from)?
+            .caused_by(Some(user.id), &self.caller.origin);
+        self.ports().jobs.enqueue(tx, job).await?;
         Ok(())
     }
 

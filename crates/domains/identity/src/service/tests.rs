@@ -1057,6 +1057,25 @@ mod mfa {
         (caller, enrolment, codes)
     }
 
+    /// The `change` of every security notice mailed so far, oldest first.
+    fn notices(w: &World) -> Vec<String> {
+        w.fakes
+            .jobs
+            .payloads::<keel_kernel::mail::SendEmail>()
+            .iter()
+            .filter(|job| job.email.subject == "identity/security_notice")
+            .map(|job| {
+                assert_eq!(job.email.to, "ada@example.com");
+                job.email
+                    .text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("change: "))
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     fn challenge(w: &World) -> String {
         match block_on(
             w.identity
@@ -1206,6 +1225,11 @@ mod mfa {
         )
         .unwrap();
         w.login("ada@example.com");
+        assert_eq!(
+            notices(&w),
+            ["mfa_enabled", "mfa_disabled", "mfa_enabled", "mfa_reset"],
+            "the owner hears of every change"
+        );
     }
 
     #[test]
