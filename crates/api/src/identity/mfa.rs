@@ -122,6 +122,7 @@ async fn enrol(
     responses(
         (status = 200, description = "On; the recovery codes are shown once.", body = RecoveryCodesView),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),
         (status = 429, response = crate::openapi::TooManyRequests),
     )
@@ -151,8 +152,10 @@ async fn confirm(
     responses(
         (status = 204, description = "Off; sign-in needs the password alone."),
         (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),
         (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 429, response = crate::openapi::TooManyRequests),
     )
 )]
 async fn disable(
