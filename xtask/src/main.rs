@@ -410,7 +410,8 @@ fn jobs_on_redis(sh: &Shell, sqlite_only: bool) -> anyhow::Result<()> {
         .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
     let _redis = sh.push_env("TEST_REDIS_URL", &redis);
     let _backend = sh.push_env("TEST_JOBS_BACKEND", "redis");
-    let suite = || cmd!(sh, "cargo test --locked -p keel-e2e --test e2e jobs::").run();
+    // `--workspace` like the suites before it: the same feature set, so nothing is rebuilt.
+    let suite = || cmd!(sh, "cargo test --workspace --locked --test e2e jobs::").run();
     {
         let _sqlite = sh.push_env("TEST_DATABASE_URL", "");
         suite()?;
