@@ -313,3 +313,37 @@ async fn a_browser_session_gets_its_cookie_after_the_second_step() {
     let tokens: Value = signed_in.json().await.unwrap();
     assert!(tokens.get("refresh_token").is_none() && tokens["csrf_token"].is_string());
 }
+
+#[tokio::test]
+async fn concurrent_answers_open_one_session_and_spend_a_recovery_code_once() {
+    let app = spawn_app().await;
+    let (_, secret, codes) = enrolled(&app, "ada@example.com").await;
+    let statuses = |a: &reqwest::Response, b: &reqwest::Response| {
+        let mut both = [a.status().as_u16(), b.status().as_u16()];
+        both.sort_unstable();
+        both
+    };
+
+    // One challenge answered twice at once with the same code.
+    let pending = challenge(&app, "ada@example.com").await;
+    let body = json!({ "challenge": pending, "code": code(&secret, 0) });
+    let (a, b) = tokio::join!(verify(&app, body.clone()), verify(&app, body));
+    assert_eq!(statuses(&a, &b), [200, 401], "one session, not two");
+
+    // One recovery code on two challenges at once.
+    let (first, second) = tokio::join!(
+        challenge(&app, "ada@example.com"),
+        challenge(&app, "ada@example.com")
+    );
+    let (a, b) = tokio::join!(
+        verify(
+            &app,
+            json!({ "challenge": first, "recovery_code": codes[0] })
+        ),
+        verify(
+            &app,
+            json!({ "challenge": second, "recovery_code": codes[0] })
+        )
+    );
+    assert_eq!(statuses(&a, &b), [200, 401], "a recovery code works once");
+}

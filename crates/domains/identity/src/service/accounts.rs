@@ -379,6 +379,13 @@ impl IdentityService<'_> {
             .consume_all(tx, user.id, TokenPurpose::PasswordReset, now)
             .await?;
         let keys_revoked = self.ports().api_keys.delete_all_for(tx, user.id).await?;
+        // Challenges won with the old password are dead; the owner gets a fresh budget of
+        // second-factor attempts.
+        let _ = self
+            .ports()
+            .counters
+            .clear(&super::mfa::verify_key(user.id))
+            .await;
         let action = if keep.is_some() {
             "auth.password_changed"
         } else {

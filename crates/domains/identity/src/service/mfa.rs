@@ -385,6 +385,14 @@ impl IdentityService<'_> {
             .await?
             .filter(|t| t.used_at.is_none() && t.expires_at > now)
             .ok_or(IdentityError::InvalidMfaCode)?;
+        // A challenge won with a password that has since been reset is refused before it is
+        // counted: a guesser holding one cannot keep the owner's budget spent.
+        self.ports()
+            .users
+            .find(token.user_id)
+            .await?
+            .filter(|u| u.password_changed_at <= token.created_at)
+            .ok_or(IdentityError::InvalidMfaCode)?;
         self.identity
             .within_quota(&verify_key(token.user_id), VERIFY_PER_USER)
             .await?;
@@ -604,7 +612,7 @@ impl IdentityService<'_> {
 }
 
 fn wrong_password() -> IdentityError {
-    DomainError::invalid("password", "mismatch", "is not your current password").into()
+    DomainError::invalid("password", "incorrect", "is not your current password").into()
 }
 
 /// What an authenticator's secret is derived from.
@@ -612,6 +620,7 @@ fn totp_context(factor: &TotpFactor) -> String {
     format!("mfa-totp:{}:{}", factor.user_id, factor.seed)
 }
 
-fn verify_key(user: UserId) -> String {
+/// The counter of second-factor attempts on `user`'s account.
+pub(super) fn verify_key(user: UserId) -> String {
     format!("identity:mfa:{user}")
 }

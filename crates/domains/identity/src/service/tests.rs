@@ -1281,6 +1281,15 @@ mod mfa {
         let w = world();
         let (caller, enrolment, _) = enrolled(&w);
         let pending = challenge(&w);
+        // A guesser holding the challenge spends the account's budget …
+        for _ in 0..10 {
+            let _ = verify(&w, &pending, SecondFactor::Code("000000".into()));
+        }
+        let spent = verify(&w, &pending, SecondFactor::Code("000000".into()));
+        assert!(
+            matches!(spent.map_err(domain), Err(DomainError::RateLimited { .. })),
+            "the budget is spent"
+        );
         w.clock.advance(Duration::seconds(31));
         block_on(
             w.identity
@@ -1288,6 +1297,8 @@ mod mfa {
                 .change_password(PASSWORD, "brand-new-secret-9"),
         )
         .unwrap();
+        // … until the password changes: the old challenge is refused uncounted, and the owner
+        // signs in at once.
         let stale = verify(
             &w,
             &pending,
@@ -1297,6 +1308,20 @@ mod mfa {
             matches!(stale, Err(IdentityError::InvalidMfaCode)),
             "{stale:?}"
         );
+        let fresh = match block_on(
+            w.identity
+                .for_caller(&anonymous())
+                .login("ada@example.com", "brand-new-secret-9"),
+        ) {
+            Err(IdentityError::MfaRequired(challenge)) => challenge,
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        verify(
+            &w,
+            &fresh,
+            SecondFactor::Code(code(&enrolment, w.clock.now())),
+        )
+        .unwrap();
     }
 
     #[test]
