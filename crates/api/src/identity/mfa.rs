@@ -19,7 +19,7 @@ const CODE_MAX: u64 = 64;
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = TotpEnrolment, example = json!({
     "secret": "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI",
-    "otpauth_uri": "otpauth://totp/Keel:ada%40example.com?secret=MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI&issuer=Keel"
+    "otpauth_uri": "otpauth://totp/keel:ada%40example.com?secret=MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI&issuer=keel"
 }))]
 struct EnrolmentView {
     /// The shared secret, base32, for typing into an authenticator app.
