@@ -349,6 +349,14 @@ impl IdentityService<'_> {
         self.identity
             .forget(self.caller.actor.user_id(), &revoked)
             .await;
+        // The session that changed it passed any second factor: a guesser holding an old
+        // challenge no longer keeps its owner waiting. (A reset does not clear it: whoever
+        // reads the mailbox must not win fresh guesses by resetting.)
+        let _ = self
+            .ports()
+            .counters
+            .clear(&super::mfa::verify_key(user.id))
+            .await;
         Ok(())
     }
 
@@ -379,13 +387,11 @@ impl IdentityService<'_> {
             .consume_all(tx, user.id, TokenPurpose::PasswordReset, now)
             .await?;
         let keys_revoked = self.ports().api_keys.delete_all_for(tx, user.id).await?;
-        // Challenges won with the old password are dead; the owner gets a fresh budget of
-        // second-factor attempts.
-        let _ = self
-            .ports()
-            .counters
-            .clear(&super::mfa::verify_key(user.id))
-            .await;
+        // Second-factor challenges won with the old password end with it.
+        self.ports()
+            .one_time_tokens
+            .consume_all(tx, user.id, TokenPurpose::MfaChallenge, now)
+            .await?;
         let action = if keep.is_some() {
             "auth.password_changed"
         } else {

@@ -493,17 +493,19 @@ impl IdentityService<'_> {
             created_at: now,
         };
         let mut tx = self.ports().unit_of_work.begin().await?;
+        // Re-read under a lock, as a sign-in without a second factor does: a reset,
+        // suspension or deletion that committed while the password was hashing wins, and no
+        // challenge is won with the old password.
+        let mut locked = self
+            .ports()
+            .users
+            .find_for_update(tx.as_mut(), user.id)
+            .await?
+            .filter(|u| u.can_sign_in() && u.password_hash == user.password_hash)
+            .ok_or(IdentityError::InvalidCredentials)?;
         if let Some(password_hash) = rehash {
-            let locked = self
-                .ports()
-                .users
-                .find_for_update(tx.as_mut(), user.id)
-                .await?
-                .filter(|u| u.password_hash == user.password_hash);
-            if let Some(mut locked) = locked {
-                locked.password_hash = password_hash.to_owned();
-                self.ports().users.update(tx.as_mut(), &locked).await?;
-            }
+            locked.password_hash = password_hash.to_owned();
+            self.ports().users.update(tx.as_mut(), &locked).await?;
         }
         self.ports()
             .one_time_tokens
