@@ -33,6 +33,7 @@ features! {
     projects,
     jobs,
     idempotency,
+    webhooks,
     // keel:new-domain:features
 }
 

@@ -27,4 +27,5 @@ mod release_notes;
 mod security;
 mod storage;
 mod support;
+mod webhooks;
 // keel:new-domain:modules

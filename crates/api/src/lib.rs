@@ -61,5 +61,6 @@ features! {
     release_notes,
     projects,
     files,
+    webhooks,
     // keel:new-domain:features
 }

@@ -491,6 +491,7 @@ pub fn string_enum(names: &[&str]) -> Schema {
         (name = "activity", description = "The append-only activity log."),
         (name = "release-notes", description = "The public \"What's New\" feed."),
         (name = "projects", description = "The example owner-scoped resource."),
+        (name = "webhooks", description = "Signed webhooks (Standard Webhooks) from other services."),
         (name = "operations", description = "Health checks and metrics.")
     )
 )]

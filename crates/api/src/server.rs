@@ -175,6 +175,7 @@ pub fn api_server(
         enabled: settings.rate_limit.enabled,
     });
     let cookie_sessions = web::Data::new(crate::identity::cookies::CookieSessions::new(settings));
+    let webhook_secrets = web::Data::new(crate::webhooks::InboundSecrets::new(settings));
     let jwks_document = web::Data::new(state.get::<PublicKeys>().map_err(missing)?);
     let openapi_document = web::Data::new(OpenApiJson(web::Bytes::from(
         crate::openapi::document_json(),
@@ -197,6 +198,7 @@ pub fn api_server(
             .configure(|cfg| features.iter().for_each(|data| data.register(cfg)))
             .app_data(auth_rate_limit.clone())
             .app_data(cookie_sessions.clone())
+            .app_data(webhook_secrets.clone())
             .app_data(idempotency)
             .app_data(jwks_document.clone())
             .app_data(openapi_document.clone())

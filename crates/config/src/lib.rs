@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use error::{ConfigError, Problem};
 pub use sources::Sources;
+pub use validate::webhook_secret_bytes;
 
 /// The value `auth.jwt_secret` has unless configured; refused in production.
 pub const DEVELOPMENT_JWT_SECRET: &str = "keel-local-development-secret-not-for-production";
@@ -108,6 +109,8 @@ pub struct Settings {
     pub jobs: JobsSettings,
     /// The activity log.
     pub activity: ActivitySettings,
+    /// Signed webhooks from and to other services.
+    pub webhooks: WebhooksSettings,
     /// Readiness checks.
     pub health: HealthSettings,
     /// Logs.
@@ -587,6 +590,45 @@ pub enum JobsBackend {
     Redis,
 }
 
+/// `[webhooks]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// How long receipts of inbound deliveries are kept.
+    #[serde(with = "duration")]
+    pub inbound_retention: Duration,
+    /// The senders Keel accepts deliveries from, by source name.
+    #[serde(default)]
+    pub inbound: BTreeMap<String, InboundWebhookSettings>,
+    /// Deliveries to other services.
+    pub outbound: OutboundWebhookSettings,
+}
+
+/// `[webhooks.inbound.<source>]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundWebhookSettings {
+    /// Standard Webhooks secrets (`whsec_` and base64); a delivery signed with any of them is
+    /// accepted, so a new secret can be added before the sender switches to it.
+    #[serde(
+        deserialize_with = "secret_list",
+        serialize_with = "redact_list",
+        default
+    )]
+    pub secrets: Vec<SecretString>,
+    /// The source is an identity provider whose `user.*` events keep accounts in step.
+    #[serde(default)]
+    pub sync_users: bool,
+}
+
+/// `[webhooks.outbound]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundWebhookSettings {
+    /// Deliver to private, loopback and link-local addresses too (development only).
+    pub allow_private_targets: bool,
+}
+
 /// `[activity]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -830,6 +872,18 @@ fn redact_url_password<S: Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&redacted_url(url.expose_secret()))
+}
+
+fn redact_list<S: Serializer>(value: &[SecretString], serializer: S) -> Result<S::Ok, S::Error> {
+    vec![REDACTED; value.len()].serialize(serializer)
+}
+
+/// A list of secrets, or (from environment variables) a comma-separated string of them.
+fn secret_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SecretString>, D::Error> {
+    Ok(string_or_list(deserializer)?
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
 }
 
 /// Accepts a list, or (from environment variables) a comma-separated string.

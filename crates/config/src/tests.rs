@@ -581,3 +581,38 @@ fn jobs_backend_is_the_database_and_redis_needs_a_redis_url() {
     let err = load(&[("APP__JOBS__BACKEND", "kafka")]).unwrap_err();
     assert_eq!(problem_keys(&err), ["jobs.backend"]);
 }
+
+#[test]
+fn webhook_sources_need_secrets_that_decode_and_names_that_fit_a_path() {
+    const SECRET: &str = "whsec_HY0Jvpuj4RWKROOtL28y4e11BibhIRDXqYnsvOnC+/U=";
+    let settings = load(&[
+        (
+            "APP__WEBHOOKS__INBOUND__IDP__SECRETS",
+            &format!("{SECRET}, HY0Jvpuj4RWKROOtL28y4e11BibhIRDXqYnsvOnC+/U="),
+        ),
+        ("APP__WEBHOOKS__INBOUND__IDP__SYNC_USERS", "true"),
+    ])
+    .unwrap();
+    let idp = &settings.webhooks.inbound["idp"];
+    assert_eq!(idp.secrets.len(), 2);
+    assert!(idp.sync_users);
+    assert!(!settings.webhooks.outbound.allow_private_targets);
+    // Secrets never reach logs.
+    let shown = serde_json::to_string(&settings).unwrap();
+    assert!(!shown.contains("HY0Jvpuj"), "{shown}");
+
+    let err = load(&[
+        ("APP__WEBHOOKS__INBOUND__IDP__SECRETS", "whsec_c2hvcnQ="),
+        ("APP__WEBHOOKS__INBOUND__BILLING__SYNC_USERS", "false"),
+        ("APP__WEBHOOKS__INBOUND__ENDPOINTS__SECRETS", SECRET),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        problem_keys(&err),
+        [
+            "webhooks.inbound.billing.secrets",
+            "webhooks.inbound.endpoints",
+            "webhooks.inbound.idp.secrets[0]"
+        ]
+    );
+}

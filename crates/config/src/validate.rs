@@ -236,6 +236,55 @@ fn validate_http_client(settings: &Settings, problems: &mut Problems) {
     );
 }
 
+/// A Standard Webhooks secret: `whsec_` (optional) and base64 of 24 to 64 random bytes.
+pub fn webhook_secret_bytes(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|key| (24..=64).contains(&key.len()))
+}
+
+fn validate_webhooks(settings: &Settings, problems: &mut Problems) {
+    let webhooks = &settings.webhooks;
+    problems.check(
+        !webhooks.inbound_retention.is_zero(),
+        "webhooks.inbound_retention",
+        "must be greater than zero",
+    );
+    for (source, inbound) in &webhooks.inbound {
+        let key = format!("webhooks.inbound.{source}");
+        problems.check(
+            !source.is_empty()
+                && source.len() <= 64
+                && source.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                }),
+            &key,
+            "the source name must be 1 to 64 of a-z, 0-9, `_` and `-` (it is a URL segment)",
+        );
+        problems.check(
+            !matches!(source.as_str(), "endpoints" | "deliveries"),
+            &key,
+            "`endpoints` and `deliveries` are paths of outbound webhooks, not source names",
+        );
+        problems.check(
+            !inbound.secrets.is_empty(),
+            &format!("{key}.secrets"),
+            "needs at least one secret: an unsigned delivery is never accepted",
+        );
+        for (i, secret) in inbound.secrets.iter().enumerate() {
+            problems.check(
+                webhook_secret_bytes(secret.expose_secret()).is_some(),
+                &format!("{key}.secrets[{i}]"),
+                "must be `whsec_` followed by the base64 of 24 to 64 random bytes \
+                 (openssl rand -base64 32)",
+            );
+        }
+    }
+}
+
 pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     let mut problems = Problems::default();
     let production = settings.environment == Environment::Production;
@@ -273,6 +322,7 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
         "must be between 1024 bytes and 1 GiB",
     );
     validate_jobs(settings, &mut problems);
+    validate_webhooks(settings, &mut problems);
     validate_telemetry(settings, &mut problems);
     problems.check(
         server.drain_delay <= std::time::Duration::from_secs(300),

@@ -52,5 +52,6 @@ features! {
     release_notes,
     projects,
     jobs,
+    webhooks,
     // keel:new-domain:features
 }

@@ -42,6 +42,7 @@ features! {
     activity,
     idempotency,
     projects,
+    webhooks,
     // A feature with jobs adds its module here (generated domains have none).
 }
 

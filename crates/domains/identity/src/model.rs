@@ -385,3 +385,35 @@ mod tests {
         assert!(!UserStatus::Deactivated.can_sign_in());
     }
 }
+
+keel_kernel::define_id!(
+    /// Identifies a link between a Keel account and an account at an external provider.
+    ExternalIdentityId
+);
+
+/// The stored password of an account that only an external provider signs in: not a PHC
+/// string, so no password ever verifies against it (a password reset can set a real one).
+pub const NO_PASSWORD: &str = "!external";
+
+/// A provider's account (its subject) linked to a Keel account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    /// Identity.
+    pub id: ExternalIdentityId,
+    /// The provider's configured name (the webhook source, the OIDC provider).
+    pub provider: String,
+    /// The provider's stable id of the user.
+    pub subject: String,
+    /// The Keel account; `None` once the provider deleted the user before Keel created one.
+    pub user_id: Option<UserId>,
+    /// The email the provider last reported.
+    pub email: Option<String>,
+    /// The provider deleted the user (the link stays as a tombstone).
+    pub deleted: bool,
+    /// When the last applied event happened at the provider: older events are ignored.
+    pub synced_at: DateTime<Utc>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}

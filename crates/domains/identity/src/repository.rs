@@ -8,8 +8,8 @@ use keel_kernel::{
 };
 
 use crate::model::{
-    ApiKey, Email, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId, Session, TokenId,
-    TokenPurpose, TotpFactor, User,
+    ApiKey, Email, ExternalIdentity, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId,
+    Session, TokenId, TokenPurpose, TotpFactor, User,
 };
 
 /// Accounts and their role grants.
@@ -266,4 +266,29 @@ pub trait MfaRepository: Send + Sync + std::fmt::Debug {
     ) -> Result<bool, RepoError>;
     /// How many unused recovery codes the account has.
     async fn recovery_codes_left(&self, user: UserId) -> Result<u32, RepoError>;
+}
+
+/// Links to accounts at external providers.
+#[async_trait]
+pub trait ExternalIdentityRepository: Send + Sync + std::fmt::Debug {
+    /// The link of `subject` at `provider`, locked until `tx` ends.
+    async fn find_for_update(
+        &self,
+        tx: &mut dyn Transaction,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<ExternalIdentity>, RepoError>;
+    /// Stores a new link; a concurrent insert of the same (provider, subject) is a
+    /// [`RepoError::UniqueViolation`].
+    async fn insert(
+        &self,
+        tx: &mut dyn Transaction,
+        link: &ExternalIdentity,
+    ) -> Result<(), RepoError>;
+    /// Saves a changed link.
+    async fn update(
+        &self,
+        tx: &mut dyn Transaction,
+        link: &ExternalIdentity,
+    ) -> Result<(), RepoError>;
 }

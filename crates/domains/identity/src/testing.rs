@@ -21,12 +21,12 @@ use keel_kernel::{
 };
 
 use crate::model::{
-    ApiKey, Email, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId, Session, TokenId,
-    TokenPurpose, TotpFactor, User, UserStatus,
+    ApiKey, Email, ExternalIdentity, OneTimeToken, PermissionInfo, RefreshToken, Role, RoleId,
+    Session, TokenId, TokenPurpose, TotpFactor, User, UserStatus,
 };
 use crate::repository::{
-    ApiKeyRepository, MfaRepository, OneTimeTokenRepository, RoleRepository, SessionRepository,
-    UserRepository,
+    ApiKeyRepository, ExternalIdentityRepository, MfaRepository, OneTimeTokenRepository,
+    RoleRepository, SessionRepository, UserRepository,
 };
 use crate::security::{
     AccessClaims, AccessTokens, HashError, IssuedToken, PasswordHasher, Secrets, Verification,
@@ -46,6 +46,7 @@ struct State {
     factors: Vec<TotpFactor>,
     /// (owner, digest, used at)
     recovery_codes: Vec<(UserId, String, Option<DateTime<Utc>>)>,
+    links: Vec<ExternalIdentity>,
 }
 
 /// Every identity repository over one in-memory state.
@@ -669,6 +670,53 @@ impl ApiKeyRepository for InMemoryIdentityStore {
     }
 }
 
+#[async_trait]
+impl ExternalIdentityRepository for InMemoryIdentityStore {
+    async fn find_for_update(
+        &self,
+        _tx: &mut dyn Transaction,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<ExternalIdentity>, RepoError> {
+        Ok(self.with(|s| {
+            s.links
+                .iter()
+                .find(|l| l.provider == provider && l.subject == subject)
+                .cloned()
+        }))
+    }
+
+    async fn insert(
+        &self,
+        _tx: &mut dyn Transaction,
+        link: &ExternalIdentity,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            if s.links
+                .iter()
+                .any(|l| l.provider == link.provider && l.subject == link.subject)
+            {
+                return Err(unique("external_identities.provider_subject"));
+            }
+            s.links.push(link.clone());
+            Ok(())
+        })
+    }
+
+    async fn update(
+        &self,
+        _tx: &mut dyn Transaction,
+        link: &ExternalIdentity,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            if let Some(row) = s.links.iter_mut().find(|l| l.id == link.id) {
+                *row = link.clone();
+            }
+        });
+        Ok(())
+    }
+}
+
 /// "Hashes" as `fake$<password>`; hashes starting `old$` report that they need a rehash.
 #[derive(Debug, Default)]
 pub struct FakeHasher {
@@ -823,6 +871,7 @@ pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
         one_time_tokens: store.clone(),
         api_keys: store.clone(),
         mfa: store.clone(),
+        external: store.clone(),
         unit_of_work: Arc::new(InMemoryUnitOfWork),
         activity: activity.clone(),
         clock: clock.clone(),

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod api_keys;
+pub mod external;
 mod mfa;
 mod roles;
 mod security;
@@ -54,7 +55,8 @@ pub fn register(
         sessions: store.clone(),
         one_time_tokens: store.clone(),
         api_keys: store.clone(),
-        mfa: store,
+        mfa: store.clone(),
+        external: store,
         unit_of_work: adapters.unit_of_work.clone(),
         activity: adapters.activity_log(),
         clock: adapters.clock.clone(),

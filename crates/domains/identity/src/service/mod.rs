@@ -7,6 +7,7 @@
 
 mod accounts;
 mod api_keys;
+mod external;
 mod mfa;
 mod roles;
 mod sessions;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use accounts::{Me, Registration, UserPatch, UserWithRoles};
 pub use api_keys::{NewApiKey, NewApiKeyRequest};
 use chrono::{DateTime, Utc};
+pub use external::{ExternalUser, ExternalUserChange, SyncOutcome};
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::auth::SYSTEM;
 use keel_kernel::jobs::JobQueue;
@@ -34,8 +36,8 @@ use crate::error::IdentityError;
 use crate::model::{Email, Role, RoleId, User, UserStatus};
 use crate::password::PasswordPolicy;
 use crate::repository::{
-    ApiKeyRepository, MfaRepository, OneTimeTokenRepository, RoleRepository, SessionRepository,
-    UserRepository,
+    ApiKeyRepository, ExternalIdentityRepository, MfaRepository, OneTimeTokenRepository,
+    RoleRepository, SessionRepository, UserRepository,
 };
 use crate::security::{AccessTokens, PasswordHasher, Secrets};
 
@@ -54,6 +56,8 @@ pub struct IdentityPorts {
     pub api_keys: Arc<dyn ApiKeyRepository>,
     /// Second factors.
     pub mfa: Arc<dyn MfaRepository>,
+    /// Links to accounts at external identity providers.
+    pub external: Arc<dyn ExternalIdentityRepository>,
     /// Transactions.
     pub unit_of_work: Arc<dyn UnitOfWork>,
     /// The activity log.

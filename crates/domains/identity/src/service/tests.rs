@@ -38,6 +38,7 @@ fn world_with(settings: IdentitySettings) -> World {
         one_time_tokens: fakes.ports.one_time_tokens.clone(),
         api_keys: fakes.ports.api_keys.clone(),
         mfa: fakes.ports.mfa.clone(),
+        external: fakes.ports.external.clone(),
         unit_of_work: fakes.ports.unit_of_work.clone(),
         activity: fakes.ports.activity.clone(),
         clock: fakes.ports.clock.clone(),
@@ -1394,5 +1395,188 @@ mod mfa {
             other => panic!("expected a challenge, got {other:?}"),
         };
         assert!(w.caller(&tokens).actor.can(&USERS_READ));
+    }
+}
+
+mod external_users {
+    use super::*;
+    use crate::repository::{RoleRepository, UserRepository};
+    use crate::service::{ExternalUser, ExternalUserChange, SyncOutcome};
+
+    fn upsert(subject: &str, email: Option<&str>, name: Option<&str>) -> ExternalUserChange {
+        ExternalUserChange::Upsert(ExternalUser {
+            subject: subject.into(),
+            email: email.map(Into::into),
+            name: name.map(Into::into),
+            email_verified: false,
+        })
+    }
+
+    fn sync(w: &World, change: ExternalUserChange, at: i64) -> Result<SyncOutcome, IdentityError> {
+        block_on(w.identity.for_system().sync_external_user(
+            "idp",
+            change,
+            start() + Duration::seconds(at),
+        ))
+    }
+
+    #[test]
+    fn events_apply_once_and_in_the_order_they_happened() {
+        let w = world();
+        let SyncOutcome::Created(id) =
+            sync(&w, upsert("u1", Some("a@example.com"), None), 1).unwrap()
+        else {
+            panic!("expected a new account")
+        };
+        // The same event again: same result, no second account.
+        assert_eq!(
+            sync(&w, upsert("u1", Some("a@example.com"), None), 1).unwrap(),
+            SyncOutcome::Updated(id)
+        );
+        assert_eq!(
+            sync(&w, upsert("u1", None, Some("Ada")), 3).unwrap(),
+            SyncOutcome::Updated(id)
+        );
+        assert_eq!(
+            sync(&w, upsert("u1", None, Some("Older")), 2).unwrap(),
+            SyncOutcome::Stale
+        );
+        let user = block_on(UserRepository::find(w.fakes.store.as_ref(), id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.full_name.as_deref(), Some("Ada"));
+        assert_eq!(user.password_hash, crate::model::NO_PASSWORD);
+        assert!(
+            block_on(
+                w.identity
+                    .for_caller(&anonymous())
+                    .login("a@example.com", "!external")
+            )
+            .is_err()
+        );
+        assert_eq!(
+            sync(
+                &w,
+                ExternalUserChange::Delete {
+                    subject: "u1".into()
+                },
+                4
+            )
+            .unwrap(),
+            SyncOutcome::Deleted(Some(id))
+        );
+        assert!(
+            block_on(UserRepository::find(w.fakes.store.as_ref(), id))
+                .unwrap()
+                .unwrap()
+                .deleted_at
+                .is_some()
+        );
+        // Re-created later: the same account comes back.
+        assert_eq!(
+            sync(&w, upsert("u1", Some("a@example.com"), None), 5).unwrap(),
+            SyncOutcome::Updated(id)
+        );
+        assert!(
+            block_on(UserRepository::find(w.fakes.store.as_ref(), id))
+                .unwrap()
+                .unwrap()
+                .deleted_at
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_unlinked_account_is_never_taken_over_and_bad_data_is_named() {
+        let w = world();
+        w.register("taken@example.com");
+        assert!(matches!(
+            sync(&w, upsert("u2", Some("Taken@Example.com"), None), 1),
+            Err(IdentityError::EmailTaken)
+        ));
+        let field = |r: Result<SyncOutcome, IdentityError>| match r.map_err(domain) {
+            Err(DomainError::Validation(errors)) => errors[0].field.clone(),
+            other => panic!("expected a validation error, got {other:?}"),
+        };
+        assert_eq!(field(sync(&w, upsert("u3", None, None), 1)), "data.email");
+        assert_eq!(
+            field(sync(&w, upsert("u4", Some("not an address"), None), 1)),
+            "data.email"
+        );
+        assert_eq!(
+            field(sync(
+                &w,
+                upsert("u5", Some("e@example.com"), Some(&"n".repeat(201))),
+                1
+            )),
+            "data.name"
+        );
+        assert_eq!(
+            field(sync(&w, upsert("", Some("e@example.com"), None), 1)),
+            "data.id"
+        );
+        // Only Keel itself runs the sync.
+        let (_, admin) = w.admin();
+        assert!(
+            block_on(w.identity.for_caller(&admin).sync_external_user(
+                "idp",
+                upsert("u6", Some("f@example.com"), None),
+                start(),
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_last_administrator_cannot_be_deleted_by_the_provider() {
+        let w = world();
+        let SyncOutcome::Created(id) =
+            sync(&w, upsert("u7", Some("boss@example.com"), None), 1).unwrap()
+        else {
+            panic!("expected a new account")
+        };
+        let admin_role = block_on(w.fakes.store.find_by_name(ADMIN_ROLE))
+            .unwrap()
+            .unwrap();
+        let mut tx = block_on(w.fakes.ports.unit_of_work.begin()).unwrap();
+        block_on(
+            w.fakes
+                .store
+                .grant_role(tx.as_mut(), id, admin_role.id, start()),
+        )
+        .unwrap();
+        assert!(matches!(
+            sync(
+                &w,
+                ExternalUserChange::Delete {
+                    subject: "u7".into()
+                },
+                2
+            ),
+            Err(IdentityError::LastAdmin)
+        ));
+    }
+
+    #[test]
+    fn provider_events_are_read_from_their_types() {
+        let data = serde_json::json!({ "id": "u8", "email": "g@example.com", "full_name": "G" });
+        assert!(matches!(
+            ExternalUserChange::from_event("user.updated", &data),
+            Ok(Some(ExternalUserChange::Upsert(ExternalUser {
+                name: Some(_),
+                ..
+            })))
+        ));
+        assert_eq!(
+            ExternalUserChange::from_event("user.deleted", &data),
+            Ok(Some(ExternalUserChange::Delete {
+                subject: "u8".into()
+            }))
+        );
+        assert_eq!(
+            ExternalUserChange::from_event("invoice.paid", &data),
+            Ok(None)
+        );
+        assert!(ExternalUserChange::from_event("user.created", &serde_json::json!([1])).is_err());
     }
 }

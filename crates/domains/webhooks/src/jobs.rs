@@ -1,0 +1,44 @@
+//! The jobs of this feature.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use keel_kernel::jobs::{Job, Queue, RetryPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::model::InboundWebhook;
+
+/// Runs the handlers of one received delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInboundWebhook {
+    /// The delivery.
+    pub webhook: InboundWebhook,
+}
+
+impl Job for ProcessInboundWebhook {
+    const KIND: &'static str = "webhooks.process_inbound";
+
+    /// Handlers call Keel's own database: a few quick retries, then a long tail for an outage.
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 8,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(600),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Deletes old receipts (`webhooks.inbound_retention`): the `purge_webhook_receipts`
+/// schedule's job. A delivery older than the signature tolerance is refused before its
+/// receipt is looked up, so a receipt only has to outlive that tolerance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeWebhookReceipts {
+    /// Receipts received before this instant go.
+    pub received_before: DateTime<Utc>,
+}
+
+impl Job for PurgeWebhookReceipts {
+    const KIND: &'static str = "webhooks.purge_receipts";
+    const QUEUE: Queue = Queue::Low;
+}

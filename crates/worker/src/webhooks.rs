@@ -1,0 +1,77 @@
+//! Webhooks' jobs: processing a received delivery (its source's handlers) and the hourly
+//! purge of old receipts.
+
+use std::sync::Arc;
+
+use keel_config::Settings;
+use keel_kernel::jobs::{JobFailure, NewJob};
+use keel_kernel::{AppState, MissingService};
+use keel_webhooks::{
+    Handled, InboundRoutes, ProcessInboundWebhook, PurgeWebhookReceipts, Webhooks,
+};
+
+use crate::queue::Handlers;
+use crate::schedules::Schedule;
+
+/// Registers the webhook jobs.
+pub fn register(handlers: Handlers, state: &AppState) -> Result<Handlers, MissingService> {
+    let routes = state.get::<InboundRoutes>()?;
+    let webhooks = state.get::<Webhooks>()?;
+    Ok(handlers
+        .register(move |job: ProcessInboundWebhook, _context| {
+            let routes = routes.clone();
+            async move {
+                let webhook = &job.webhook;
+                let outcomes = routes.dispatch(webhook).await?;
+                if outcomes.is_empty() {
+                    tracing::info!(
+                        source = %webhook.source,
+                        webhook_id = %webhook.webhook_id,
+                        event_type = %webhook.event_type,
+                        "webhook received; no handler follows this source"
+                    );
+                }
+                for (handler, outcome) in outcomes {
+                    let (applied, what) = match outcome {
+                        Handled::Applied(what) => (true, what),
+                        Handled::Ignored(what) => (false, what),
+                    };
+                    tracing::info!(
+                        source = %webhook.source,
+                        webhook_id = %webhook.webhook_id,
+                        event_type = %webhook.event_type,
+                        handler,
+                        applied,
+                        "{what}"
+                    );
+                }
+                Ok(())
+            }
+        })
+        .register(move |job: PurgeWebhookReceipts, _context| {
+            let webhooks = webhooks.clone();
+            async move {
+                let purged = webhooks
+                    .purge_receipts(job.received_before)
+                    .await
+                    .map_err(JobFailure::transient)?;
+                tracing::info!(purged, "old webhook receipts purged");
+                Ok(())
+            }
+        }))
+}
+
+/// The hourly receipt purge.
+pub fn schedules(settings: &Settings) -> Vec<Schedule> {
+    let retention = chrono::Duration::from_std(settings.webhooks.inbound_retention).ok();
+    vec![Schedule {
+        name: "purge_webhook_receipts",
+        cron: "0 53 * * * *".to_owned(),
+        make: Arc::new(move |tick| {
+            let received_before = retention
+                .and_then(|retention| tick.checked_sub_signed(retention))
+                .ok_or_else(|| "webhooks.inbound_retention is out of range".to_owned())?;
+            NewJob::of(&PurgeWebhookReceipts { received_before }).map_err(|e| e.to_string())
+        }),
+    }]
+}

@@ -1,0 +1,447 @@
+//! Signed webhooks in: the Standard Webhooks receiver, deduplication by webhook id, and the
+//! example handler that keeps accounts in step with an identity provider's user events.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use keel_infrastructure::identity::entities::users;
+use keel_infrastructure::identity::external::entity as links;
+use keel_infrastructure::webhooks::entity as receipts;
+use keel_jobs::{JobRepository, JobState};
+use keel_kernel::JobId;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{Value, json};
+use standardwebhooks::Webhook;
+
+use crate::support::{TestApp, assert_problem, spawn_app_with};
+
+const SECRET: &str = "whsec_HY0Jvpuj4RWKROOtL28y4e11BibhIRDXqYnsvOnC+/U=";
+const NEXT_SECRET: &str = "whsec_qMC0bKPLNjOcQWVcDnCXO+hATm6WqEWTZDlWi3htJNg=";
+const UNKNOWN_SECRET: &str = "whsec_lQrvn65MjD8MK+OAikhxLaFtueDonw6m9fvWAOW9cDg=";
+
+/// An app receiving from `idp` (an identity provider whose user events are synced) and from
+/// `billing` (received, no handler).
+async fn receiving_app() -> TestApp {
+    spawn_app_with(&[
+        (
+            "APP__WEBHOOKS__INBOUND__IDP__SECRETS",
+            &format!("{SECRET},{NEXT_SECRET}"),
+        ),
+        ("APP__WEBHOOKS__INBOUND__IDP__SYNC_USERS", "true"),
+        ("APP__WEBHOOKS__INBOUND__BILLING__SECRETS", SECRET),
+    ])
+    .await
+}
+
+/// A delivery: its id, the unix second it was signed, the body, signed with `secret`.
+struct Delivery {
+    id: String,
+    signed_at: i64,
+    body: String,
+    secret: &'static str,
+}
+
+impl Delivery {
+    fn new(id: &str, event_type: &str, data: Value) -> Self {
+        let mut body = json!({ "type": event_type, "timestamp": Utc::now() });
+        body["data"] = data;
+        Self {
+            id: id.to_owned(),
+            signed_at: Utc::now().timestamp(),
+            body: body.to_string(),
+            secret: SECRET,
+        }
+    }
+
+    fn signature(&self) -> String {
+        Webhook::new(self.secret)
+            .unwrap()
+            .sign(&self.id, self.signed_at, self.body.as_bytes())
+            .unwrap()
+    }
+
+    async fn send(&self, app: &TestApp, source: &str) -> reqwest::Response {
+        app.client
+            .post(app.url(&format!("/api/v1/webhooks/{source}")))
+            .header("content-type", "application/json")
+            .header("webhook-id", &self.id)
+            .header("webhook-timestamp", self.signed_at.to_string())
+            .header("webhook-signature", self.signature())
+            .body(self.body.clone())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn status_of(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["status"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+async fn receipt_count(app: &TestApp) -> u64 {
+    receipts::Entity::find().count(&app.pool).await.unwrap()
+}
+
+/// The job of the delivery `id`, once it finished (15 s at most).
+async fn finished_job(app: &TestApp, id: &str) -> keel_jobs::model::JobRecord {
+    let receipt = receipts::Entity::find()
+        .filter(receipts::Column::WebhookId.eq(id))
+        .one(&app.pool)
+        .await
+        .unwrap()
+        .expect("a receipt");
+    let job_id = JobId::from_uuid(receipt.job_id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let job = app.services.jobs.get(job_id).await.unwrap();
+        if let Some(job) = job.filter(|j| j.state.is_finished()) {
+            return job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job of {id} never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The account row with `email`, deleted or not.
+async fn account(app: &TestApp, email: &str) -> Option<users::Model> {
+    users::Entity::find()
+        .filter(users::Column::Email.eq(email))
+        .one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until the job of delivery `id` succeeded.
+async fn processed(app: &TestApp, id: &str) {
+    let job = finished_job(app, id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+}
+
+#[tokio::test]
+async fn a_delivery_is_processed_once_even_when_sent_three_times() {
+    let app = receiving_app().await;
+    let delivery = Delivery::new(
+        "msg_created_1",
+        "user.created",
+        json!({ "id": "usr_1", "email": "ada@example.com", "name": "Ada", "email_verified": true }),
+    );
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(status_of(delivery.send(&app, "idp").await).await);
+    }
+    assert_eq!(
+        answers,
+        [
+            (202, "accepted".to_owned()),
+            (200, "duplicate".to_owned()),
+            (200, "duplicate".to_owned())
+        ]
+    );
+    // Three more at once, as a sender retrying from several workers would: one is new.
+    let racing = Delivery::new(
+        "msg_billing_1",
+        "invoice.paid",
+        json!({ "invoice": "inv_1" }),
+    );
+    let answers = futures_util::future::join_all(
+        (0..3).map(|_| async { status_of(racing.send(&app, "billing").await).await.0 }),
+    )
+    .await;
+    assert_eq!(
+        answers.iter().filter(|s| **s == 202).count(),
+        1,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 200).count(),
+        2,
+        "{answers:?}"
+    );
+    assert_eq!(receipt_count(&app).await, 2);
+
+    let worker = app.start_worker().await;
+    processed(&app, "msg_created_1").await;
+    processed(&app, "msg_billing_1").await;
+    let created = account(&app, "ada@example.com").await.expect("the account");
+    assert_eq!(created.full_name.as_deref(), Some("Ada"));
+    assert!(created.email_verified_at.is_some());
+    // Once more after processing: still acknowledged, still one account.
+    assert_eq!(status_of(delivery.send(&app, "idp").await).await.0, 200);
+    assert_eq!(
+        users::Entity::find()
+            .filter(users::Column::Email.eq("ada@example.com"))
+            .count(&app.pool)
+            .await
+            .unwrap(),
+        1
+    );
+    // Signed in by the provider only: no password opens it.
+    for password in ["", "!external", "external"] {
+        let login = app
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({ "email": "ada@example.com", "password": password }),
+            )
+            .await;
+        assert_ne!(login.status().as_u16(), 200);
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn forged_late_and_malformed_deliveries_are_refused_and_store_nothing() {
+    let app = receiving_app().await;
+    let data = json!({ "id": "usr_2", "email": "bob@example.com" });
+
+    let mut forged = Delivery::new("msg_forged", "user.created", data.clone());
+    forged.secret = UNKNOWN_SECRET;
+    assert_problem(
+        forged.send(&app, "idp").await,
+        401,
+        "webhook.signature_invalid",
+    )
+    .await;
+
+    // A signature of one body does not carry another.
+    let honest = Delivery::new("msg_tampered", "user.created", data.clone());
+    let response = app
+        .client
+        .post(app.url("/api/v1/webhooks/idp"))
+        .header("webhook-id", &honest.id)
+        .header("webhook-timestamp", honest.signed_at.to_string())
+        .header("webhook-signature", honest.signature())
+        .body(honest.body.replace("bob@", "mallory@"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401, "webhook.signature_invalid").await;
+
+    // The id is signed too: a captured delivery replayed under a new id fails.
+    let mut renamed = Delivery::new("msg_original", "user.created", data.clone());
+    let signature = renamed.signature();
+    renamed.id = "msg_renamed".to_owned();
+    let response = app
+        .client
+        .post(app.url("/api/v1/webhooks/idp"))
+        .header("webhook-id", &renamed.id)
+        .header("webhook-timestamp", renamed.signed_at.to_string())
+        .header("webhook-signature", signature)
+        .body(renamed.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401, "webhook.signature_invalid").await;
+
+    for offset in [-301, 400] {
+        let mut late = Delivery::new(&format!("msg_late_{offset}"), "user.created", data.clone());
+        late.signed_at += offset;
+        assert_problem(
+            late.send(&app, "idp").await,
+            401,
+            "webhook.timestamp_out_of_tolerance",
+        )
+        .await;
+    }
+
+    // A signed body that is not the Standard Webhooks payload names the body.
+    let mut not_json = Delivery::new("msg_not_json", "x", json!(null));
+    not_json.body = "[1, 2".to_owned();
+    let problem = assert_problem(not_json.send(&app, "idp").await, 422, "validation_failed").await;
+    assert_eq!(crate::support::error_fields(&problem), ["body"]);
+
+    let missing = app
+        .client
+        .post(app.url("/api/v1/webhooks/idp"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(missing, 422, "validation_failed").await;
+    assert_eq!(crate::support::error_fields(&problem), ["webhook-id"]);
+
+    let spaced = Delivery::new("msg with spaces", "user.created", data.clone());
+    let problem = assert_problem(spaced.send(&app, "idp").await, 422, "validation_failed").await;
+    assert_eq!(crate::support::error_fields(&problem), ["webhook-id"]);
+
+    let unknown = Delivery::new("msg_unknown_source", "user.created", data.clone());
+    assert_problem(unknown.send(&app, "nobody").await, 404, "not_found").await;
+
+    assert_eq!(receipt_count(&app).await, 0);
+    // The registry is the process's, shared by every test in this binary: at least ours.
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(value(r#"webhooks_received_total{source="idp",outcome="bad_signature"}"#) >= 3);
+    assert!(value(r#"webhooks_received_total{source="idp",outcome="out_of_tolerance"}"#) >= 2);
+    assert!(value(r#"webhooks_received_total{source="unknown",outcome="unknown_source"}"#) >= 1);
+    assert!(
+        !metrics.contains(r#"source="nobody""#),
+        "made-up names never become labels"
+    );
+}
+
+#[tokio::test]
+async fn a_new_secret_is_accepted_beside_the_old_one_while_rotating() {
+    let app = receiving_app().await;
+    let old = Delivery::new("msg_old_secret", "user.created", json!({ "id": "usr_3" }));
+    let mut new = Delivery::new("msg_new_secret", "user.created", json!({ "id": "usr_4" }));
+    new.secret = NEXT_SECRET;
+    assert_eq!(status_of(old.send(&app, "idp").await).await.0, 202);
+    assert_eq!(status_of(new.send(&app, "idp").await).await.0, 202);
+    // `billing` has only the old one.
+    let mut other = Delivery::new("msg_new_secret", "invoice.paid", json!({}));
+    other.secret = NEXT_SECRET;
+    assert_problem(
+        other.send(&app, "billing").await,
+        401,
+        "webhook.signature_invalid",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn provider_user_events_keep_the_account_in_step_and_in_order() {
+    let app = receiving_app().await;
+    let worker = app.start_worker().await;
+    let at = |secs: i64| (Utc::now() - chrono::Duration::seconds(60 - secs)).to_rfc3339();
+    let send = |id: &'static str, event_type: &'static str, secs: i64, data: Value| {
+        let mut delivery = Delivery::new(id, event_type, data.clone());
+        delivery.body =
+            json!({ "type": event_type, "timestamp": at(secs), "data": data }).to_string();
+        delivery
+    };
+
+    let created = send(
+        "m1",
+        "user.created",
+        0,
+        json!({ "id": "usr_5", "email": "cy@example.com", "name": "Cy" }),
+    );
+    assert_eq!(status_of(created.send(&app, "idp").await).await.0, 202);
+    processed(&app, "m1").await;
+    let id = account(&app, "cy@example.com").await.expect("created").id;
+    assert!(
+        account(&app, "cy@example.com")
+            .await
+            .unwrap()
+            .email_verified_at
+            .is_none()
+    );
+
+    let renamed = send(
+        "m2",
+        "user.updated",
+        10,
+        json!({ "id": "usr_5", "email": "cy@new.example.com", "name": "Cyrus", "email_verified": true }),
+    );
+    assert_eq!(status_of(renamed.send(&app, "idp").await).await.0, 202);
+    processed(&app, "m2").await;
+    let row = account(&app, "cy@new.example.com").await.expect("renamed");
+    assert_eq!((row.id, row.full_name.as_deref()), (id, Some("Cyrus")));
+    assert!(row.email_verified_at.is_some());
+
+    // The sender's retry of an older event arrives late: it changes nothing.
+    let late = send(
+        "m0",
+        "user.updated",
+        5,
+        json!({ "id": "usr_5", "email": "cy@old.example.com", "name": "Old" }),
+    );
+    assert_eq!(status_of(late.send(&app, "idp").await).await.0, 202);
+    processed(&app, "m0").await;
+    assert_eq!(
+        account(&app, "cy@new.example.com")
+            .await
+            .unwrap()
+            .full_name
+            .as_deref(),
+        Some("Cyrus")
+    );
+    assert!(account(&app, "cy@old.example.com").await.is_none());
+
+    let deleted = send("m3", "user.deleted", 20, json!({ "id": "usr_5" }));
+    assert_eq!(status_of(deleted.send(&app, "idp").await).await.0, 202);
+    processed(&app, "m3").await;
+    assert!(
+        account(&app, "cy@new.example.com")
+            .await
+            .unwrap()
+            .deleted_at
+            .is_some()
+    );
+    let stale = send(
+        "m2b",
+        "user.updated",
+        15,
+        json!({ "id": "usr_5", "name": "Back" }),
+    );
+    assert_eq!(status_of(stale.send(&app, "idp").await).await.0, 202);
+    processed(&app, "m2b").await;
+    assert!(
+        account(&app, "cy@new.example.com")
+            .await
+            .unwrap()
+            .deleted_at
+            .is_some(),
+        "a stale update does not restore"
+    );
+
+    // A deletion that overtook its creation: the creation, older, never makes an account.
+    let early_delete = send("m5", "user.deleted", 30, json!({ "id": "usr_6" }));
+    assert_eq!(status_of(early_delete.send(&app, "idp").await).await.0, 202);
+    processed(&app, "m5").await;
+    let late_create = send(
+        "m4",
+        "user.created",
+        25,
+        json!({ "id": "usr_6", "email": "dee@example.com" }),
+    );
+    assert_eq!(status_of(late_create.send(&app, "idp").await).await.0, 202);
+    processed(&app, "m4").await;
+    assert!(account(&app, "dee@example.com").await.is_none());
+    let link = links::Entity::find()
+        .filter(links::Column::Subject.eq("usr_6"))
+        .one(&app.pool)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(link.deleted && link.user_id.is_none());
+
+    // An address that belongs to an account the provider does not own is never taken over.
+    app.register("eve@example.com").await;
+    let takeover = send(
+        "m6",
+        "user.created",
+        40,
+        json!({ "id": "usr_7", "email": "EVE@example.com" }),
+    );
+    assert_eq!(status_of(takeover.send(&app, "idp").await).await.0, 202);
+    let job = finished_job(&app, "m6").await;
+    assert_eq!(job.state, JobState::Dead, "a refused change is not retried");
+    assert!(job.last_error.unwrap_or_default().contains("email"));
+    let eve = account(&app, "eve@example.com").await.unwrap();
+    assert!(
+        eve.password_hash.starts_with("$argon2"),
+        "the account keeps its password"
+    );
+
+    // Events of other kinds from the provider are acknowledged and ignored.
+    let other = send("m7", "organization.created", 50, json!({ "id": "org_1" }));
+    assert_eq!(status_of(other.send(&app, "idp").await).await.0, 202);
+    processed(&app, "m7").await;
+    worker.stop().await;
+}
