@@ -13,7 +13,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use standardwebhooks::Webhook;
 
-use crate::support::{TestApp, assert_problem, spawn_app_with};
+use crate::support::{TestApp, assert_problem, spawn_app, spawn_app_with};
 
 const SECRET: &str = "whsec_HY0Jvpuj4RWKROOtL28y4e11BibhIRDXqYnsvOnC+/U=";
 const NEXT_SECRET: &str = "whsec_qMC0bKPLNjOcQWVcDnCXO+hATm6WqEWTZDlWi3htJNg=";
@@ -443,5 +443,347 @@ async fn provider_user_events_keep_the_account_in_step_and_in_order() {
     let other = send("m7", "organization.created", 50, json!({ "id": "org_1" }));
     assert_eq!(status_of(other.send(&app, "idp").await).await.0, 202);
     processed(&app, "m7").await;
+    worker.stop().await;
+}
+
+/// A receiver on loopback for outbound deliveries: `/fail-then-ok/{n}` answers 503 to the
+/// first n requests, anything else 200. Keeps every request's headers and body.
+struct Receiver {
+    base: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, http_headers::Headers, String)>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+mod http_headers {
+    /// Lower-case header name → value.
+    pub(super) type Headers = std::collections::BTreeMap<String, String>;
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, http_headers::Headers, String)>>>;
+        async fn receive(
+            req: HttpRequest,
+            body: web::Bytes,
+            seen: web::Data<Seen>,
+        ) -> HttpResponse {
+            let path = req.path().to_owned();
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let hits = {
+                let mut seen = seen.lock().unwrap();
+                seen.push((
+                    path.clone(),
+                    headers,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                seen.iter().filter(|(p, _, _)| *p == path).count()
+            };
+            match path
+                .strip_prefix("/fail-then-ok/")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(failures) if hits <= failures => HttpResponse::ServiceUnavailable().finish(),
+                _ => HttpResponse::Ok().finish(),
+            }
+        }
+        let seen: Seen = std::sync::Arc::default();
+        let data = web::Data::new(seen.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(receive))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let base = format!("http://127.0.0.1:{}", server.addrs()[0].port());
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { base, seen, handle }
+    }
+
+    fn requests(&self, path: &str) -> Vec<(http_headers::Headers, String)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, h, b)| (h.clone(), b.clone()))
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}
+
+/// Polls the endpoint's deliveries until `done` accepts them (15 s at most).
+async fn deliveries_until(
+    app: &TestApp,
+    token: &str,
+    endpoint: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = app
+            .get_authed_json(
+                &format!("/api/v1/webhooks/endpoints/{endpoint}/deliveries"),
+                token,
+            )
+            .await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if done(&items) || std::time::Instant::now() > deadline {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_retried_then_succeeds_and_every_attempt_is_signed_and_logged() {
+    let receiver = Receiver::start().await;
+    let app = spawn_app_with(&[
+        ("APP__WEBHOOKS__OUTBOUND__ALLOW_PRIVATE_TARGETS", "true"),
+        ("APP__WEBHOOKS__OUTBOUND__BACKOFF", "100ms"),
+        ("APP__WEBHOOKS__OUTBOUND__MAX_ATTEMPTS", "4"),
+    ])
+    .await;
+    let admin = app.admin("ops@example.com").await;
+    let created = app
+        .post(
+            "/api/v1/webhooks/endpoints",
+            Some(&admin),
+            &json!({
+                "url": format!("{}/fail-then-ok/2", receiver.base),
+                "events": ["project.created"],
+                "description": "CRM"
+            }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let endpoint: Value = created.json().await.unwrap();
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    let listed = app
+        .get_authed_json("/api/v1/webhooks/endpoints", &admin)
+        .await;
+    assert_eq!(listed["items"][0]["id"], endpoint_id.as_str());
+    assert!(listed["items"][0].get("secret").is_none(), "shown once");
+
+    // A member's change becomes an event; an event type nobody follows does not.
+    let (_, member) = app.member("mia@example.com").await;
+    let project: Value = app
+        .post(
+            "/api/v1/projects",
+            Some(&member),
+            &json!({ "name": "Relaunch" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let worker = app.start_worker().await;
+    let items = deliveries_until(&app, &admin, &endpoint_id, |items| {
+        items.first().is_some_and(|d| d["state"] == "succeeded")
+    })
+    .await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    let delivery = &items[0];
+    assert_eq!(delivery["event_type"], "project.created");
+    let statuses: Vec<Value> = delivery["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!(503), json!(503), json!(200)]);
+    assert!(
+        delivery["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["latency_ms"].is_u64())
+    );
+
+    // What the endpoint got: three copies under one webhook id, each verifiable with the secret.
+    let requests = receiver.requests("/fail-then-ok/2");
+    assert_eq!(requests.len(), 3);
+    let verifier = Webhook::new(&secret).unwrap();
+    for (headers, body) in &requests {
+        assert_eq!(
+            headers["webhook-id"],
+            delivery["webhook_id"].as_str().unwrap()
+        );
+        let mut map = http::HeaderMap::new();
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            map.insert(name, headers[name].parse().unwrap());
+        }
+        verifier
+            .verify(body.as_bytes(), &map)
+            .expect("a valid signature");
+        let event: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(event["type"], "project.created");
+        assert_eq!(event["data"]["id"], project_id.as_str());
+        assert_eq!(event["data"]["resource"], "project");
+        assert!(
+            !body.contains("127.0.0.1") || !body.contains("ip"),
+            "no client address"
+        );
+    }
+    let updated = crate::support::send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/projects/{project_id}"),
+        &member,
+        Some(json!({ "name": "Relaunch 2" })),
+    )
+    .await;
+    assert_eq!(updated.status(), 200);
+
+    // Redelivered by an admin: one more attempt, same webhook id.
+    let delivery_id = delivery["id"].as_str().unwrap();
+    let redelivered = app
+        .post(
+            &format!("/api/v1/webhooks/deliveries/{delivery_id}/redeliver"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(redelivered.status(), 202);
+    let items = deliveries_until(&app, &admin, &endpoint_id, |items| {
+        items[0]["attempts"]
+            .as_array()
+            .is_some_and(|a| a.len() == 4)
+            && items[0]["state"] == "succeeded"
+    })
+    .await;
+    assert_eq!(items.len(), 1, "project.updated is not followed: {items:?}");
+    assert_eq!(receiver.requests("/fail-then-ok/2").len(), 4);
+    // Members manage nothing here.
+    let refused = app
+        .client
+        .get(app.url("/api/v1/webhooks/endpoints"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(refused, 403, "forbidden").await;
+    worker.stop().await;
+}
+
+/// A host name (not `localhost`) that resolves to this machine, from /etc/hosts; else a
+/// `localhost.` the name check does not catch.
+fn loopback_name() -> String {
+    std::fs::read_to_string("/etc/hosts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let ip: std::net::IpAddr = fields.next()?.parse().ok()?;
+            (ip.is_loopback()).then(|| {
+                fields
+                    .find(|n| !n.starts_with('#') && !n.contains("localhost"))
+                    .map(str::to_owned)
+            })?
+        })
+        .next()
+        .unwrap_or_else(|| "localhost.".to_owned())
+}
+
+#[tokio::test]
+async fn a_loopback_target_is_refused_when_subscribing_and_when_delivering() {
+    let receiver = Receiver::start().await;
+    let app = spawn_app().await;
+    let admin = app.admin("ops@example.com").await;
+    let port = receiver.base.rsplit(':').next().unwrap().to_owned();
+    for url in [
+        receiver.base.clone(),
+        format!("http://localhost:{port}/"),
+        format!("http://[::1]:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://2130706433:{port}/"),
+    ] {
+        let response = app
+            .post(
+                "/api/v1/webhooks/endpoints",
+                Some(&admin),
+                &json!({ "url": url, "events": ["*"] }),
+            )
+            .await;
+        let problem = assert_problem(response, 422, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], "url", "{url}");
+        assert_eq!(problem["errors"][0]["code"], "private_target", "{url}");
+    }
+    // A name is checked where it is resolved: at every attempt, so DNS cannot be switched
+    // to a private address after the check.
+    let sneaky = format!("http://{}:{port}/sneaky", loopback_name());
+    let created = app
+        .post(
+            "/api/v1/webhooks/endpoints",
+            Some(&admin),
+            &json!({ "url": sneaky, "events": ["project.created"] }),
+        )
+        .await;
+    assert_eq!(created.status(), 201, "{sneaky}");
+    let endpoint: Value = created.json().await.unwrap();
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    let (_, member) = app.member("mia@example.com").await;
+    app.post(
+        "/api/v1/projects",
+        Some(&member),
+        &json!({ "name": "Secret plans" }),
+    )
+    .await;
+    let worker = app.start_worker().await;
+    let items = deliveries_until(&app, &admin, &endpoint_id, |items| {
+        items.first().is_some_and(|d| d["state"] == "failed")
+    })
+    .await;
+    assert_eq!(items[0]["state"], "failed", "{items:?}");
+    let attempts = items[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "a refused target is not retried");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no public address"),
+        "{attempts:?}"
+    );
+    assert!(
+        receiver.requests("/sneaky").is_empty(),
+        "nothing reached the loopback receiver"
+    );
+
+    // Deleting the endpoint takes its deliveries with it.
+    let deleted = crate::support::send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/webhooks/endpoints/{endpoint_id}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status(), 204);
+    let gone = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/webhooks/endpoints/{endpoint_id}/deliveries"
+        )))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(gone, 404, "not_found").await;
     worker.stop().await;
 }

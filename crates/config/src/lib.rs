@@ -627,6 +627,17 @@ pub struct InboundWebhookSettings {
 pub struct OutboundWebhookSettings {
     /// Deliver to private, loopback and link-local addresses too (development only).
     pub allow_private_targets: bool,
+    /// Attempts per delivery before it is `failed` (an admin can still redeliver it).
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles after each failure (with jitter).
+    #[serde(with = "duration")]
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// Longest an attempt may take, connection included.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
 }
 
 /// `[activity]`

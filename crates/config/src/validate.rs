@@ -253,6 +253,24 @@ fn validate_webhooks(settings: &Settings, problems: &mut Problems) {
         "webhooks.inbound_retention",
         "must be greater than zero",
     );
+    let outbound = &webhooks.outbound;
+    problems.check(
+        (1..=50).contains(&outbound.max_attempts),
+        "webhooks.outbound.max_attempts",
+        "must be between 1 and 50",
+    );
+    problems.check(
+        outbound.backoff >= std::time::Duration::from_millis(10)
+            && outbound.backoff <= outbound.max_backoff,
+        "webhooks.outbound.backoff",
+        "must be at least 10ms and at most webhooks.outbound.max_backoff",
+    );
+    problems.check(
+        (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(300))
+            .contains(&outbound.timeout),
+        "webhooks.outbound.timeout",
+        "must be between 1s and 5m",
+    );
     for (source, inbound) in &webhooks.inbound {
         let key = format!("webhooks.inbound.{source}");
         problems.check(

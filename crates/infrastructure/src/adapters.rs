@@ -53,7 +53,20 @@ pub struct Adapters {
 impl Adapters {
     /// The activity log as the port use cases write to.
     pub fn activity_log(&self) -> Arc<dyn ActivityLog> {
-        self.activity.clone()
+        let subscriptions = self
+            .process
+            .get_or_try_init(|| {
+                Ok::<_, std::convert::Infallible>(Arc::new(
+                    crate::webhooks::Subscriptions::default(),
+                ))
+            })
+            .unwrap_or_else(|never| match never {});
+        Arc::new(crate::webhooks::PublishingActivity {
+            log: self.activity.clone(),
+            endpoints: Arc::new(crate::webhooks::SeaOutbound::new(self.db.clone())),
+            jobs: self.jobs.clone(),
+            subscriptions,
+        })
     }
 
     /// A read-through cache for the feature `space` on the shared cache, configured by

@@ -1,5 +1,6 @@
-//! Webhooks' jobs: processing a received delivery (its source's handlers) and the hourly
-//! purge of old receipts.
+//! Webhooks' jobs: processing a received delivery (its source's handlers), the hourly purge
+//! of old receipts, and outbound: the fan-out of an event to the endpoints that follow it and
+//! each delivery attempt.
 
 use std::sync::Arc;
 
@@ -7,16 +8,23 @@ use keel_config::Settings;
 use keel_kernel::jobs::{JobFailure, NewJob};
 use keel_kernel::{AppState, MissingService};
 use keel_webhooks::{
-    Handled, InboundRoutes, ProcessInboundWebhook, PurgeWebhookReceipts, Webhooks,
+    DeliverWebhook, FanOutWebhookEvent, Handled, InboundRoutes, OutboundWebhooks,
+    ProcessInboundWebhook, PurgeWebhookReceipts, Webhooks,
 };
 
 use crate::queue::Handlers;
 use crate::schedules::Schedule;
 
+/// `webhook_deliveries_total{outcome}`: delivery attempts by outcome (`succeeded`,
+/// `cancelled`, `retrying`, `refused`, `failed` is a `retrying` that was the last).
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
+
 /// Registers the webhook jobs.
 pub fn register(handlers: Handlers, state: &AppState) -> Result<Handlers, MissingService> {
     let routes = state.get::<InboundRoutes>()?;
     let webhooks = state.get::<Webhooks>()?;
+    let outbound = state.get::<OutboundWebhooks>()?;
+    let fan_out = outbound.clone();
     Ok(handlers
         .register(move |job: ProcessInboundWebhook, _context| {
             let routes = routes.clone();
@@ -57,6 +65,37 @@ pub fn register(handlers: Handlers, state: &AppState) -> Result<Handlers, Missin
                     .map_err(JobFailure::transient)?;
                 tracing::info!(purged, "old webhook receipts purged");
                 Ok(())
+            }
+        })
+        .register(move |job: FanOutWebhookEvent, _context| {
+            let outbound = fan_out.clone();
+            async move {
+                let event_type = job.event.event_type.clone();
+                let deliveries = outbound
+                    .fan_out(job.event)
+                    .await
+                    .map_err(JobFailure::transient)?;
+                tracing::info!(%event_type, deliveries, "webhook event fanned out");
+                Ok(())
+            }
+        })
+        .register(move |job: DeliverWebhook, context| {
+            let outbound = outbound.clone();
+            async move {
+                let result = outbound
+                    .deliver(job.delivery, context.attempt, context.max_attempts)
+                    .await;
+                let outcome = match &result {
+                    Ok(state) => state.as_str(),
+                    Err(JobFailure::Permanent(_)) => "refused",
+                    Err(JobFailure::Transient(_)) => "retrying",
+                };
+                metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(1);
+                match &result {
+                    Ok(_) => tracing::info!(delivery = %job.delivery, attempt = context.attempt, outcome, "webhook delivery attempt"),
+                    Err(error) => tracing::warn!(delivery = %job.delivery, attempt = context.attempt, outcome, %error, "webhook delivery attempt failed"),
+                }
+                result.map(drop)
             }
         }))
 }

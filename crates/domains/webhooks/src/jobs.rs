@@ -42,3 +42,27 @@ impl Job for PurgeWebhookReceipts {
     const KIND: &'static str = "webhooks.purge_receipts";
     const QUEUE: Queue = Queue::Low;
 }
+
+/// Creates the deliveries of one event (`webhooks.fan_out`); enqueued with the change that
+/// caused the event, when an endpoint follows its type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FanOutWebhookEvent {
+    /// The event.
+    pub event: crate::outbound::OutboundEvent,
+}
+
+impl Job for FanOutWebhookEvent {
+    const KIND: &'static str = "webhooks.fan_out";
+}
+
+/// One attempt at one delivery (`webhooks.deliver`); its policy comes from
+/// `[webhooks.outbound]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverWebhook {
+    /// The delivery.
+    pub delivery: crate::outbound::DeliveryId,
+}
+
+impl Job for DeliverWebhook {
+    const KIND: &'static str = "webhooks.deliver";
+}

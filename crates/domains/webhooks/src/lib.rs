@@ -5,17 +5,24 @@
 //! and enqueues [`ProcessInboundWebhook`] in the same transaction, so a delivery is processed
 //! exactly once however often the sender retries it. What processing means is up to the
 //! features: each registers an [`InboundHandler`] for the sources it cares about.
+//!
+//! Outbound ([`outbound`]): endpoints subscribe to Keel's events; each becomes a delivery that
+//! a job signs and sends, with retries, a log of attempts and redelivery.
 
 pub mod inbound;
 pub mod jobs;
 pub mod model;
+pub mod outbound;
+pub mod policy;
 pub mod repository;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use inbound::{Handled, InboundHandler, InboundRoutes};
-pub use jobs::{ProcessInboundWebhook, PurgeWebhookReceipts};
+pub use jobs::{DeliverWebhook, FanOutWebhookEvent, ProcessInboundWebhook, PurgeWebhookReceipts};
 pub use model::{InboundWebhook, Receipt, ReceiptRecord};
+pub use outbound::OutboundWebhooks;
+pub use policy::PERMISSIONS;
 pub use repository::WebhookReceiptRepository;
 pub use service::Webhooks;

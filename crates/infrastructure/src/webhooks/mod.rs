@@ -1,7 +1,11 @@
 //! Webhook receipts in `webhook_receipts`, and the routes of inbound deliveries.
 
+pub mod outbound;
+mod publish;
 mod sync_users;
 
+pub use outbound::{PepperKeys, ReqwestSender, SeaOutbound};
+pub use publish::{PublishingActivity, Subscriptions};
 pub use sync_users::SyncUsers;
 
 use async_trait::async_trait;
@@ -103,6 +107,37 @@ pub fn register(
         }
     }
     state.insert(routes);
+    let outbound_settings = &adapters.settings.webhooks.outbound;
+    let store = std::sync::Arc::new(SeaOutbound::new(adapters.db.clone()));
+    let retry = keel_kernel::jobs::RetryPolicy {
+        max_attempts: outbound_settings.max_attempts,
+        backoff: outbound_settings.backoff,
+        max_backoff: outbound_settings.max_backoff,
+        timeout: outbound_settings.timeout + std::time::Duration::from_secs(5),
+    };
+    let sender = ReqwestSender::new(
+        outbound_settings.allow_private_targets,
+        outbound_settings.timeout,
+        &format!("{}-webhooks", adapters.settings.app.name),
+    )?;
+    state
+        .permissions(keel_webhooks::PERMISSIONS)
+        .insert(keel_webhooks::OutboundWebhooks::new(
+            keel_webhooks::outbound::OutboundPorts {
+                endpoints: store.clone(),
+                deliveries: store,
+                keys: std::sync::Arc::new(PepperKeys::new(&adapters.settings.auth)),
+                sender: std::sync::Arc::new(sender),
+                unit_of_work: adapters.unit_of_work.clone(),
+                jobs: adapters.jobs.clone(),
+                activity: adapters.activity_log(),
+                clock: adapters.clock.clone(),
+            },
+            keel_webhooks::outbound::OutboundSettings {
+                allow_private_targets: outbound_settings.allow_private_targets,
+                retry,
+            },
+        ));
     state.insert(Webhooks::new(
         std::sync::Arc::new(SeaWebhookReceipts {
             db: adapters.db.clone(),

@@ -1,0 +1,127 @@
+//! Keel's events: every activity entry a use case records is an event, and an event that an
+//! endpoint follows is handed to `webhooks.fan_out` in the same transaction (the outbox), so
+//! it goes out exactly when the change commits.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use keel_kernel::activity::ActivityLog;
+use keel_kernel::jobs::{JobQueue, NewJob};
+use keel_kernel::{Caller, NewActivity, RepoError, Transaction};
+use keel_webhooks::FanOutWebhookEvent;
+use keel_webhooks::outbound::{EndpointRepository, OutboundEvent};
+use serde_json::json;
+
+use crate::activity::SeaActivity;
+
+/// How long this process trusts its view of which event types endpoints follow. A change
+/// recorded by this process refreshes it at once; another replica's within this long.
+const FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// The event types some endpoint follows (`*` for all), as last read; one per process.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    view: Mutex<View>,
+}
+
+#[derive(Debug, Default)]
+struct View {
+    read: Option<(Instant, Arc<BTreeSet<String>>)>,
+    /// After a change to an endpoint, nothing is cached until this instant: a transaction
+    /// reading before that change commits must not keep the old view for [`FRESH_FOR`].
+    uncached_until: Option<Instant>,
+}
+
+impl Subscriptions {
+    fn fresh(&self) -> Option<Arc<BTreeSet<String>>> {
+        let view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        view.read
+            .as_ref()
+            .filter(|(read, _)| read.elapsed() < FRESH_FOR)
+            .map(|(_, types)| types.clone())
+    }
+
+    fn store(&self, types: BTreeSet<String>) -> Arc<BTreeSet<String>> {
+        let types = Arc::new(types);
+        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        if view
+            .uncached_until
+            .is_none_or(|until| Instant::now() >= until)
+        {
+            view.read = Some((Instant::now(), types.clone()));
+        }
+        types
+    }
+
+    fn forget(&self) {
+        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        view.read = None;
+        view.uncached_until = Some(Instant::now() + Duration::from_secs(2));
+    }
+}
+
+/// The activity log that also publishes: records the entry, then enqueues its fan-out when an
+/// endpoint follows its action.
+#[derive(Debug, Clone)]
+pub struct PublishingActivity {
+    /// Where entries are stored.
+    pub log: Arc<SeaActivity>,
+    /// The endpoints (read in the use case's transaction when the view is stale).
+    pub endpoints: Arc<dyn EndpointRepository>,
+    /// The outbox.
+    pub jobs: Arc<dyn JobQueue>,
+    /// The process's view of the subscriptions.
+    pub subscriptions: Arc<Subscriptions>,
+}
+
+impl PublishingActivity {
+    async fn followed(&self, tx: &mut dyn Transaction) -> Result<Arc<BTreeSet<String>>, RepoError> {
+        if let Some(types) = self.subscriptions.fresh() {
+            return Ok(types);
+        }
+        let types = self
+            .endpoints
+            .list_in(tx)
+            .await?
+            .into_iter()
+            .flat_map(|endpoint| endpoint.events)
+            .collect();
+        Ok(self.subscriptions.store(types))
+    }
+}
+
+#[async_trait]
+impl ActivityLog for PublishingActivity {
+    async fn record(
+        &self,
+        tx: &mut dyn Transaction,
+        caller: &Caller,
+        entry: NewActivity,
+    ) -> Result<(), RepoError> {
+        let event = OutboundEvent {
+            event_type: entry.action.to_owned(),
+            occurred_at: entry.at,
+            data: json!({
+                "resource": entry.resource_type,
+                "id": entry.resource_id,
+                "subject": entry.subject,
+                "actor": { "type": caller.actor.kind(), "id": caller.actor.user_id() },
+                "changes": entry.changes,
+            }),
+        };
+        self.log.record(tx, caller, entry).await?;
+        if event.event_type.starts_with("webhook_endpoint.") {
+            // Its own transaction has not committed yet: the next read sees the change.
+            self.subscriptions.forget();
+        }
+        let followed = self.followed(tx).await?;
+        if followed.contains("*") || followed.contains(&event.event_type) {
+            let job = NewJob::of(&FanOutWebhookEvent { event })?
+                .caused_by(caller.actor.user_id(), &caller.origin);
+            self.jobs.enqueue(tx, job).await?;
+        }
+        Ok(())
+    }
+}
