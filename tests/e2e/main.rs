@@ -23,6 +23,7 @@ mod migrations;
 mod openapi;
 mod outbound;
 mod projects;
+mod realtime;
 mod release_notes;
 mod security;
 mod storage;

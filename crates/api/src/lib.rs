@@ -62,5 +62,6 @@ features! {
     projects,
     files,
     webhooks,
+    realtime,
     // keel:new-domain:features
 }

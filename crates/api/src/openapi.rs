@@ -491,7 +491,8 @@ pub fn string_enum(names: &[&str]) -> Schema {
         (name = "activity", description = "The append-only activity log."),
         (name = "release-notes", description = "The public \"What's New\" feed."),
         (name = "projects", description = "The example owner-scoped resource."),
-        (name = "webhooks", description = "Signed webhooks (Standard Webhooks) from other services."),
+        (name = "webhooks", description = "Signed webhooks (Standard Webhooks): received from other services, sent to subscribed endpoints."),
+        (name = "realtime", description = "Live changes over a WebSocket (messages in docs/realtime.md)."),
         (name = "operations", description = "Health checks and metrics.")
     )
 )]

@@ -176,6 +176,7 @@ pub fn api_server(
     });
     let cookie_sessions = web::Data::new(crate::identity::cookies::CookieSessions::new(settings));
     let webhook_secrets = web::Data::new(crate::webhooks::InboundSecrets::new(settings));
+    let realtime_limits = web::Data::new(crate::realtime::RealtimeLimits::new(settings));
     let jwks_document = web::Data::new(state.get::<PublicKeys>().map_err(missing)?);
     let openapi_document = web::Data::new(OpenApiJson(web::Bytes::from(
         crate::openapi::document_json(),
@@ -199,6 +200,7 @@ pub fn api_server(
             .app_data(auth_rate_limit.clone())
             .app_data(cookie_sessions.clone())
             .app_data(webhook_secrets.clone())
+            .app_data(realtime_limits.clone())
             .app_data(idempotency)
             .app_data(jwks_document.clone())
             .app_data(openapi_document.clone())

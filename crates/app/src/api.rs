@@ -4,6 +4,7 @@
 use actix_web::dev::Server;
 /// Stops a running server (`stop(true)` drains in-flight requests first).
 pub use actix_web::dev::ServerHandle;
+use secrecy::ExposeSecret as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -222,8 +223,28 @@ impl ApiApplication {
         let ops_handle = self.ops.handle();
         let ops = tokio::spawn(self.ops);
 
+        // Every replica's real-time events, from Redis onto this process's WebSockets.
+        let relay = match (
+            &self.settings.redis.url,
+            self.state
+                .get::<keel_infrastructure::realtime::RealtimeHub>(),
+            self.state.get::<keel_infrastructure::stores::RedisStore>(),
+        ) {
+            (Some(url), Ok(hub), Ok(redis)) => Some(tokio::spawn(
+                keel_infrastructure::realtime::relay_from_redis(
+                    hub,
+                    url.expose_secret().to_owned(),
+                    redis.channel(keel_infrastructure::realtime::CHANNEL),
+                ),
+            )),
+            _ => None,
+        };
+
         let served = self.server.await;
         tracing::info!("http server stopped; in-flight requests drained");
+        if let Some(relay) = relay {
+            relay.abort();
+        }
         ops_handle.stop(true).await;
         if let Ok(Err(error)) = ops.await {
             tracing::warn!(%error, "ops server failed");

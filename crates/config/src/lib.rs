@@ -111,6 +111,8 @@ pub struct Settings {
     pub activity: ActivitySettings,
     /// Signed webhooks from and to other services.
     pub webhooks: WebhooksSettings,
+    /// WebSocket connections (`GET /api/v1/ws`).
+    pub realtime: RealtimeSettings,
     /// Readiness checks.
     pub health: HealthSettings,
     /// Logs.
@@ -588,6 +590,23 @@ pub enum JobsBackend {
     Database,
     /// Redis (`redis.url`), fed from the database's outbox after commit.
     Redis,
+}
+
+/// `[realtime]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// Open connections one api process accepts; more are refused with 503.
+    pub max_connections: usize,
+    /// Events waiting to be written to one connection; a client that lets more pile up is
+    /// disconnected (it is too slow to keep up).
+    pub send_queue: usize,
+    /// How often the server pings; a connection silent for three intervals is closed.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// How long a connection may take to authenticate.
+    #[serde(with = "duration")]
+    pub auth_timeout: Duration,
 }
 
 /// `[webhooks]`

@@ -246,6 +246,32 @@ pub fn webhook_secret_bytes(secret: &str) -> Option<Vec<u8>> {
         .filter(|key| (24..=64).contains(&key.len()))
 }
 
+fn validate_realtime(settings: &Settings, problems: &mut Problems) {
+    let realtime = &settings.realtime;
+    problems.check(
+        (1..=1_000_000).contains(&realtime.max_connections),
+        "realtime.max_connections",
+        "must be between 1 and 1000000",
+    );
+    problems.check(
+        (1..=10_000).contains(&realtime.send_queue),
+        "realtime.send_queue",
+        "must be between 1 and 10000",
+    );
+    problems.check(
+        (std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(300))
+            .contains(&realtime.heartbeat_interval),
+        "realtime.heartbeat_interval",
+        "must be between 100ms and 5m",
+    );
+    problems.check(
+        (std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(60))
+            .contains(&realtime.auth_timeout),
+        "realtime.auth_timeout",
+        "must be between 100ms and 1m",
+    );
+}
+
 fn validate_webhooks(settings: &Settings, problems: &mut Problems) {
     let webhooks = &settings.webhooks;
     problems.check(
@@ -341,6 +367,7 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     );
     validate_jobs(settings, &mut problems);
     validate_webhooks(settings, &mut problems);
+    validate_realtime(settings, &mut problems);
     validate_telemetry(settings, &mut problems);
     problems.check(
         server.drain_delay <= std::time::Duration::from_secs(300),

@@ -52,6 +52,16 @@ pub struct Adapters {
 
 impl Adapters {
     /// The activity log as the port use cases write to.
+    /// The process's real-time hub (topics, and the bus WebSocket connections listen on).
+    pub fn realtime(&self) -> crate::realtime::RealtimeHub {
+        let via_redis = self.settings.redis.url.is_some();
+        self.process
+            .get_or_try_init(|| {
+                Ok::<_, std::convert::Infallible>(crate::realtime::RealtimeHub::new(via_redis))
+            })
+            .unwrap_or_else(|never| match never {})
+    }
+
     pub fn activity_log(&self) -> Arc<dyn ActivityLog> {
         let subscriptions = self
             .process
@@ -66,6 +76,7 @@ impl Adapters {
             endpoints: Arc::new(crate::webhooks::SeaOutbound::new(self.db.clone())),
             jobs: self.jobs.clone(),
             subscriptions,
+            realtime: self.realtime(),
         })
     }
 

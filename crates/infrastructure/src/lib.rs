@@ -53,5 +53,6 @@ features! {
     projects,
     jobs,
     webhooks,
+    realtime,
     // keel:new-domain:features
 }

@@ -320,6 +320,22 @@ impl RedisStore {
         format!("{}:{key}", self.prefix)
     }
 
+    /// Publishes `payload` on the channel `name` (under the key prefix); returns how many
+    /// subscribers received it.
+    pub async fn publish(&self, name: &str, payload: &str) -> Result<u64, BoxError> {
+        let mut connection = self.connection.clone();
+        Ok(redis::cmd("PUBLISH")
+            .arg(self.key(name))
+            .arg(payload)
+            .query_async::<u64>(&mut connection)
+            .await?)
+    }
+
+    /// The full name of the channel `name` (under the key prefix).
+    pub fn channel(&self, name: &str) -> String {
+        self.key(name)
+    }
+
     /// A round trip, for the readiness check (never skipped; a success ends a pause).
     pub async fn ping(&self) -> Result<(), BoxError> {
         let result = self.round_trip().await;

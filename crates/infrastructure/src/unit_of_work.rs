@@ -40,18 +40,39 @@ impl UnitOfWork for SeaUnitOfWork {
             .begin_with_options(options)
             .await
             .map_err(repo_err)?;
-        Ok(Box::new(SeaTransaction(txn)))
+        Ok(Box::new(SeaTransaction {
+            txn,
+            after_commit: Vec::new(),
+        }))
     }
 }
 
+/// Work to do once a transaction has committed (never after a rollback).
+type AfterCommit = Box<dyn FnOnce() + Send>;
+
 /// A sea-orm transaction behind the kernel's [`Transaction`] port.
-#[derive(Debug)]
-pub struct SeaTransaction(DatabaseTransaction);
+pub struct SeaTransaction {
+    txn: DatabaseTransaction,
+    after_commit: Vec<AfterCommit>,
+}
+
+impl std::fmt::Debug for SeaTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeaTransaction")
+            .field("after_commit", &self.after_commit.len())
+            .finish_non_exhaustive()
+    }
+}
 
 #[async_trait]
 impl Transaction for SeaTransaction {
     async fn commit(self: Box<Self>) -> Result<(), RepoError> {
-        self.0.commit().await.map_err(repo_err)
+        let Self { txn, after_commit } = *self;
+        txn.commit().await.map_err(repo_err)?;
+        for hook in after_commit {
+            hook();
+        }
+        Ok(())
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
@@ -63,6 +84,19 @@ impl Transaction for SeaTransaction {
 pub(crate) fn sea_txn(tx: &mut dyn Transaction) -> Result<&DatabaseTransaction, RepoError> {
     tx.as_any_mut()
         .downcast_mut::<SeaTransaction>()
-        .map(|t| &t.0)
+        .map(|t| &t.txn)
         .ok_or(RepoError::ForeignTransaction)
+}
+
+/// Runs `hook` once `tx` has committed; dropped with it on rollback.
+pub(crate) fn after_commit(
+    tx: &mut dyn Transaction,
+    hook: impl FnOnce() + Send + 'static,
+) -> Result<(), RepoError> {
+    tx.as_any_mut()
+        .downcast_mut::<SeaTransaction>()
+        .ok_or(RepoError::ForeignTransaction)?
+        .after_commit
+        .push(Box::new(hook));
+    Ok(())
 }

@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod mail;
 pub mod query;
+pub mod realtime;
 pub mod repo;
 pub mod state;
 pub mod storage;

@@ -43,6 +43,7 @@ features! {
     idempotency,
     projects,
     webhooks,
+    realtime,
     // A feature with jobs adds its module here (generated domains have none).
 }
 

@@ -7,6 +7,15 @@ use keel_kernel::validation::FieldErrors;
 
 use crate::model::{NewProject, Project, ProjectPatch, ProjectStatus};
 
+/// The WebSocket topic of project changes: owners see their own, `projects:manage_all`
+/// sees all (the same reach as [`SCOPE`]).
+pub const TOPIC: keel_kernel::realtime::Topic = keel_kernel::realtime::Topic {
+    name: "projects",
+    resource: "project",
+    read: crate::policy::WRITE,
+    see_all: crate::policy::MANAGE_ALL,
+};
+
 /// Which rows a caller without `projects:manage_all` reaches besides their own: none.
 pub(crate) const SCOPE: ScopeRule = ScopeRule::Owner;
 

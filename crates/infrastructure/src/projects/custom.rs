@@ -1,6 +1,7 @@
 //! Projects' custom query, written by hand (regenerating never overwrites this file): the
 //! status counts behind `GET /projects/summary`, scoped exactly like every generated query;
-//! and the attachments' registration (`attachments.rs`).
+//! the attachments' registration (`attachments.rs`); and the real-time topic of project
+//! changes (`projects`, for WebSocket clients).
 
 pub mod attachments;
 
@@ -67,5 +68,6 @@ pub(super) fn register(
     state.insert(ProjectReports::new(Arc::new(SeaProjectReports::new(
         adapters.db.clone(),
     ))));
+    adapters.realtime().add_topic(keel_projects::rules::TOPIC);
     attachments::register(adapters, state)
 }

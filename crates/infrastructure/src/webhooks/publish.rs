@@ -1,6 +1,8 @@
-//! Keel's events: every activity entry a use case records is an event, and an event that an
-//! endpoint follows is handed to `webhooks.fan_out` in the same transaction (the outbox), so
-//! it goes out exactly when the change commits.
+//! Keel's events: every activity entry a use case records is an event. One that an endpoint
+//! follows is handed to `webhooks.fan_out` in the same transaction (the outbox), so it goes
+//! out exactly when the change commits. One about a resource with a real-time topic goes to
+//! WebSocket connections: through the outbox and Redis to every replica when Redis is
+//! configured, else onto this process's bus once the transaction commits.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::jobs::{JobQueue, NewJob};
+use keel_kernel::realtime::{PublishRealtimeEvent, RealtimeEvent};
 use keel_kernel::{Caller, NewActivity, RepoError, Transaction};
 use keel_webhooks::FanOutWebhookEvent;
 use keel_webhooks::outbound::{EndpointRepository, OutboundEvent};
@@ -74,6 +77,8 @@ pub struct PublishingActivity {
     pub jobs: Arc<dyn JobQueue>,
     /// The process's view of the subscriptions.
     pub subscriptions: Arc<Subscriptions>,
+    /// The process's real-time hub.
+    pub realtime: crate::realtime::RealtimeHub,
 }
 
 impl PublishingActivity {
@@ -111,7 +116,26 @@ impl ActivityLog for PublishingActivity {
                 "changes": entry.changes,
             }),
         };
+        let live = self
+            .realtime
+            .topic_of(entry.resource_type)
+            .map(|topic| RealtimeEvent {
+                topic: topic.name.to_owned(),
+                event: event.event_type.clone(),
+                data: event.data.clone(),
+                owner: entry.subject,
+            });
         self.log.record(tx, caller, entry).await?;
+        if let Some(live) = live {
+            if self.realtime.via_redis {
+                let job = NewJob::of(&PublishRealtimeEvent { event: live })?
+                    .caused_by(caller.actor.user_id(), &caller.origin);
+                self.jobs.enqueue(tx, job).await?;
+            } else {
+                let hub = self.realtime.clone();
+                crate::unit_of_work::after_commit(tx, move || hub.publish_local(live))?;
+            }
+        }
         if event.event_type.starts_with("webhook_endpoint.") {
             // Its own transaction has not committed yet: the next read sees the change.
             self.subscriptions.forget();
