@@ -186,6 +186,18 @@ async fn a_connection_must_authenticate_and_stays_within_its_rights() {
         }
         other => panic!("expected 401, got {other:?}"),
     }
+    // The token's subprotocol alone would have to be echoed back: `keel.v1` must be offered.
+    let mut request = ws_url(&app).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(&format!("keel.bearer.{ada}")).unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400);
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
     // Without an upgrade, the endpoint says what it speaks.
     let plain = app.client.get(app.url("/api/v1/ws")).send().await.unwrap();
     crate::support::assert_problem(plain, 400, "bad_request").await;
@@ -343,4 +355,65 @@ async fn with_two_replicas_sharing_redis_a_change_through_one_reaches_a_client_o
         "another user's client saw it"
     );
     worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_withdrawn_permission_stops_other_users_events_at_the_next_heartbeat() {
+    let app = spawn_app_with(&[("APP__REALTIME__HEARTBEAT_INTERVAL", "200ms")]).await;
+    let root = app.admin("root@example.com").await;
+    let (mo_id, _) = app.member("mo@example.com").await;
+    let (_, bob) = app.member("bob@example.com").await;
+    let roles = app.get_authed_json("/api/v1/roles", &root).await;
+    let admin_role = roles["items"]
+        .as_array()
+        .or_else(|| roles.as_array())
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "admin")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let granted = crate::support::send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/users/{mo_id}/roles"),
+        &root,
+        Some(json!({ "role_id": admin_role })),
+    )
+    .await;
+    assert_eq!(granted.status(), 200);
+    let mo = app.token("mo@example.com").await;
+    let mut socket = connect_with_protocol(&app, &mo).await;
+    expect(&mut socket, "ready").await;
+    subscribe(&mut socket, "projects").await;
+    let first = create_project(&app, &bob, "Seen").await;
+    assert_eq!(
+        expect(&mut socket, "event").await["data"]["id"],
+        first.as_str()
+    );
+
+    let revoked = crate::support::send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/users/{mo_id}/roles/{admin_role}"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status(), 204);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    create_project(&app, &bob, "Unseen").await;
+    assert!(
+        next(&mut socket, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "the withdrawn manage_all still showed bob's project"
+    );
+    // Still connected, and still told about its own.
+    let own = create_project(&app, &mo, "Mine").await;
+    assert_eq!(
+        expect(&mut socket, "event").await["data"]["id"],
+        own.as_str()
+    );
 }

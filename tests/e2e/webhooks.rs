@@ -325,22 +325,27 @@ async fn provider_user_events_keep_the_account_in_step_and_in_order() {
         delivery
     };
 
-    let created = send(
-        "m1",
+    // An address the provider has not confirmed makes no account (it may be someone else's).
+    let unconfirmed = send(
+        "m1a",
         "user.created",
         0,
         json!({ "id": "usr_5", "email": "cy@example.com", "name": "Cy" }),
     );
+    assert_eq!(status_of(unconfirmed.send(&app, "idp").await).await.0, 202);
+    let job = finished_job(&app, "m1a").await;
+    assert_eq!(job.state, JobState::Dead, "{job:?}");
+    assert!(account(&app, "cy@example.com").await.is_none());
+
+    let created = send(
+        "m1",
+        "user.created",
+        1,
+        json!({ "id": "usr_5", "email": "cy@example.com", "name": "Cy", "email_verified": true }),
+    );
     assert_eq!(status_of(created.send(&app, "idp").await).await.0, 202);
     processed(&app, "m1").await;
     let id = account(&app, "cy@example.com").await.expect("created").id;
-    assert!(
-        account(&app, "cy@example.com")
-            .await
-            .unwrap()
-            .email_verified_at
-            .is_none()
-    );
 
     let renamed = send(
         "m2",
@@ -408,7 +413,7 @@ async fn provider_user_events_keep_the_account_in_step_and_in_order() {
         "m4",
         "user.created",
         25,
-        json!({ "id": "usr_6", "email": "dee@example.com" }),
+        json!({ "id": "usr_6", "email": "dee@example.com", "email_verified": true }),
     );
     assert_eq!(status_of(late_create.send(&app, "idp").await).await.0, 202);
     processed(&app, "m4").await;
@@ -427,7 +432,7 @@ async fn provider_user_events_keep_the_account_in_step_and_in_order() {
         "m6",
         "user.created",
         40,
-        json!({ "id": "usr_7", "email": "EVE@example.com" }),
+        json!({ "id": "usr_7", "email": "EVE@example.com", "email_verified": true }),
     );
     assert_eq!(status_of(takeover.send(&app, "idp").await).await.0, 202);
     let job = finished_job(&app, "m6").await;
@@ -574,6 +579,27 @@ async fn a_failing_endpoint_is_retried_then_succeeds_and_every_attempt_is_signed
     let endpoint: Value = created.json().await.unwrap();
     let secret = endpoint["secret"].as_str().unwrap().to_owned();
     let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    // A second endpoint follows everything: sign-in attempts and endpoint changes are never
+    // sent (they carry what strangers typed, and endpoint URLs).
+    let everything: Value = app
+        .post(
+            "/api/v1/webhooks/endpoints",
+            Some(&admin),
+            &json!({ "url": format!("{}/all", receiver.base), "events": ["*"] }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let everything_id = everything["id"].as_str().unwrap().to_owned();
+    let wrong = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({ "email": "ops@example.com", "password": "hunter2-not-it" }),
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
     let listed = app
         .get_authed_json("/api/v1/webhooks/endpoints", &admin)
         .await;
@@ -651,16 +677,17 @@ async fn a_failing_endpoint_is_retried_then_succeeds_and_every_attempt_is_signed
     .await;
     assert_eq!(updated.status(), 200);
 
-    // Redelivered by an admin: one more attempt, same webhook id.
+    // Redelivered by an admin: one more attempt, same webhook id; two at once send it once.
     let delivery_id = delivery["id"].as_str().unwrap();
-    let redelivered = app
-        .post(
-            &format!("/api/v1/webhooks/deliveries/{delivery_id}/redeliver"),
-            Some(&admin),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(redelivered.status(), 202);
+    let path = format!("/api/v1/webhooks/deliveries/{delivery_id}/redeliver");
+    let empty = json!({});
+    let (one, two) = tokio::join!(
+        app.post(&path, Some(&admin), &empty),
+        app.post(&path, Some(&admin), &empty)
+    );
+    let mut statuses = [one.status().as_u16(), two.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 409]);
     let items = deliveries_until(&app, &admin, &endpoint_id, |items| {
         items[0]["attempts"]
             .as_array()
@@ -670,6 +697,21 @@ async fn a_failing_endpoint_is_retried_then_succeeds_and_every_attempt_is_signed
     .await;
     assert_eq!(items.len(), 1, "project.updated is not followed: {items:?}");
     assert_eq!(receiver.requests("/fail-then-ok/2").len(), 4);
+    let all = deliveries_until(&app, &admin, &everything_id, |items| {
+        items.iter().all(|d| d["state"] == "succeeded")
+    })
+    .await;
+    let types: Vec<&str> = all
+        .iter()
+        .filter_map(|d| d["event_type"].as_str())
+        .collect();
+    assert!(types.contains(&"project.created"), "{types:?}");
+    assert!(
+        types
+            .iter()
+            .all(|t| !t.starts_with("auth.") && !t.starts_with("webhook_")),
+        "{types:?}"
+    );
     // Members manage nothing here.
     let refused = app
         .client

@@ -605,11 +605,13 @@ fn webhook_sources_need_secrets_that_decode_and_names_that_fit_a_path() {
         ("APP__WEBHOOKS__INBOUND__IDP__SECRETS", "whsec_c2hvcnQ="),
         ("APP__WEBHOOKS__INBOUND__BILLING__SYNC_USERS", "false"),
         ("APP__WEBHOOKS__INBOUND__ENDPOINTS__SECRETS", SECRET),
+        ("APP__WEBHOOKS__INBOUND_RETENTION", "1m"),
     ])
     .unwrap_err();
     assert_eq!(
         problem_keys(&err),
         [
+            "webhooks.inbound_retention",
             "webhooks.inbound.billing.secrets",
             "webhooks.inbound.endpoints",
             "webhooks.inbound.idp.secrets[0]"

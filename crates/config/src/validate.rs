@@ -274,10 +274,12 @@ fn validate_realtime(settings: &Settings, problems: &mut Problems) {
 
 fn validate_webhooks(settings: &Settings, problems: &mut Problems) {
     let webhooks = &settings.webhooks;
+    // A receipt must outlive the signature tolerance both ways (±5 min), or a captured
+    // delivery could be processed again.
     problems.check(
-        !webhooks.inbound_retention.is_zero(),
+        webhooks.inbound_retention >= std::time::Duration::from_secs(10 * 60),
         "webhooks.inbound_retention",
-        "must be greater than zero",
+        "must be at least 10m (twice the 5-minute signature tolerance)",
     );
     let outbound = &webhooks.outbound;
     problems.check(

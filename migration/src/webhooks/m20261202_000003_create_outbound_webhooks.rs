@@ -28,6 +28,7 @@ enum WebhookDeliveries {
     Table,
     Id,
     EndpointId,
+    EventId,
     EventType,
     OccurredAt,
     Data,
@@ -74,6 +75,7 @@ impl MigrationTrait for Migration {
                     .table(WebhookDeliveries::Table)
                     .col(uuid(WebhookDeliveries::Id).primary_key())
                     .col(uuid(WebhookDeliveries::EndpointId))
+                    .col(uuid(WebhookDeliveries::EventId))
                     .col(string_len(WebhookDeliveries::EventType, 128))
                     .col(timestamp_with_time_zone(WebhookDeliveries::OccurredAt))
                     .col(text(WebhookDeliveries::Data))
@@ -97,6 +99,17 @@ impl MigrationTrait for Migration {
                     .table(WebhookDeliveries::Table)
                     .col(WebhookDeliveries::EndpointId)
                     .col(WebhookDeliveries::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ux_webhook_deliveries_endpoint_event")
+                    .table(WebhookDeliveries::Table)
+                    .col(WebhookDeliveries::EndpointId)
+                    .col(WebhookDeliveries::EventId)
+                    .unique()
                     .to_owned(),
             )
             .await?;

@@ -22,6 +22,7 @@ use keel_kernel::{Actor, DomainError};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 
@@ -34,6 +35,8 @@ const MAX_FRAME: usize = 4096;
 /// Close codes (RFC 6455 leaves 4000–4999 to applications).
 const UNAUTHORIZED: u16 = 4401;
 const TOO_SLOW: u16 = 4408;
+/// Longest a control frame may wait to be queued before the client counts as too slow.
+const WRITE_WAIT: Duration = Duration::from_secs(2);
 
 /// `[realtime]`, as the handler needs it.
 #[derive(Debug, Clone)]
@@ -77,6 +80,15 @@ fn bearer_protocol(req: &HttpRequest) -> Option<String> {
         .find_map(|p| p.strip_prefix(BEARER_PROTOCOL))
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
+}
+
+/// Whether the client offered the subprotocol `name`.
+fn offers(req: &HttpRequest, name: &str) -> bool {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == name)
 }
 
 async fn authenticate(identity: &Identity, token: &str) -> Result<Actor, DomainError> {
@@ -129,6 +141,13 @@ async fn open(
     }
     // A credential in the handshake is checked before the upgrade: a bad one is a plain 401.
     let bearer = bearer_protocol(&req);
+    // The server selects `keel.v1`, never the token's protocol: echoing that would put the
+    // token in the response headers.
+    if bearer.is_some() && !offers(&req, PROTOCOL) {
+        return Err(ApiError::BadRequest(format!(
+            "offer the `{PROTOCOL}` subprotocol beside `{BEARER_PROTOCOL}<token>`"
+        )));
+    }
     let actor = match &bearer {
         Some(token) => Some(authenticate(&identity, token).await?),
         None => None,
@@ -138,12 +157,7 @@ async fn open(
             "realtime.max_connections open connections".into(),
         )));
     };
-    let offered_bearer = bearer.map(|t| format!("{BEARER_PROTOCOL}{t}"));
-    let mut protocols = vec![PROTOCOL];
-    if let Some(p) = &offered_bearer {
-        protocols.push(p);
-    }
-    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &protocols)
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[PROTOCOL])
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
     let connection = Connection {
         hub: Arc::clone(hub.get_ref()),
@@ -152,12 +166,16 @@ async fn open(
         actor: actor.map(|a| (a, bearer_protocol(&req).unwrap_or_default())),
         request_id: crate::extract::origin(&req).request_id,
     };
-    actix_web::rt::spawn(async move {
-        let _slot = slot;
-        connection
-            .run(session, stream.max_frame_size(MAX_FRAME))
-            .await;
-    });
+    let span = tracing::info_span!("websocket", request_id = connection.request_id.as_deref());
+    actix_web::rt::spawn(
+        async move {
+            let _slot = slot;
+            connection
+                .run(session, stream.max_frame_size(MAX_FRAME))
+                .await;
+        }
+        .instrument(span),
+    );
     Ok(response)
 }
 
@@ -180,8 +198,6 @@ fn error(code: &str, message: &str) -> String {
 
 impl Connection {
     async fn run(mut self, session: Session, mut stream: actix_ws::MessageStream) {
-        let span = tracing::info_span!("websocket", request_id = self.request_id.as_deref());
-        let _entered = span.enter();
         // Events for this client wait here; the writer drains it at the client's pace.
         let (queue, mut pending) = mpsc::channel::<String>(self.limits.send_queue);
         let mut writer_session = session.clone();
@@ -215,8 +231,12 @@ impl Connection {
                             }
                         }
                         Message::Ping(bytes) => {
+                            // Bounded: a client that pings without reading must not stall this
+                            // loop (and with it the deadlines below).
                             let mut session = session.clone();
-                            let _ = session.pong(&bytes).await;
+                            if !matches!(tokio::time::timeout(WRITE_WAIT, session.pong(&bytes)).await, Ok(Ok(()))) {
+                                break Some(slow());
+                            }
                         }
                         Message::Close(_) => break None,
                         Message::Binary(_) => {
@@ -244,14 +264,22 @@ impl Connection {
                     if last_heard.elapsed() >= self.limits.heartbeat * 3 {
                         break Some(CloseReason { code: CloseCode::Away, description: Some("no answer to pings".into()) });
                     }
-                    if let Some((_, token)) = &self.actor
-                        && authenticate(&self.identity, token).await.is_err()
-                    {
-                        break Some(unauthorized("the session ended or the token expired: reconnect with a fresh one"));
+                    // The credential again, and the rights it carries now: a revoked session, an
+                    // expired token or a withdrawn permission takes effect here.
+                    if let Some((_, token)) = &self.actor {
+                        match authenticate(&self.identity, token).await {
+                            Ok(actor) => {
+                                let hub = &self.hub;
+                                topics.retain(|t| hub.topic(t).is_some_and(|t| t.may_subscribe(&actor)));
+                                let token = token.clone();
+                                self.actor = Some((actor, token));
+                            }
+                            Err(_) => break Some(unauthorized("the session ended or the token expired: reconnect with a fresh one")),
+                        }
                     }
                     let mut session = session.clone();
-                    if session.ping(b"keel").await.is_err() {
-                        break None;
+                    if !matches!(tokio::time::timeout(WRITE_WAIT, session.ping(b"keel")).await, Ok(Ok(()))) {
+                        break Some(slow());
                     }
                 }
                 _ = tokio::time::sleep(self.limits.auth_timeout.saturating_sub(started.elapsed())), if self.actor.is_none() => {

@@ -19,6 +19,9 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::extract::origin;
 
+/// How far `webhook-timestamp` may be from now, either way (the Standard Webhooks tolerance).
+const TOLERANCE_SECS: u64 = 5 * 60;
+
 /// `webhooks_received_total{source,outcome}`: every delivery, by what became of it.
 pub const WEBHOOKS_RECEIVED_TOTAL: &str = "webhooks_received_total";
 
@@ -59,6 +62,20 @@ impl InboundSecrets {
     /// Checks the delivery against every secret of `source`: the first that verifies wins.
     fn verify(&self, source: &str, body: &[u8], headers: &http::HeaderMap) -> Result<(), Refusal> {
         let keys = self.keys.get(source).ok_or(Refusal::UnknownSource)?;
+        if headers.get(HEADER_WEBHOOK_ID).is_none() {
+            return Err(Refusal::BadHeader("id"));
+        }
+        // The timestamp first, by Keel: an extreme value must not reach arithmetic elsewhere.
+        let signed_at = headers
+            .get(HEADER_WEBHOOK_TIMESTAMP)
+            .ok_or(Refusal::BadHeader("timestamp"))?
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or(Refusal::BadHeader("timestamp"))?;
+        if Utc::now().timestamp().abs_diff(signed_at) > TOLERANCE_SECS {
+            return Err(Refusal::OutOfTolerance);
+        }
         let mut last = Refusal::BadSignature;
         for key in keys {
             match key.verify(body, headers) {
@@ -255,7 +272,12 @@ async fn receive(
         source: source.clone(),
         webhook_id: header(HEADER_WEBHOOK_ID).to_owned(),
         event_type: payload.event_type,
-        occurred_at: payload.timestamp.unwrap_or(signed_at),
+        // The sender's own time orders events, but only within the signature's tolerance: a
+        // far-future value would make every later event look stale.
+        occurred_at: payload.timestamp.map_or(signed_at, |at| {
+            let window = chrono::Duration::seconds(300);
+            at.clamp(signed_at - window, signed_at + window)
+        }),
         data: payload.data,
     };
     let receipt = webhooks

@@ -149,6 +149,8 @@ pub struct Linked {
 #[derive(Debug)]
 pub struct PendingUpload {
     project: ProjectId,
+    /// The project's owner: whom the activity entry (and its live event) concerns.
+    owner: UserId,
     id: AttachmentId,
     key: ObjectKey,
     /// Where the bytes go.
@@ -256,7 +258,7 @@ impl AttachmentService<'_> {
 
     /// The caller may change the project's attachments when it may change the project: its
     /// write scope (narrower than the read scope for shared projects), and not archived.
-    async fn writable(&self, project: ProjectId) -> Result<(), DomainError> {
+    async fn writable(&self, project: ProjectId) -> Result<UserId, DomainError> {
         let project = self.project(project).await?;
         let scope = RowScope::for_caller::<Project>(self.caller, Purpose::Write)?;
         if !scope.admits(project.meta.owner, |name| project.field(name)) {
@@ -271,13 +273,13 @@ impl AttachmentService<'_> {
                 "the project is archived: its attachments are read-only until it is not",
             ));
         }
-        Ok(())
+        Ok(project.meta.owner)
     }
 
     /// Accepts an upload to `project` before any of its bytes are read: the caller must
     /// reach the project and may write to it.
     pub async fn begin_upload(&self, project: ProjectId) -> Result<PendingUpload, DomainError> {
-        self.writable(project).await?;
+        let owner = self.writable(project).await?;
         let id = AttachmentId::new();
         let key = ObjectKey::new([
             PREFIX,
@@ -287,6 +289,7 @@ impl AttachmentService<'_> {
         let writer = self.deps.storage.writer(&key).await?;
         Ok(PendingUpload {
             project,
+            owner,
             id,
             key,
             incoming: Incoming::new(writer, self.deps.rules()),
@@ -302,6 +305,7 @@ impl AttachmentService<'_> {
     ) -> Result<Attachment, DomainError> {
         let PendingUpload {
             project,
+            owner,
             id,
             key,
             incoming,
@@ -330,6 +334,7 @@ impl AttachmentService<'_> {
             self.deps.repository.insert(tx.as_mut(), &row).await?;
             let entry = NewActivity::new("project.attachment_added", "project", now)
                 .resource(project)
+                .subject(owner)
                 .changes(json!({
                     "attachment_id": row.id,
                     "filename": row.filename,
@@ -398,7 +403,7 @@ impl AttachmentService<'_> {
 
     /// Deletes an attachment: its row at once, its object right after (or by the sweep).
     pub async fn delete(&self, project: ProjectId, id: AttachmentId) -> Result<(), DomainError> {
-        self.writable(project).await?;
+        let owner = self.writable(project).await?;
         let attachment = self.find(project, id).await?;
         let mut tx = self.deps.unit_of_work.begin().await?;
         if !self
@@ -417,6 +422,7 @@ impl AttachmentService<'_> {
             self.deps.clock.now(),
         )
         .resource(project)
+        .subject(owner)
         .changes(json!({ "attachment_id": id, "filename": attachment.filename }));
         self.deps
             .activity

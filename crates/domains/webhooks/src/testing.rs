@@ -121,12 +121,16 @@ impl crate::outbound::DeliveryRepository for InMemoryOutbound {
         &self,
         _tx: &mut dyn Transaction,
         delivery: &crate::outbound::Delivery,
-    ) -> Result<(), RepoError> {
-        self.deliveries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(delivery.clone());
-        Ok(())
+    ) -> Result<bool, RepoError> {
+        let mut deliveries = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        if deliveries
+            .iter()
+            .any(|d| d.endpoint_id == delivery.endpoint_id && d.event.id == delivery.event.id)
+        {
+            return Ok(false);
+        }
+        deliveries.push(delivery.clone());
+        Ok(true)
     }
 
     async fn find(
@@ -170,24 +174,23 @@ impl crate::outbound::DeliveryRepository for InMemoryOutbound {
         Ok(())
     }
 
-    async fn set_state(
+    async fn reopen(
         &self,
         _tx: &mut dyn Transaction,
         id: crate::outbound::DeliveryId,
-        state: crate::outbound::DeliveryState,
         at: DateTime<Utc>,
-    ) -> Result<(), RepoError> {
-        if let Some(d) = self
+    ) -> Result<bool, RepoError> {
+        Ok(self
             .deliveries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter_mut()
-            .find(|d| d.id == id)
-        {
-            d.state = state;
-            d.updated_at = at;
-        }
-        Ok(())
+            .find(|d| d.id == id && d.state != crate::outbound::DeliveryState::Pending)
+            .map(|d| {
+                d.state = crate::outbound::DeliveryState::Pending;
+                d.updated_at = at;
+            })
+            .is_some())
     }
 }
 

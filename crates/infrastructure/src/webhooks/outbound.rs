@@ -13,8 +13,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use keel_kernel::{RepoError, Transaction, UserId};
 use keel_webhooks::outbound::{
     Delivery, DeliveryAttempt, DeliveryId, DeliveryRepository, DeliveryState, Endpoint, EndpointId,
-    EndpointRepository, OutboundEvent, OutboundRequest, SendOutcome, SigningKeys, WebhookSender,
-    is_public,
+    EndpointRepository, EventId, OutboundEvent, OutboundRequest, SendOutcome, SigningKeys,
+    WebhookSender, is_public,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -77,6 +77,8 @@ pub mod entities {
             pub id: Uuid,
             /// Its endpoint.
             pub endpoint_id: Uuid,
+            /// The event (unique per endpoint).
+            pub event_id: Uuid,
             /// The event type.
             pub event_type: String,
             /// When the event happened.
@@ -201,6 +203,7 @@ impl SeaOutbound {
             id: DeliveryId::from_uuid(model.id),
             endpoint_id: EndpointId::from_uuid(model.endpoint_id),
             event: OutboundEvent {
+                id: EventId::from_uuid(model.event_id),
                 event_type: model.event_type,
                 occurred_at: model.occurred_at,
                 data: serde_json::from_str(&model.data).map_err(|e| corrupt("delivery data", e))?,
@@ -214,27 +217,40 @@ impl SeaOutbound {
     }
 }
 
+/// The readable rows: one that does not read (hand-edited) is logged and skipped, since
+/// every write consults this list and must not fail for it.
+fn readable(rows: Vec<endpoints::Model>) -> Vec<Endpoint> {
+    rows.into_iter()
+        .filter_map(|row| {
+            let id = row.id;
+            endpoint_from(row)
+                .inspect_err(
+                    |error| tracing::error!(endpoint = %id, %error, "webhook endpoint skipped"),
+                )
+                .ok()
+        })
+        .collect()
+}
+
 #[async_trait]
 impl EndpointRepository for SeaOutbound {
     async fn list(&self) -> Result<Vec<Endpoint>, RepoError> {
-        endpoints::Entity::find()
-            .order_by_asc(endpoints::Column::CreatedAt)
-            .all(&self.db)
-            .await
-            .map_err(repo_err)?
-            .into_iter()
-            .map(endpoint_from)
-            .collect()
+        Ok(readable(
+            endpoints::Entity::find()
+                .order_by_asc(endpoints::Column::CreatedAt)
+                .all(&self.db)
+                .await
+                .map_err(repo_err)?,
+        ))
     }
 
     async fn list_in(&self, tx: &mut dyn Transaction) -> Result<Vec<Endpoint>, RepoError> {
-        endpoints::Entity::find()
-            .all(sea_txn(tx)?)
-            .await
-            .map_err(repo_err)?
-            .into_iter()
-            .map(endpoint_from)
-            .collect()
+        Ok(readable(
+            endpoints::Entity::find()
+                .all(sea_txn(tx)?)
+                .await
+                .map_err(repo_err)?,
+        ))
     }
 
     async fn find(&self, id: EndpointId) -> Result<Option<Endpoint>, RepoError> {
@@ -299,10 +315,15 @@ impl EndpointRepository for SeaOutbound {
 
 #[async_trait]
 impl DeliveryRepository for SeaOutbound {
-    async fn insert(&self, tx: &mut dyn Transaction, delivery: &Delivery) -> Result<(), RepoError> {
+    async fn insert(
+        &self,
+        tx: &mut dyn Transaction,
+        delivery: &Delivery,
+    ) -> Result<bool, RepoError> {
         let model = deliveries::Model {
             id: delivery.id.as_uuid(),
             endpoint_id: delivery.endpoint_id.as_uuid(),
+            event_id: delivery.event.id.as_uuid(),
             event_type: delivery.event.event_type.clone(),
             occurred_at: delivery.event.occurred_at,
             data: delivery.event.data.to_string(),
@@ -310,11 +331,15 @@ impl DeliveryRepository for SeaOutbound {
             created_at: delivery.created_at,
             updated_at: delivery.updated_at,
         };
-        deliveries::Entity::insert(model.into_active_model())
+        let inserted = deliveries::Entity::insert(model.into_active_model())
+            .on_conflict_do_nothing_on([
+                deliveries::Column::EndpointId,
+                deliveries::Column::EventId,
+            ])
             .exec_without_returning(sea_txn(tx)?)
             .await
             .map_err(repo_err)?;
-        Ok(())
+        Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(1)))
     }
 
     async fn find(&self, id: DeliveryId) -> Result<Option<Delivery>, RepoError> {
@@ -382,21 +407,23 @@ impl DeliveryRepository for SeaOutbound {
         Ok(())
     }
 
-    async fn set_state(
+    async fn reopen(
         &self,
         tx: &mut dyn Transaction,
         id: DeliveryId,
-        state: DeliveryState,
         at: DateTime<Utc>,
-    ) -> Result<(), RepoError> {
-        deliveries::Entity::update_many()
-            .col_expr(deliveries::Column::State, Expr::value(state.as_str()))
+    ) -> Result<bool, RepoError> {
+        let pending = DeliveryState::Pending.as_str();
+        Ok(deliveries::Entity::update_many()
+            .col_expr(deliveries::Column::State, Expr::value(pending))
             .col_expr(deliveries::Column::UpdatedAt, Expr::value(at))
             .filter(deliveries::Column::Id.eq(id.as_uuid()))
+            .filter(deliveries::Column::State.ne(pending))
             .exec(sea_txn(tx)?)
             .await
-            .map_err(repo_err)?;
-        Ok(())
+            .map_err(repo_err)?
+            .rows_affected
+            == 1)
     }
 }
 
@@ -528,6 +555,8 @@ impl ReqwestSender {
             }
         });
         let mut builder = reqwest::Client::builder()
+            // A proxy would resolve the target itself, past the address checks below.
+            .no_proxy()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .user_agent(user_agent)

@@ -14,10 +14,16 @@ use keel_kernel::jobs::{JobQueue, NewJob};
 use keel_kernel::realtime::{PublishRealtimeEvent, RealtimeEvent};
 use keel_kernel::{Caller, NewActivity, RepoError, Transaction};
 use keel_webhooks::FanOutWebhookEvent;
-use keel_webhooks::outbound::{EndpointRepository, OutboundEvent};
+use keel_webhooks::outbound::{EndpointRepository, EventId, OutboundEvent};
 use serde_json::json;
 
 use crate::activity::SeaActivity;
+
+/// Actions never published: sign-in attempts carry what a stranger typed (and there are many),
+/// and endpoint changes carry endpoint URLs.
+fn private(action: &str) -> bool {
+    action.starts_with("auth.") || action.starts_with("webhook_")
+}
 
 /// How long this process trusts its view of which event types endpoints follow. A change
 /// recorded by this process refreshes it at once; another replica's within this long.
@@ -61,7 +67,8 @@ impl Subscriptions {
     fn forget(&self) {
         let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
         view.read = None;
-        view.uncached_until = Some(Instant::now() + Duration::from_secs(2));
+        // Longer than a transaction can wait for SQLite's write lock (busy timeout, 5 s).
+        view.uncached_until = Some(Instant::now() + Duration::from_secs(10));
     }
 }
 
@@ -105,7 +112,17 @@ impl ActivityLog for PublishingActivity {
         caller: &Caller,
         entry: NewActivity,
     ) -> Result<(), RepoError> {
+        if private(entry.action) {
+            let endpoints_changed = entry.action.starts_with("webhook_endpoint.");
+            self.log.record(tx, caller, entry).await?;
+            if endpoints_changed {
+                // Its own transaction has not committed yet: the next reads see the change.
+                self.subscriptions.forget();
+            }
+            return Ok(());
+        }
         let event = OutboundEvent {
+            id: EventId::new(),
             event_type: entry.action.to_owned(),
             occurred_at: entry.at,
             data: json!({
@@ -135,10 +152,6 @@ impl ActivityLog for PublishingActivity {
                 let hub = self.realtime.clone();
                 crate::unit_of_work::after_commit(tx, move || hub.publish_local(live))?;
             }
-        }
-        if event.event_type.starts_with("webhook_endpoint.") {
-            // Its own transaction has not committed yet: the next read sees the change.
-            self.subscriptions.forget();
         }
         let followed = self.followed(tx).await?;
         if followed.contains("*") || followed.contains(&event.event_type) {

@@ -115,7 +115,12 @@ impl IdentityService<'_> {
             .external
             .find_for_update(tx.as_mut(), provider, subject)
             .await?;
-        if existing.as_ref().is_some_and(|link| link.synced_at > at) {
+        // Older than what was applied: stale. At the same instant a deletion wins, so "created"
+        // and "deleted" stamped in one second end deleted whatever order they arrive in.
+        let deleting = matches!(change, ExternalUserChange::Delete { .. });
+        if existing.as_ref().is_some_and(|link| {
+            link.synced_at > at || (link.synced_at == at && link.deleted && !deleting)
+        }) {
             return Ok(SyncOutcome::Stale);
         }
         let mut link = match existing {
@@ -235,6 +240,23 @@ impl IdentityService<'_> {
             RepoError::UniqueViolation { .. } => IdentityError::EmailTaken,
             other => other.into(),
         };
+        // Only an address the provider confirmed becomes an account's: an unconfirmed one
+        // could be someone else's, kept from signing up (or later taken by a reset).
+        let email = match email {
+            Some(_) if !user.email_verified => {
+                if link.user_id.is_none() {
+                    return Err(DomainError::invalid(
+                        "data.email_verified",
+                        "unverified",
+                        "the provider has not confirmed this address; the account is created once it has",
+                    )
+                    .into());
+                }
+                None
+            }
+            other => other,
+        };
+        let restoring = link.deleted;
         link.deleted = false;
         let account = match link.user_id {
             Some(id) => self.ports().users.find_for_update(tx, id).await?,
@@ -286,8 +308,7 @@ impl IdentityService<'_> {
         };
         if let Some(email) = email {
             if email != account.email {
-                // A new address is unconfirmed unless the provider confirmed it.
-                account.email_verified_at = None;
+                account.email_verified_at = verified_at;
             }
             link.email = Some(email.as_str().to_owned());
             account.email = email;
@@ -298,7 +319,11 @@ impl IdentityService<'_> {
         if verified_at.is_some() && account.email_verified_at.is_none() {
             account.email_verified_at = verified_at;
         }
-        account.deleted_at = None;
+        // Back only after the provider deleted it; an account an administrator deleted here
+        // stays deleted whatever the provider says.
+        if restoring {
+            account.deleted_at = None;
+        }
         account.updated_at = now;
         self.ports()
             .users

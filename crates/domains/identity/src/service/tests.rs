@@ -1408,7 +1408,7 @@ mod external_users {
             subject: subject.into(),
             email: email.map(Into::into),
             name: name.map(Into::into),
-            email_verified: false,
+            email_verified: true,
         })
     }
 
@@ -1525,6 +1525,63 @@ mod external_users {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn unconfirmed_addresses_ties_and_local_deletions() {
+        let w = world();
+        let unverified = |subject: &str, email: &str| {
+            ExternalUserChange::Upsert(ExternalUser {
+                subject: subject.into(),
+                email: Some(email.into()),
+                name: None,
+                email_verified: false,
+            })
+        };
+        // No account for an address the provider has not confirmed.
+        assert!(matches!(
+            sync(&w, unverified("u9", "victim@example.com"), 1).map_err(domain),
+            Err(DomainError::Validation(_))
+        ));
+        let SyncOutcome::Created(id) =
+            sync(&w, upsert("u9", Some("v@example.com"), None), 2).unwrap()
+        else {
+            panic!("expected a new account")
+        };
+        // An unconfirmed new address is not taken over; the rest of the update applies.
+        sync(&w, unverified("u9", "other@example.com"), 3).unwrap();
+        let user = block_on(UserRepository::find(w.fakes.store.as_ref(), id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.email.as_str(), "v@example.com");
+        // Created and deleted in the same second, in either order: deleted.
+        assert_eq!(
+            sync(
+                &w,
+                ExternalUserChange::Delete {
+                    subject: "u9".into()
+                },
+                4
+            )
+            .unwrap(),
+            SyncOutcome::Deleted(Some(id))
+        );
+        assert_eq!(
+            sync(&w, upsert("u9", None, Some("x")), 4).unwrap(),
+            SyncOutcome::Stale
+        );
+        // An account deleted here (by an administrator) is not brought back by an update.
+        let SyncOutcome::Created(other) =
+            sync(&w, upsert("u10", Some("w@example.com"), None), 1).unwrap()
+        else {
+            panic!("expected a new account")
+        };
+        block_on(w.identity.for_system().delete_user(other)).unwrap();
+        sync(&w, upsert("u10", None, Some("Renamed")), 2).unwrap();
+        let user = block_on(UserRepository::find(w.fakes.store.as_ref(), other))
+            .unwrap()
+            .unwrap();
+        assert!(user.deleted_at.is_some());
     }
 
     #[test]

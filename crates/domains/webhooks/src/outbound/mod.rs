@@ -7,8 +7,8 @@ pub mod ports;
 pub mod service;
 
 pub use model::{
-    Delivery, DeliveryAttempt, DeliveryId, DeliveryState, Endpoint, EndpointId, NewEndpoint,
-    OutboundEvent, is_public,
+    Delivery, DeliveryAttempt, DeliveryId, DeliveryState, Endpoint, EndpointId, EventId,
+    NewEndpoint, OutboundEvent, is_public,
 };
 pub use ports::{
     DeliveryRepository, EndpointRepository, OutboundRequest, SendOutcome, SigningKeys,

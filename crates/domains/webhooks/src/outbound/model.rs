@@ -14,6 +14,11 @@ keel_kernel::define_id!(
 );
 
 keel_kernel::define_id!(
+    /// Identifies an event: a re-run fan-out finds the deliveries it already made by it.
+    EventId
+);
+
+keel_kernel::define_id!(
     /// Identifies a delivery (its `webhook-id` is `msg_<id>`, the same on every attempt).
     DeliveryId
 );
@@ -29,6 +34,8 @@ pub const DESCRIPTION_MAX_CHARS: usize = 500;
 /// without who asked from where (no IP, no user agent).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboundEvent {
+    /// Its id.
+    pub id: EventId,
     /// `resource.verb`, such as `project.created`.
     pub event_type: String,
     /// When it happened.

@@ -27,8 +27,13 @@ pub trait EndpointRepository: Send + Sync + std::fmt::Debug {
 /// Deliveries and their attempts.
 #[async_trait]
 pub trait DeliveryRepository: Send + Sync + std::fmt::Debug {
-    /// Stores a new delivery (no attempts yet).
-    async fn insert(&self, tx: &mut dyn Transaction, delivery: &Delivery) -> Result<(), RepoError>;
+    /// Stores a new delivery (no attempts yet) unless the endpoint already has one for the
+    /// event; `false` when it had.
+    async fn insert(
+        &self,
+        tx: &mut dyn Transaction,
+        delivery: &Delivery,
+    ) -> Result<bool, RepoError>;
     /// One delivery with its attempts.
     async fn find(&self, id: DeliveryId) -> Result<Option<Delivery>, RepoError>;
     /// An endpoint's newest deliveries, with their attempts.
@@ -40,14 +45,14 @@ pub trait DeliveryRepository: Send + Sync + std::fmt::Debug {
         attempt: &DeliveryAttempt,
         state: DeliveryState,
     ) -> Result<(), RepoError>;
-    /// Sets the state.
-    async fn set_state(
+    /// Puts a finished delivery back to `pending`; `false` when it is pending already (so
+    /// two redeliveries at once enqueue one job).
+    async fn reopen(
         &self,
         tx: &mut dyn Transaction,
         id: DeliveryId,
-        state: DeliveryState,
         at: DateTime<Utc>,
-    ) -> Result<(), RepoError>;
+    ) -> Result<bool, RepoError>;
 }
 
 /// Signing secrets, derived from a stored seed under a configured pepper.

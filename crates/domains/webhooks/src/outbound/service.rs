@@ -20,6 +20,21 @@ use super::ports::{
 use crate::jobs::DeliverWebhook;
 use crate::policy::MANAGE;
 
+/// A URL as the activity log keeps it: without credentials, query or fragment (they may carry
+/// a token the receiver checks).
+fn without_secrets(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => String::new(),
+    }
+}
+
 /// Newest deliveries listed per endpoint.
 pub const DELIVERIES_LISTED: u64 = 100;
 
@@ -132,7 +147,7 @@ impl OutboundWebhooks {
         self.ports.endpoints.insert(tx.as_mut(), &endpoint).await?;
         let entry = NewActivity::new("webhook_endpoint.created", "webhook_endpoint", now)
             .resource(endpoint.id)
-            .changes(json!({ "url": endpoint.url, "events": endpoint.events }));
+            .changes(json!({ "url": without_secrets(&endpoint.url), "events": endpoint.events }));
         self.ports
             .activity
             .record(tx.as_mut(), caller, entry)
@@ -207,19 +222,20 @@ impl OutboundWebhooks {
             .ok_or(DomainError::NotFound {
                 resource: "webhook delivery",
             })?;
+        let pending = || DomainError::Conflict {
+            code: "webhook.delivery_pending",
+            message: "the delivery is still being attempted".to_owned(),
+            field: None,
+        };
         if delivery.state == DeliveryState::Pending {
-            return Err(DomainError::Conflict {
-                code: "webhook.delivery_pending",
-                message: "the delivery is still being attempted".to_owned(),
-                field: None,
-            });
+            return Err(pending());
         }
         let now = self.ports.clock.now();
         let mut tx = self.ports.unit_of_work.begin().await?;
-        self.ports
-            .deliveries
-            .set_state(tx.as_mut(), id, DeliveryState::Pending, now)
-            .await?;
+        // Conditional: of two redeliveries at once, one reopens it and the other is refused.
+        if !self.ports.deliveries.reopen(tx.as_mut(), id, now).await? {
+            return Err(pending());
+        }
         self.ports
             .jobs
             .enqueue(tx.as_mut(), self.delivery_job(id, caller)?)
@@ -271,11 +287,13 @@ impl OutboundWebhooks {
                 created_at: now,
                 updated_at: now,
             };
-            self.ports.deliveries.insert(tx.as_mut(), &delivery).await?;
-            self.ports
-                .jobs
-                .enqueue(tx.as_mut(), self.delivery_job(delivery.id, &system)?)
-                .await?;
+            // A fan-out that runs again (a crash after its commit) finds its deliveries made.
+            if self.ports.deliveries.insert(tx.as_mut(), &delivery).await? {
+                self.ports
+                    .jobs
+                    .enqueue(tx.as_mut(), self.delivery_job(delivery.id, &system)?)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(endpoints.len())
@@ -480,6 +498,7 @@ mod tests {
 
     fn event(event_type: &str) -> OutboundEvent {
         OutboundEvent {
+            id: crate::outbound::EventId::new(),
             event_type: event_type.to_owned(),
             occurred_at: Utc::now(),
             data: json!({ "id": "p1" }),
