@@ -19,14 +19,35 @@ fn ws_url(app: &TestApp) -> String {
     app.url("/api/v1/ws").replacen("http://", "ws://", 1)
 }
 
-/// Connects with the token in the subprotocol (as a browser would: `keel.v1` beside it).
-async fn connect_with_protocol(app: &TestApp, token: &str) -> Socket {
+/// A handshake offering `protocols` (`Sec-WebSocket-Protocol`).
+async fn handshake(
+    app: &TestApp,
+    protocols: &str,
+) -> Result<
+    (
+        Socket,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    u16,
+> {
     let mut request = ws_url(app).into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
-        HeaderValue::from_str(&format!("keel.v1, keel.bearer.{token}")).unwrap(),
+        HeaderValue::from_str(protocols).unwrap(),
     );
-    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|error| match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => response.status().as_u16(),
+            other => panic!("the handshake failed below HTTP: {other}"),
+        })
+}
+
+/// Connects with the token in the subprotocol (as a browser would: `keel.v1` beside it).
+async fn connect_with_protocol(app: &TestApp, token: &str) -> Socket {
+    let (socket, response) = handshake(app, &format!("keel.v1, keel.bearer.{token}"))
+        .await
+        .unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "keel.v1");
     socket
 }
@@ -45,15 +66,20 @@ async fn send(socket: &mut Socket, message: Value) {
         .unwrap();
 }
 
-/// The next JSON message within `wait`, skipping pings; `None` on timeout or close.
+/// The next JSON message within `wait`, skipping pings (reading answers them); `None` when
+/// none came. A close is not "no message": it fails the test.
 async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, socket.next()).await.ok()?? {
-            Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
+        match tokio::time::timeout(left, socket.next()).await.ok()? {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).ok(),
+            Some(Ok(Message::Close(frame))) => {
+                panic!("the server closed the connection: {frame:?}")
+            }
+            Some(Err(error)) => panic!("the connection failed: {error}"),
+            None => panic!("the connection ended"),
+            Some(Ok(_)) => {}
         }
     }
 }
@@ -175,29 +201,17 @@ async fn a_connection_must_authenticate_and_stays_within_its_rights() {
     let (_, ada) = app.member("ada@example.com").await;
 
     // A bad token in the handshake is a plain 401, before any upgrade.
-    let mut request = ws_url(&app).into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static("keel.v1, keel.bearer.not-a-token"),
+    assert_eq!(
+        handshake(&app, "keel.v1, keel.bearer.not-a-token")
+            .await
+            .err(),
+        Some(401)
     );
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 401);
-        }
-        other => panic!("expected 401, got {other:?}"),
-    }
     // The token's subprotocol alone would have to be echoed back: `keel.v1` must be offered.
-    let mut request = ws_url(&app).into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_str(&format!("keel.bearer.{ada}")).unwrap(),
+    assert_eq!(
+        handshake(&app, &format!("keel.bearer.{ada}")).await.err(),
+        Some(400)
     );
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 400);
-        }
-        other => panic!("expected 400, got {other:?}"),
-    }
     // Without an upgrade, the endpoint says what it speaks.
     let plain = app.client.get(app.url("/api/v1/ws")).send().await.unwrap();
     crate::support::assert_problem(plain, 400, "bad_request").await;
@@ -241,7 +255,7 @@ async fn a_connection_must_authenticate_and_stays_within_its_rights() {
     );
 
     // Signing out everywhere ends open connections at the next heartbeat.
-    let app = spawn_app_with(&[("APP__REALTIME__HEARTBEAT_INTERVAL", "200ms")]).await;
+    let app = spawn_app_with(&[("APP__REALTIME__HEARTBEAT_INTERVAL", "300ms")]).await;
     let (_, cy) = app.member("cy@example.com").await;
     let mut socket = connect_with_protocol(&app, &cy).await;
     expect(&mut socket, "ready").await;
@@ -270,17 +284,12 @@ async fn a_slow_client_is_disconnected_and_connections_are_capped() {
     subscribe(&mut socket, "projects").await;
 
     // The cap: a second connection is refused before the upgrade.
-    let mut request = ws_url(&app).into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_str(&format!("keel.v1, keel.bearer.{ada}")).unwrap(),
+    assert_eq!(
+        handshake(&app, &format!("keel.v1, keel.bearer.{ada}"))
+            .await
+            .err(),
+        Some(503)
     );
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 503);
-        }
-        other => panic!("expected 503, got {other:?}"),
-    }
 
     // A burst larger than the send queue: the client cannot keep up and is cut off.
     let items: Vec<Value> = (0..50)
@@ -300,12 +309,10 @@ async fn a_slow_client_is_disconnected_and_connections_are_capped() {
     // Its slot is free again.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut request = ws_url(&app).into_client_request().unwrap();
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_str(&format!("keel.v1, keel.bearer.{ada}")).unwrap(),
-        );
-        if tokio_tungstenite::connect_async(request).await.is_ok() {
+        if handshake(&app, &format!("keel.v1, keel.bearer.{ada}"))
+            .await
+            .is_ok()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the slot was never freed");
@@ -359,7 +366,7 @@ async fn with_two_replicas_sharing_redis_a_change_through_one_reaches_a_client_o
 
 #[tokio::test]
 async fn a_withdrawn_permission_stops_other_users_events_at_the_next_heartbeat() {
-    let app = spawn_app_with(&[("APP__REALTIME__HEARTBEAT_INTERVAL", "200ms")]).await;
+    let app = spawn_app_with(&[("APP__REALTIME__HEARTBEAT_INTERVAL", "300ms")]).await;
     let root = app.admin("root@example.com").await;
     let (mo_id, _) = app.member("mo@example.com").await;
     let (_, bob) = app.member("bob@example.com").await;
@@ -402,7 +409,13 @@ async fn a_withdrawn_permission_stops_other_users_events_at_the_next_heartbeat()
     )
     .await;
     assert_eq!(revoked.status(), 204);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Past the next heartbeat, reading meanwhile (as any client does, which answers the
+    // server's pings; one that does not is closed as gone after three heartbeats).
+    assert!(
+        next(&mut socket, Duration::from_millis(900))
+            .await
+            .is_none()
+    );
     create_project(&app, &bob, "Unseen").await;
     assert!(
         next(&mut socket, Duration::from_millis(500))

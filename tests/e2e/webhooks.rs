@@ -724,23 +724,37 @@ async fn a_failing_endpoint_is_retried_then_succeeds_and_every_attempt_is_signed
     worker.stop().await;
 }
 
-/// A host name (not `localhost`) that resolves to this machine, from /etc/hosts; else a
-/// `localhost.` the name check does not catch.
-fn loopback_name() -> String {
-    std::fs::read_to_string("/etc/hosts")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let ip: std::net::IpAddr = fields.next()?.parse().ok()?;
-            (ip.is_loopback()).then(|| {
-                fields
-                    .find(|n| !n.starts_with('#') && !n.contains("localhost"))
-                    .map(str::to_owned)
-            })?
+/// A host name that is not `localhost` but resolves only to non-public addresses here
+/// (from /etc/hosts, or the machine's own name); `None` when this machine has none.
+fn private_name() -> Option<String> {
+    use std::net::ToSocketAddrs as _;
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let from_hosts = hosts.lines().filter_map(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let ip: std::net::IpAddr = fields.next()?.parse().ok()?;
+        (!keel_webhooks::outbound::is_public(ip))
+            .then(|| fields.map(str::to_owned).collect::<Vec<_>>())
+    });
+    let own = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    from_hosts
+        .flatten()
+        .chain(own.split_whitespace().map(str::to_owned))
+        .filter(|name| {
+            let bare = name.trim_end_matches('.');
+            bare != "localhost"
+                && !bare.ends_with(".localhost")
+                && bare.parse::<std::net::IpAddr>().is_err()
         })
-        .next()
-        .unwrap_or_else(|| "localhost.".to_owned())
+        .find(|name| {
+            (name.as_str(), 80).to_socket_addrs().is_ok_and(|addrs| {
+                let addrs: Vec<_> = addrs.collect();
+                !addrs.is_empty()
+                    && addrs
+                        .iter()
+                        .all(|a| !keel_webhooks::outbound::is_public(a.ip()))
+            })
+        })
 }
 
 #[tokio::test]
@@ -769,7 +783,11 @@ async fn a_loopback_target_is_refused_when_subscribing_and_when_delivering() {
     }
     // A name is checked where it is resolved: at every attempt, so DNS cannot be switched
     // to a private address after the check.
-    let sneaky = format!("http://{}:{port}/sneaky", loopback_name());
+    let Some(name) = private_name() else {
+        eprintln!("no host name resolves to a private address here: the DNS half is skipped");
+        return;
+    };
+    let sneaky = format!("http://{name}:{port}/sneaky");
     let created = app
         .post(
             "/api/v1/webhooks/endpoints",

@@ -98,3 +98,15 @@ fn is_unavailable(err: &DbErr) -> bool {
         _ => false,
     }
 }
+
+/// `text`, then each cause of `error` (not `error` itself) after a colon: a whole chain on one
+/// log line.
+pub(crate) fn with_causes(mut text: String, error: &dyn std::error::Error) -> String {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -93,13 +93,7 @@ fn describe(error: &minijinja::Error) -> String {
     if let (Some(name), Some(line)) = (error.name(), error.line()) {
         text = format!("{text} ({name}, line {line})");
     }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::error::with_causes(text, error)
 }
 
 impl FileTemplates {

@@ -62,8 +62,15 @@ impl InboundSecrets {
     /// Checks the delivery against every secret of `source`: the first that verifies wins.
     fn verify(&self, source: &str, body: &[u8], headers: &http::HeaderMap) -> Result<(), Refusal> {
         let keys = self.keys.get(source).ok_or(Refusal::UnknownSource)?;
-        if headers.get(HEADER_WEBHOOK_ID).is_none() {
-            return Err(Refusal::BadHeader("id"));
+        // Every header present before any is judged: a missing one is named, whatever else.
+        for (name, short) in [
+            (HEADER_WEBHOOK_ID, "id"),
+            (HEADER_WEBHOOK_TIMESTAMP, "timestamp"),
+            (HEADER_WEBHOOK_SIGNATURE, "signature"),
+        ] {
+            if headers.get(name).is_none() {
+                return Err(Refusal::BadHeader(short));
+            }
         }
         // The timestamp first, by Keel: an extreme value must not reach arithmetic elsewhere.
         let signed_at = headers

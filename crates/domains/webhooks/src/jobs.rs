@@ -21,7 +21,7 @@ impl Job for ProcessInboundWebhook {
     /// Handlers call Keel's own database: a few quick retries, then a long tail for an outage.
     fn policy() -> RetryPolicy {
         RetryPolicy {
-            max_attempts: 8,
+            max_attempts: 12,
             backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(600),
             timeout: Duration::from_secs(60),

@@ -644,15 +644,9 @@ impl WebhookSender for ReqwestSender {
 
 /// The error without the URL (which may carry a token in its query).
 fn without_url(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(url) = error.url() {
-        text = text.replace(url.as_str(), "<endpoint>");
+    let text = crate::error::with_causes(error.to_string(), error);
+    match error.url() {
+        Some(url) => text.replace(url.as_str(), "<endpoint>"),
+        None => text,
     }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

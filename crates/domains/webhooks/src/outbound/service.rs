@@ -73,7 +73,7 @@ impl Default for OutboundSettings {
         Self {
             allow_private_targets: false,
             retry: RetryPolicy {
-                max_attempts: 10,
+                max_attempts: 16,
                 backoff: Duration::from_secs(5),
                 max_backoff: Duration::from_secs(3 * 3600),
                 timeout: Duration::from_secs(30),
