@@ -234,8 +234,10 @@ impl Connection {
                             // Bounded: a client that pings without reading must not stall this
                             // loop (and with it the deadlines below).
                             let mut session = session.clone();
-                            if !matches!(tokio::time::timeout(WRITE_WAIT, session.pong(&bytes)).await, Ok(Ok(()))) {
-                                break Some(slow());
+                            match tokio::time::timeout(WRITE_WAIT, session.pong(&bytes)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => break None,
+                                Err(_) => break Some(slow()),
                             }
                         }
                         Message::Close(_) => break None,
@@ -278,8 +280,10 @@ impl Connection {
                         }
                     }
                     let mut session = session.clone();
-                    if !matches!(tokio::time::timeout(WRITE_WAIT, session.ping(b"keel")).await, Ok(Ok(()))) {
-                        break Some(slow());
+                    match tokio::time::timeout(WRITE_WAIT, session.ping(b"keel")).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => break Some(slow()),
                     }
                 }
                 _ = tokio::time::sleep(self.limits.auth_timeout.saturating_sub(started.elapsed())), if self.actor.is_none() => {

@@ -279,11 +279,11 @@ async fn receive(
         source: source.clone(),
         webhook_id: header(HEADER_WEBHOOK_ID).to_owned(),
         event_type: payload.event_type,
-        // The sender's own time orders events, but only within the signature's tolerance: a
-        // far-future value would make every later event look stale.
+        // The sender's own time orders events. A retry is signed anew, so the signed time
+        // says nothing of when the event happened; only a time ahead of it is capped (a
+        // far-future value would make every later event look stale).
         occurred_at: payload.timestamp.map_or(signed_at, |at| {
-            let window = chrono::Duration::seconds(300);
-            at.clamp(signed_at - window, signed_at + window)
+            at.min(signed_at + chrono::Duration::seconds(300))
         }),
         data: payload.data,
     };

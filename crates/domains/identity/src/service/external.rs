@@ -164,6 +164,7 @@ impl IdentityService<'_> {
             }
             ExternalUserChange::Delete { .. } => {
                 let mut revoked = Vec::new();
+                let mut deleted_here = false;
                 if let Some(id) = link.user_id
                     && let Some(mut account) =
                         self.ports().users.find_for_update(tx.as_mut(), id).await?
@@ -178,8 +179,12 @@ impl IdentityService<'_> {
                         .sessions
                         .revoke_all(tx.as_mut(), id, None, "account_deleted", now)
                         .await?;
+                    deleted_here = true;
                 }
-                link.deleted = true;
+                // A tombstone when the provider's delete did the deleting (or there is no
+                // account): only then may a later event restore it. An account an
+                // administrator deleted in Keel stays deleted.
+                link.deleted = link.deleted || deleted_here || link.user_id.is_none();
                 (SyncOutcome::Deleted(link.user_id), revoked)
             }
         };

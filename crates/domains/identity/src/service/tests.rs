@@ -1578,6 +1578,16 @@ mod external_users {
         };
         block_on(w.identity.for_system().delete_user(other)).unwrap();
         sync(&w, upsert("u10", None, Some("Renamed")), 2).unwrap();
+        // Nor by the provider deleting and re-creating the user afterwards.
+        sync(
+            &w,
+            ExternalUserChange::Delete {
+                subject: "u10".into(),
+            },
+            3,
+        )
+        .unwrap();
+        sync(&w, upsert("u10", Some("w@example.com"), None), 4).unwrap();
         let user = block_on(UserRepository::find(w.fakes.store.as_ref(), other))
             .unwrap()
             .unwrap();

@@ -129,7 +129,13 @@ impl NewEndpoint {
             );
         }
         for (i, event) in self.events.iter().enumerate() {
-            if !is_event_type(event) {
+            if event.starts_with("auth.") || event.starts_with("webhook_") {
+                errors.add(
+                    format!("events[{i}]"),
+                    "never_published",
+                    "sign-in (`auth.*`) and webhook (`webhook_*`) events are never sent",
+                );
+            } else if !is_event_type(event) {
                 errors.add(
                     format!("events[{i}]"),
                     "format",
@@ -404,6 +410,19 @@ mod tests {
             )[0]
             .0,
             "events[1]"
+        );
+        assert_eq!(
+            fields(
+                endpoint(
+                    "https://example.com",
+                    &["auth.login", "webhook_endpoint.created"]
+                )
+                .validate(false)
+            ),
+            [
+                ("events[0]".to_owned(), "never_published".to_owned()),
+                ("events[1]".to_owned(), "never_published".to_owned())
+            ]
         );
     }
 }
