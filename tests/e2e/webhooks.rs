@@ -678,6 +678,9 @@ async fn a_failing_endpoint_is_retried_then_succeeds_and_every_attempt_is_signed
     assert_eq!(updated.status(), 200);
 
     // Redelivered by an admin: one more attempt, same webhook id; two at once send it once.
+    // No worker meanwhile: one that finished the first redelivery before the second arrived
+    // would rightly let the second through too.
+    worker.stop().await;
     let delivery_id = delivery["id"].as_str().unwrap();
     let path = format!("/api/v1/webhooks/deliveries/{delivery_id}/redeliver");
     let empty = json!({});
@@ -688,6 +691,7 @@ async fn a_failing_endpoint_is_retried_then_succeeds_and_every_attempt_is_signed
     let mut statuses = [one.status().as_u16(), two.status().as_u16()];
     statuses.sort_unstable();
     assert_eq!(statuses, [202, 409]);
+    let worker = app.start_worker().await;
     let items = deliveries_until(&app, &admin, &endpoint_id, |items| {
         items[0]["attempts"]
             .as_array()
