@@ -433,6 +433,7 @@ impl FromRequest for Caller {
                 "credential",
                 match &actor {
                     Actor::ApiKey { .. } => "api_key",
+                    Actor::Federated { .. } => "provider_token",
                     Actor::User { .. } | Actor::Unverified { .. } => "session",
                     Actor::Anonymous | Actor::System => "none",
                 },

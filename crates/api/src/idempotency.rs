@@ -204,7 +204,7 @@ where
     let caller = Caller::from_request(req.request(), &mut Payload::None).await?;
     let scope = match &caller.0.actor {
         Actor::ApiKey { id, .. } => format!("api_key:{id}"),
-        Actor::User { id, .. } => format!("user:{id}"),
+        Actor::User { id, .. } | Actor::Federated { id, .. } => format!("user:{id}"),
         _ => {
             req.extensions_mut().insert(caller);
             return pass(req, next).await;

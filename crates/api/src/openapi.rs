@@ -145,6 +145,8 @@ problem_responses! {
     TooManyRequests => "Rate limited; `Retry-After` says when to try again.",
     /// 500.
     InternalError => "An unexpected failure; logged with the request id, no internals sent.",
+    /// 502.
+    BadGateway => "A service Keel depends on (an identity provider, another API) failed or answered with something unusable.",
     /// 503.
     Unavailable => "A dependency (database, cache) is unavailable, password hashing is saturated, or the request timed out; `Retry-After` says when to retry.",
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use error::{ConfigError, Problem};
 pub use sources::Sources;
-pub use validate::webhook_secret_bytes;
+pub use validate::{provider_url_allowed, webhook_secret_bytes};
 
 /// The value `auth.jwt_secret` has unless configured; refused in production.
 pub const DEVELOPMENT_JWT_SECRET: &str = "keel-local-development-secret-not-for-production";
@@ -349,6 +349,69 @@ pub struct AuthSettings {
     pub peppers: BTreeMap<String, SecretString>,
     /// Second factors (`[auth.mfa]`).
     pub mfa: MfaSettings,
+    /// External identity providers (`[auth.oidc]`).
+    pub oidc: OidcSettings,
+}
+
+/// `[auth.oidc]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// How far a provider's clock may be off (`exp`, `nbf`, `iat`); at most 5m.
+    #[serde(with = "duration")]
+    pub clock_skew: Duration,
+    /// A token signed with a key Keel has not seen refetches the provider's keys, at most
+    /// this often (a stream of forged `kid`s must not become a stream of requests).
+    #[serde(with = "duration")]
+    pub jwks_refetch_interval: Duration,
+    /// How long fetched keys and discovery documents are used before they are fetched again.
+    #[serde(with = "duration")]
+    pub jwks_max_age: Duration,
+    /// Providers by name (the name is the `{provider}` path segment and the link's provider).
+    #[serde(default)]
+    pub providers: BTreeMap<String, OidcProviderSettings>,
+}
+
+/// `[auth.oidc.providers.<name>]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderSettings {
+    /// The issuer URL, exactly as the provider's tokens carry it in `iss`; its discovery
+    /// document is `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The `aud` access tokens must carry; unset: `client_id`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// This service's client id at the provider (ID tokens' `aud`, `azp`).
+    pub client_id: String,
+    /// The client secret for the code exchange; unset: a public client (PKCE only).
+    #[serde(
+        default,
+        serialize_with = "redact_optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_secret: Option<SecretString>,
+    /// Scopes asked for at sign-in (`openid` is always included).
+    #[serde(default = "default_oidc_scopes", deserialize_with = "string_or_list")]
+    pub scopes: Vec<String>,
+    /// The claim listing the user's groups or roles (a dotted path such as
+    /// `realm_access.roles`); set, the provider decides the account's roles.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// Claim value → Keel role name; only mapped values grant roles.
+    #[serde(default)]
+    pub role_map: BTreeMap<String, String>,
+    /// Clients (`azp`, or `client_id`) whose access tokens are accepted; empty: any client
+    /// the provider issued a token for this audience.
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub authorized_parties: Vec<String>,
+    /// Create an account for a user seen for the first time (else only linked users get in).
+    #[serde(default)]
+    pub allow_signup: bool,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(str::to_owned).to_vec()
 }
 
 /// `[auth.mfa]`

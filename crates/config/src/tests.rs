@@ -618,3 +618,64 @@ fn webhook_sources_need_secrets_that_decode_and_names_that_fit_a_path() {
         ]
     );
 }
+
+#[test]
+fn identity_providers_need_a_usable_issuer_and_client_and_keep_their_secret() {
+    let settings = load(&[
+        (
+            "APP__AUTH__OIDC__PROVIDERS__ACME__ISSUER",
+            "https://login.acme.example",
+        ),
+        ("APP__AUTH__OIDC__PROVIDERS__ACME__CLIENT_ID", "keel"),
+        (
+            "APP__AUTH__OIDC__PROVIDERS__ACME__CLIENT_SECRET",
+            "hunter2-secret",
+        ),
+        (
+            "APP__AUTH__OIDC__PROVIDERS__ACME__ROLES_CLAIM",
+            "realm_access.roles",
+        ),
+        (
+            "APP__AUTH__OIDC__PROVIDERS__ACME__ROLE_MAP__KEEL_ADMINS",
+            "admin",
+        ),
+        (
+            "APP__AUTH__OIDC__PROVIDERS__LOCAL__ISSUER",
+            "http://127.0.0.1:9000/realms/x",
+        ),
+        ("APP__AUTH__OIDC__PROVIDERS__LOCAL__CLIENT_ID", "keel"),
+    ])
+    .unwrap();
+    let acme = &settings.auth.oidc.providers["acme"];
+    assert_eq!(acme.scopes, ["openid", "email", "profile"]);
+    assert_eq!(acme.role_map["keel_admins"], "admin");
+    assert!(!acme.allow_signup);
+    let shown = serde_json::to_string(&settings).unwrap();
+    assert!(!shown.contains("hunter2"), "{shown}");
+
+    let err = load(&[
+        (
+            "APP__AUTH__OIDC__PROVIDERS__PLAIN__ISSUER",
+            "http://login.example",
+        ),
+        ("APP__AUTH__OIDC__PROVIDERS__PLAIN__CLIENT_ID", "keel"),
+        (
+            "APP__AUTH__OIDC__PROVIDERS__BAD__ISSUER",
+            "https://login.example/?x=1",
+        ),
+        ("APP__AUTH__OIDC__PROVIDERS__BAD__CLIENT_ID", " "),
+        ("APP__AUTH__OIDC__PROVIDERS__BAD__ROLE_MAP__A", "admin"),
+        ("APP__AUTH__OIDC__CLOCK_SKEW", "10m"),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        problem_keys(&err),
+        [
+            "auth.oidc.clock_skew",
+            "auth.oidc.providers.bad.issuer",
+            "auth.oidc.providers.bad.client_id",
+            "auth.oidc.providers.bad.role_map",
+            "auth.oidc.providers.plain.issuer",
+        ]
+    );
+}

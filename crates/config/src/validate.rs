@@ -331,6 +331,118 @@ fn validate_webhooks(settings: &Settings, problems: &mut Problems) {
     }
 }
 
+/// Whether `url` may be used to reach an identity provider: https, or http to a loopback
+/// host outside production (a provider run on the developer's machine or by the tests).
+pub fn provider_url_allowed(url: &url::Url, production: bool) -> bool {
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" if !production => match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+fn validate_oidc(settings: &Settings, problems: &mut Problems) {
+    let oidc = &settings.auth.oidc;
+    let production = settings.environment == Environment::Production;
+    problems.check(
+        oidc.clock_skew <= std::time::Duration::from_secs(300),
+        "auth.oidc.clock_skew",
+        "must be at most 5m (a longer tolerance keeps expired tokens alive)",
+    );
+    problems.check(
+        oidc.jwks_refetch_interval >= std::time::Duration::from_secs(1)
+            && oidc.jwks_refetch_interval <= oidc.jwks_max_age,
+        "auth.oidc.jwks_refetch_interval",
+        "must be at least 1s and at most auth.oidc.jwks_max_age",
+    );
+    problems.check(
+        oidc.jwks_max_age <= std::time::Duration::from_secs(7 * 24 * 3600),
+        "auth.oidc.jwks_max_age",
+        "must be at most 7d (a provider that withdraws a key expects it gone within days)",
+    );
+    for (name, provider) in &oidc.providers {
+        let key = format!("auth.oidc.providers.{name}");
+        problems.check(
+            !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                }),
+            &key,
+            "the provider name must be 1 to 64 of a-z, 0-9, `_` and `-` (it is a URL segment)",
+        );
+        let issuer = url::Url::parse(&provider.issuer).ok();
+        problems.check(
+            issuer.as_ref().is_some_and(|url| {
+                provider_url_allowed(url, production)
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+            }),
+            &format!("{key}.issuer"),
+            if production {
+                "must be an https URL with no query or fragment"
+            } else {
+                "must be an https URL (http only to 127.0.0.1, ::1 or localhost) with no query or fragment"
+            },
+        );
+        problems.check(
+            !provider.client_id.trim().is_empty(),
+            &format!("{key}.client_id"),
+            "must not be empty",
+        );
+        problems.check(
+            provider
+                .audience
+                .as_deref()
+                .is_none_or(|audience| !audience.trim().is_empty()),
+            &format!("{key}.audience"),
+            "must not be empty when set (unset means client_id)",
+        );
+        problems.check(
+            provider.roles_claim.as_deref().is_none_or(|claim| {
+                !claim.trim().is_empty() && !claim.split('.').any(str::is_empty)
+            }),
+            &format!("{key}.roles_claim"),
+            "must be a claim name or a dotted path such as realm_access.roles",
+        );
+        problems.check(
+            provider.role_map.is_empty() == provider.roles_claim.is_none(),
+            &format!("{key}.role_map"),
+            "goes with roles_claim: set both (only mapped claim values grant roles), or neither",
+        );
+        problems.check(
+            provider
+                .role_map
+                .iter()
+                .all(|(value, role)| !value.is_empty() && !role.trim().is_empty()),
+            &format!("{key}.role_map"),
+            "maps non-empty claim values to Keel role names",
+        );
+        problems.check(
+            oidc.providers
+                .iter()
+                .take_while(|(other, _)| *other != name)
+                .all(|(_, other)| other.issuer != provider.issuer),
+            &format!("{key}.issuer"),
+            "another provider has this issuer: a token's `iss` must name one provider",
+        );
+        problems.check(
+            provider.scopes.iter().all(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            }),
+            &format!("{key}.scopes"),
+            "each scope must be printable ASCII with no spaces, quotes or backslashes",
+        );
+    }
+}
+
 pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     let mut problems = Problems::default();
     let production = settings.environment == Environment::Production;
@@ -369,6 +481,7 @@ pub(crate) fn validate(settings: &Settings) -> Result<(), Vec<Problem>> {
     );
     validate_jobs(settings, &mut problems);
     validate_webhooks(settings, &mut problems);
+    validate_oidc(settings, &mut problems);
     validate_realtime(settings, &mut problems);
     validate_telemetry(settings, &mut problems);
     problems.check(

@@ -153,6 +153,17 @@ pub enum Actor {
         /// The owner's permissions narrowed by the key's scopes.
         permissions: PermissionSet,
     },
+    /// A user acting through an external identity provider's access token: the linked account
+    /// with its permissions, but no Keel session (account self-service is closed to it, as to
+    /// API keys).
+    Federated {
+        /// The linked account.
+        id: UserId,
+        /// The configured provider that issued the token.
+        provider: String,
+        /// Effective permissions from the account's roles.
+        permissions: PermissionSet,
+    },
     /// A signed-in user whose email address is not confirmed while confirmation is required.
     /// Holds no permission: every permission check refuses with
     /// [`DomainError::EMAIL_UNVERIFIED`]; only the few use cases that allow it (reading the
@@ -179,17 +190,21 @@ impl Actor {
     /// The permissions the actor holds (`None` for the system actor, which holds all).
     pub fn permissions(&self) -> Option<&PermissionSet> {
         match self {
-            Self::User { permissions, .. } | Self::ApiKey { permissions, .. } => Some(permissions),
+            Self::User { permissions, .. }
+            | Self::ApiKey { permissions, .. }
+            | Self::Federated { permissions, .. } => Some(permissions),
             Self::Anonymous | Self::Unverified { .. } | Self::System => None,
         }
     }
 
-    /// A short label for logs and the activity log: `user`, `api_key`, `system`, `anonymous`.
+    /// A short label for logs and the activity log: `user`, `api_key`, `federated`, `system`,
+    /// `anonymous`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Anonymous => "anonymous",
             Self::User { .. } | Self::Unverified { .. } => "user",
             Self::ApiKey { .. } => "api_key",
+            Self::Federated { .. } => "federated",
             Self::System => "system",
         }
     }
@@ -197,7 +212,9 @@ impl Actor {
     /// The user on whose behalf the action runs, if any.
     pub fn user_id(&self) -> Option<UserId> {
         match self {
-            Self::User { id, .. } | Self::Unverified { id, .. } => Some(*id),
+            Self::User { id, .. } | Self::Unverified { id, .. } | Self::Federated { id, .. } => {
+                Some(*id)
+            }
             Self::ApiKey { owner, .. } => Some(*owner),
             Self::Anonymous | Self::System => None,
         }
@@ -222,9 +239,9 @@ impl Actor {
         match self {
             Self::System => true,
             Self::Anonymous | Self::Unverified { .. } => false,
-            Self::User { permissions, .. } | Self::ApiKey { permissions, .. } => {
-                permissions.contains(permission)
-            }
+            Self::User { permissions, .. }
+            | Self::ApiKey { permissions, .. }
+            | Self::Federated { permissions, .. } => permissions.contains(permission),
         }
     }
 

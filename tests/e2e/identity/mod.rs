@@ -5,6 +5,7 @@ mod accounts;
 mod api_keys;
 mod cookies;
 mod mfa;
+mod oidc;
 mod roles;
 mod sessions;
 

@@ -48,6 +48,8 @@ pub struct CookieSessions {
     max_age: Duration,
     /// The one path the refresh cookie is sent to.
     refresh_path: String,
+    /// `app.public_url`, without a trailing slash.
+    public_url: String,
 }
 
 impl CookieSessions {
@@ -71,7 +73,46 @@ impl CookieSessions {
             origins,
             max_age: settings.auth.refresh_token_max_ttl,
             refresh_path: format!("{}/auth/refresh", crate::API_PREFIX),
+            public_url: settings.app.public_url.trim_end_matches('/').to_owned(),
         }
+    }
+
+    /// `app.public_url`, without a trailing slash.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Whether a browser may be sent to `url` after a sign-in: an absolute http(s) URL on one
+    /// of this service's origins (never anywhere an attacker names: no open redirect).
+    pub fn may_return_to(&self, url: &str) -> bool {
+        !url.chars()
+            .any(|c| c.is_control() || c == '\\' || c.is_whitespace())
+            && origin_of(url).is_some_and(|origin| {
+                self.origins.contains(&origin)
+                    && url.len() >= origin.len()
+                    && url[..origin.len()].eq_ignore_ascii_case(&origin)
+                    && matches!(
+                        url.as_bytes().get(origin.len()),
+                        None | Some(b'/' | b'?' | b'#')
+                    )
+            })
+    }
+
+    /// A browser sign-in that ends in cookie mode: the refresh and CSRF cookies set, and the
+    /// browser sent on to `location` (303), where the app refreshes to get an access token.
+    pub fn signed_in_redirect(&self, tokens: &Tokens, location: &str) -> HttpResponse {
+        let csrf = csrf_token(&tokens.refresh_token);
+        HttpResponse::SeeOther()
+            .cookie(self.cookie(
+                REFRESH_COOKIE,
+                &tokens.refresh_token,
+                &self.refresh_path,
+                true,
+            ))
+            .cookie(self.cookie(CSRF_COOKIE, &csrf, "/", false))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::LOCATION, location.to_owned()))
+            .finish()
     }
 
     /// Whether cookie mode is on.

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod cookies;
 pub mod mfa;
+pub mod oidc;
 pub mod roles;
 pub mod sessions;
 
@@ -136,6 +137,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     roles::configure(cfg);
     api_keys::configure(cfg);
     mfa::configure(cfg);
+    oidc::configure(cfg);
 }
 
 /// Identity's operations, with the list parameters of `/users`.
@@ -146,6 +148,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     document.merge(roles::RolesDoc::openapi());
     document.merge(api_keys::ApiKeysDoc::openapi());
     document.merge(mfa::MfaDoc::openapi());
+    document.merge(oidc::OidcDoc::openapi());
     crate::openapi::add_list_parameters(&mut document, "/users", &keel_identity::USER_LIST_SPEC);
     document
 }

@@ -100,7 +100,7 @@ async fn authenticate(identity: &Identity, token: &str) -> Result<Actor, DomainE
     };
     let actor = actor.map_err(DomainError::from)?;
     match actor {
-        Actor::User { .. } | Actor::ApiKey { .. } => Ok(actor),
+        Actor::User { .. } | Actor::ApiKey { .. } | Actor::Federated { .. } => Ok(actor),
         // An account waiting for email confirmation reads only its profile.
         Actor::Unverified { .. } => Err(DomainError::EMAIL_UNVERIFIED),
         Actor::Anonymous | Actor::System => Err(DomainError::Unauthenticated),

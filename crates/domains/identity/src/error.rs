@@ -53,6 +53,18 @@ pub enum IdentityError {
     /// No authenticator to confirm, use or remove.
     #[error("two-factor authentication is not set up")]
     MfaNotEnrolled,
+    /// A provider's user seen for the first time, where `allow_signup` is off.
+    #[error("this provider's users need an account linked before they can sign in")]
+    SignupClosed,
+    /// A provider's new user claims an address a Keel account already holds.
+    #[error("an account with this address exists and is not linked to this provider's user")]
+    ExternalEmailTaken,
+    /// A provider sign-in that the provider refused, or whose code or ID token is not valid.
+    #[error("the sign-in with the identity provider failed")]
+    ProviderSignInFailed,
+    /// A provider sign-in callback whose `state` is unknown, used, expired or not this browser's.
+    #[error("the sign-in state is invalid, expired or already used")]
+    ProviderStateInvalid,
     /// Shared failures: validation, permissions, storage, rate limits.
     #[error(transparent)]
     Rejected(#[from] DomainError),
@@ -132,6 +144,23 @@ impl From<IdentityError> for DomainError {
                 code: "mfa.not_enrolled",
                 message: "two-factor authentication is not set up (enrol with POST /api/v1/auth/mfa/totp)".to_owned(),
                 field: None,
+            },
+            IdentityError::SignupClosed => DomainError::Refused {
+                code: "auth.signup_closed",
+                message: "this identity provider's users get in only once their account is linked (auth.oidc.providers.<name>.allow_signup is off)",
+            },
+            IdentityError::ExternalEmailTaken => DomainError::Conflict {
+                code: "auth.external_email_taken",
+                message: "an account with this address already exists and is not linked to this provider's user; accounts are never linked by address".to_owned(),
+                field: Some("email".to_owned()),
+            },
+            IdentityError::ProviderSignInFailed => DomainError::InvalidCredentials {
+                code: "auth.oidc_failed",
+                message: "the sign-in with the identity provider failed or was refused; start it again",
+            },
+            IdentityError::ProviderStateInvalid => DomainError::InvalidCredentials {
+                code: "auth.oidc_state_invalid",
+                message: "the sign-in's state is unknown, expired, already used or not this browser's; start it again",
             },
             IdentityError::Rejected(inner) => inner,
         }

@@ -21,6 +21,12 @@ pub trait UserRepository: Send + Sync + std::fmt::Debug {
     async fn find(&self, id: UserId) -> Result<Option<User>, RepoError>;
     /// A non-deleted account by normalised email.
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepoError>;
+    /// [`UserRepository::find_by_email`], read in `tx`.
+    async fn find_by_email_in(
+        &self,
+        tx: &mut dyn Transaction,
+        email: &Email,
+    ) -> Result<Option<User>, RepoError>;
     /// An account by id, read in `tx` (a use case never takes a second connection while its
     /// transaction holds one: under load that exhausts the pool).
     async fn find_in(
@@ -40,6 +46,12 @@ pub trait UserRepository: Send + Sync + std::fmt::Debug {
     async fn update(&self, tx: &mut dyn Transaction, user: &User) -> Result<(), RepoError>;
     /// The roles granted to a user, with their permissions.
     async fn roles_of(&self, user: UserId) -> Result<Vec<Role>, RepoError>;
+    /// [`UserRepository::roles_of`], read in `tx`.
+    async fn roles_of_in(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+    ) -> Result<Vec<Role>, RepoError>;
     /// The union of the permissions of a user's roles.
     async fn permissions_of(&self, user: UserId) -> Result<PermissionSet, RepoError>;
     /// Grants a role; `false` when already granted.
@@ -271,6 +283,12 @@ pub trait MfaRepository: Send + Sync + std::fmt::Debug {
 /// Links to accounts at external providers.
 #[async_trait]
 pub trait ExternalIdentityRepository: Send + Sync + std::fmt::Debug {
+    /// The link of `subject` at `provider`, read without a lock.
+    async fn find(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<ExternalIdentity>, RepoError>;
     /// The link of `subject` at `provider`, locked until `tx` ends.
     async fn find_for_update(
         &self,

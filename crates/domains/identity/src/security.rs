@@ -110,3 +110,104 @@ pub trait Secrets: Send + Sync + std::fmt::Debug {
 /// (`None` with HS256, which has no public key).
 #[derive(Debug, Clone, Default)]
 pub struct PublicKeys(pub Option<serde_json::Value>);
+
+/// What an external identity provider says about a user, from a token whose signature,
+/// issuer, audience and lifetime were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderClaims {
+    /// The configured provider's name (the link's provider).
+    pub provider: String,
+    /// The user as the token describes them (`sub`, `email`, `email_verified`, `name`).
+    pub user: crate::service::ExternalUser,
+    /// Keel role names the provider's roles claim maps to; `None` when the provider does not
+    /// manage roles (no `roles_claim`).
+    pub roles: Option<Vec<String>>,
+    /// Whether a user seen for the first time gets an account.
+    pub allow_signup: bool,
+}
+
+/// Why a provider did not vouch for a user.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No provider of that name is configured.
+    #[error("no identity provider of that name is configured")]
+    UnknownProvider,
+    /// The token or the sign-in is not acceptable (bad signature, unknown key, wrong issuer
+    /// or audience, expired, wrong nonce, the provider refused the code).
+    #[error("{0}")]
+    Rejected(String),
+    /// The provider could not be reached, or answered with something unusable.
+    #[error("the identity provider could not be reached: {0}")]
+    Unreachable(BoxError),
+}
+
+/// The configured external identity providers (OpenID Connect): their access tokens, and the
+/// authorization-code sign-in with PKCE.
+#[async_trait]
+pub trait IdentityProviders: Send + Sync + std::fmt::Debug {
+    /// Whether a provider of that name is configured.
+    fn knows(&self, provider: &str) -> bool;
+    /// Verifies an access token issued by a configured provider; `Ok(None)` when no configured
+    /// provider issued it (it is not theirs to judge).
+    async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<ProviderClaims>, ProviderError>;
+    /// The provider's authorization URL for a sign-in bound to `state` and `nonce`, with the
+    /// S256 challenge of `code_verifier`.
+    async fn authorization_url(
+        &self,
+        provider: &str,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        code_verifier: &str,
+    ) -> Result<String, ProviderError>;
+    /// Exchanges an authorization code (with its PKCE verifier) and verifies the ID token it
+    /// brings, `nonce` included.
+    async fn exchange_code(
+        &self,
+        provider: &str,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+        nonce: &str,
+    ) -> Result<ProviderClaims, ProviderError>;
+}
+
+/// No provider configured: no token is a provider's, no sign-in can start.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProviders;
+
+#[async_trait]
+impl IdentityProviders for NoProviders {
+    fn knows(&self, _: &str) -> bool {
+        false
+    }
+
+    async fn verify_access_token(&self, _: &str) -> Result<Option<ProviderClaims>, ProviderError> {
+        Ok(None)
+    }
+
+    async fn authorization_url(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<String, ProviderError> {
+        Err(ProviderError::UnknownProvider)
+    }
+
+    async fn exchange_code(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<ProviderClaims, ProviderError> {
+        Err(ProviderError::UnknownProvider)
+    }
+}

@@ -29,7 +29,8 @@ use crate::repository::{
     RoleRepository, SessionRepository, UserRepository,
 };
 use crate::security::{
-    AccessClaims, AccessTokens, HashError, IssuedToken, PasswordHasher, Secrets, Verification,
+    AccessClaims, AccessTokens, HashError, IdentityProviders, IssuedToken, PasswordHasher,
+    ProviderClaims, ProviderError, Secrets, Verification,
 };
 use crate::service::IdentityPorts;
 
@@ -132,6 +133,14 @@ impl UserRepository for InMemoryIdentityStore {
         }))
     }
 
+    async fn find_by_email_in(
+        &self,
+        _tx: &mut dyn Transaction,
+        email: &Email,
+    ) -> Result<Option<User>, RepoError> {
+        UserRepository::find_by_email(self, email).await
+    }
+
     async fn find_in(
         &self,
         _tx: &mut dyn Transaction,
@@ -170,6 +179,14 @@ impl UserRepository for InMemoryIdentityStore {
     async fn roles_of(&self, user: UserId) -> Result<Vec<Role>, RepoError> {
         self.count_account_read();
         Ok(self.with(|s| roles_of(s, user)))
+    }
+
+    async fn roles_of_in(
+        &self,
+        _tx: &mut dyn Transaction,
+        user: UserId,
+    ) -> Result<Vec<Role>, RepoError> {
+        UserRepository::roles_of(self, user).await
     }
 
     async fn permissions_of(&self, user: UserId) -> Result<PermissionSet, RepoError> {
@@ -672,6 +689,19 @@ impl ApiKeyRepository for InMemoryIdentityStore {
 
 #[async_trait]
 impl ExternalIdentityRepository for InMemoryIdentityStore {
+    async fn find(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<ExternalIdentity>, RepoError> {
+        Ok(self.with(|s| {
+            s.links
+                .iter()
+                .find(|l| l.provider == provider && l.subject == subject)
+                .cloned()
+        }))
+    }
+
     async fn find_for_update(
         &self,
         _tx: &mut dyn Transaction,
@@ -844,6 +874,8 @@ pub struct Fakes {
     pub hasher: Arc<FakeHasher>,
     /// The cache.
     pub cache: Arc<InMemoryCache>,
+    /// The identity providers.
+    pub providers: Arc<FakeProviders>,
 }
 
 impl Fakes {
@@ -864,6 +896,7 @@ pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
     let activity = Arc::new(InMemoryActivityLog::default());
     let hasher = Arc::new(FakeHasher::default());
     let cache = Arc::new(InMemoryCache::default());
+    let providers = Arc::new(FakeProviders::default());
     let ports = IdentityPorts {
         users: store.clone(),
         roles: store.clone(),
@@ -882,6 +915,7 @@ pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
         cache: cache.clone(),
         jobs: jobs.clone(),
         templates: Arc::new(keel_kernel::mail::ListingTemplates),
+        providers: providers.clone(),
     };
     Fakes {
         ports,
@@ -890,6 +924,7 @@ pub fn fakes(clock: Arc<dyn Clock>) -> Fakes {
         activity,
         hasher,
         cache,
+        providers,
     }
 }
 
@@ -960,5 +995,77 @@ impl RegistrationFactory {
     /// The input.
     pub fn build(self) -> crate::Registration {
         self.registration
+    }
+}
+
+/// Identity providers faked: a token or code given to [`FakeProviders::vouch`] verifies to its
+/// claims; anything else is a provider's token that fails verification when it starts with
+/// `idp.`, and nobody's otherwise.
+#[derive(Debug, Default)]
+pub struct FakeProviders {
+    vouched: Mutex<std::collections::HashMap<String, ProviderClaims>>,
+    /// The (state, nonce, verifier) of every authorization URL built.
+    pub started: Mutex<Vec<(String, String, String)>>,
+}
+
+impl FakeProviders {
+    /// Makes `token` (an access token or an authorization code) verify to `claims`.
+    pub fn vouch(&self, token: &str, claims: ProviderClaims) {
+        if let Ok(mut vouched) = self.vouched.lock() {
+            vouched.insert(token.to_owned(), claims);
+        }
+    }
+
+    fn claims(&self, token: &str) -> Option<ProviderClaims> {
+        self.vouched.lock().ok()?.get(token).cloned()
+    }
+}
+
+#[async_trait]
+impl IdentityProviders for FakeProviders {
+    fn knows(&self, provider: &str) -> bool {
+        provider == "idp"
+    }
+
+    async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<ProviderClaims>, ProviderError> {
+        match self.claims(token) {
+            Some(claims) => Ok(Some(claims)),
+            None if token.starts_with("idp.") => {
+                Err(ProviderError::Rejected("bad signature".into()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn authorization_url(
+        &self,
+        provider: &str,
+        _redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        code_verifier: &str,
+    ) -> Result<String, ProviderError> {
+        if !self.knows(provider) {
+            return Err(ProviderError::UnknownProvider);
+        }
+        if let Ok(mut started) = self.started.lock() {
+            started.push((state.to_owned(), nonce.to_owned(), code_verifier.to_owned()));
+        }
+        Ok(format!("https://idp.test/authorize?state={state}"))
+    }
+
+    async fn exchange_code(
+        &self,
+        _provider: &str,
+        code: &str,
+        _redirect_uri: &str,
+        _code_verifier: &str,
+        _nonce: &str,
+    ) -> Result<ProviderClaims, ProviderError> {
+        self.claims(code)
+            .ok_or_else(|| ProviderError::Rejected("unknown code".into()))
     }
 }

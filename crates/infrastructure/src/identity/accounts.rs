@@ -112,6 +112,22 @@ impl UserRepository for SeaIdentityStore {
             .transpose()
     }
 
+    async fn find_by_email_in(
+        &self,
+        tx: &mut dyn Transaction,
+        email: &Email,
+    ) -> Result<Option<User>, RepoError> {
+        let txn = sea_txn(tx)?;
+        users::Entity::find()
+            .filter(users::Column::Email.eq(email.as_str()))
+            .filter(users::Column::DeletedAt.is_null())
+            .one(txn)
+            .await
+            .map_err(repo_err)?
+            .map(user_from)
+            .transpose()
+    }
+
     async fn find_in(
         &self,
         tx: &mut dyn Transaction,
@@ -162,6 +178,20 @@ impl UserRepository for SeaIdentityStore {
     async fn roles_of(&self, user: UserId) -> Result<Vec<Role>, RepoError> {
         self.roles_where(
             &self.db,
+            roles::Column::Id.in_subquery(Self::role_ids_of(user)),
+            role_permissions::Column::RoleId.in_subquery(Self::role_ids_of(user)),
+        )
+        .await
+    }
+
+    async fn roles_of_in(
+        &self,
+        tx: &mut dyn Transaction,
+        user: UserId,
+    ) -> Result<Vec<Role>, RepoError> {
+        let txn = sea_txn(tx)?;
+        self.roles_where(
+            txn,
             roles::Column::Id.in_subquery(Self::role_ids_of(user)),
             role_permissions::Column::RoleId.in_subquery(Self::role_ids_of(user)),
         )

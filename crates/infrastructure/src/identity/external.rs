@@ -80,6 +80,20 @@ fn to_model(link: &ExternalIdentity) -> Model {
 
 #[async_trait]
 impl ExternalIdentityRepository for SeaIdentityStore {
+    async fn find(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<ExternalIdentity>, RepoError> {
+        Ok(Entity::find()
+            .filter(Column::Provider.eq(provider))
+            .filter(Column::Subject.eq(subject))
+            .one(&self.db)
+            .await
+            .map_err(repo_err)?
+            .map(from_model))
+    }
+
     async fn find_for_update(
         &self,
         tx: &mut dyn Transaction,

@@ -5,6 +5,7 @@ mod accounts;
 mod api_keys;
 pub mod external;
 mod mfa;
+pub mod oidc;
 mod roles;
 mod security;
 mod sessions;
@@ -70,6 +71,15 @@ pub fn register(
         cache: adapters.cache.clone(),
         jobs: adapters.jobs.clone(),
         templates: adapters.mail_templates.clone(),
+        providers: if auth.oidc.providers.is_empty() {
+            Arc::new(keel_identity::security::NoProviders)
+        } else {
+            Arc::new(oidc::OidcProviders::new(
+                &auth.oidc,
+                adapters.http.clone(),
+                settings.environment == keel_config::Environment::Production,
+            ))
+        },
     };
     let identity = Identity::new(
         ports,

@@ -212,7 +212,7 @@ impl IdentityService<'_> {
 
     /// Creates the linked account, or brings it in step (restoring it when the provider
     /// re-creates a user it had deleted).
-    async fn upsert_linked(
+    pub(super) async fn upsert_linked(
         &self,
         tx: &mut dyn Transaction,
         link: &mut ExternalIdentity,
@@ -277,7 +277,13 @@ impl IdentityService<'_> {
                 .into());
             };
             // Never linked by address: the address may belong to someone else's account.
-            if self.ports().users.find_by_email(&email).await?.is_some() {
+            if self
+                .ports()
+                .users
+                .find_by_email_in(tx, &email)
+                .await?
+                .is_some()
+            {
                 return Err(IdentityError::EmailTaken);
             }
             let member = self

@@ -8,6 +8,7 @@
 mod accounts;
 mod api_keys;
 mod external;
+mod federation;
 mod mfa;
 mod roles;
 mod sessions;
@@ -19,6 +20,7 @@ pub use accounts::{Me, Registration, UserPatch, UserWithRoles};
 pub use api_keys::{NewApiKey, NewApiKeyRequest};
 use chrono::{DateTime, Utc};
 pub use external::{ExternalUser, ExternalUserChange, SyncOutcome};
+pub use federation::ProviderRedirect;
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::auth::SYSTEM;
 use keel_kernel::jobs::JobQueue;
@@ -39,7 +41,7 @@ use crate::repository::{
     ApiKeyRepository, ExternalIdentityRepository, MfaRepository, OneTimeTokenRepository,
     RoleRepository, SessionRepository, UserRepository,
 };
-use crate::security::{AccessTokens, PasswordHasher, Secrets};
+use crate::security::{AccessTokens, IdentityProviders, PasswordHasher, Secrets};
 
 /// Every port identity uses.
 #[derive(Debug)]
@@ -78,6 +80,8 @@ pub struct IdentityPorts {
     pub jobs: Arc<dyn JobQueue>,
     /// The mails' wording.
     pub templates: Arc<dyn MailTemplates>,
+    /// External identity providers (OpenID Connect).
+    pub providers: Arc<dyn IdentityProviders>,
 }
 
 /// Identity's tunables, from the `auth` and `app` configuration sections.

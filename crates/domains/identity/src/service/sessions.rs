@@ -276,11 +276,10 @@ impl Identity {
     /// The actor behind an access token. Any invalid token, revoked session or account that
     /// may not sign in is [`IdentityError::InvalidToken`].
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Actor, IdentityError> {
-        let claims = self
-            .ports
-            .access_tokens
-            .verify(token)
-            .ok_or(IdentityError::InvalidToken)?;
+        let Some(claims) = self.ports.access_tokens.verify(token) else {
+            // Not Keel's: perhaps a configured identity provider's.
+            return self.authenticate_provider_token(token).await;
+        };
         if !self.session_is_live(claims.session, claims.user).await? {
             return Err(IdentityError::InvalidToken);
         }

@@ -49,6 +49,7 @@ fn world_with(settings: IdentitySettings) -> World {
         cache: fakes.ports.cache.clone(),
         jobs: fakes.ports.jobs.clone(),
         templates: fakes.ports.templates.clone(),
+        providers: fakes.ports.providers.clone(),
     };
     let identity = Identity::new(ports, settings);
     block_on(identity.for_system().sync_rbac(&catalog())).unwrap();
@@ -1025,7 +1026,7 @@ mod mfa {
     use crate::service::{SecondFactor, TotpEnrolment};
 
     /// The code an authenticator holding `enrolment` shows at `at`.
-    fn code(enrolment: &TotpEnrolment, at: DateTime<Utc>) -> String {
+    pub(super) fn code(enrolment: &TotpEnrolment, at: DateTime<Utc>) -> String {
         let secret = totp_rs::Secret::Encoded(enrolment.secret.clone())
             .to_bytes()
             .unwrap();
@@ -1645,5 +1646,267 @@ mod external_users {
             Ok(None)
         );
         assert!(ExternalUserChange::from_event("user.created", &serde_json::json!([1])).is_err());
+    }
+}
+
+mod federation {
+    use super::*;
+    use crate::repository::UserRepository;
+    use crate::security::ProviderClaims;
+    use crate::service::ExternalUser;
+
+    fn claims(subject: &str, email: &str, roles: Option<&[&str]>, signup: bool) -> ProviderClaims {
+        ProviderClaims {
+            provider: "idp".into(),
+            user: ExternalUser {
+                subject: subject.into(),
+                email: Some(email.into()),
+                name: Some("Ada".into()),
+                email_verified: true,
+            },
+            roles: roles.map(|r| r.iter().map(|s| (*s).to_owned()).collect()),
+            allow_signup: signup,
+        }
+    }
+
+    fn bearer(w: &World, token: &str) -> Result<Actor, IdentityError> {
+        block_on(w.identity.authenticate_bearer(token))
+    }
+
+    fn role_names(w: &World, id: UserId) -> Vec<String> {
+        let mut names: Vec<String> = block_on(UserRepository::roles_of(w.fakes.store.as_ref(), id))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_new_subject_gets_an_account_only_where_signup_is_allowed() {
+        let w = world();
+        w.fakes
+            .providers
+            .vouch("idp.closed", claims("u1", "a@example.com", None, false));
+        assert!(matches!(
+            bearer(&w, "idp.closed"),
+            Err(IdentityError::SignupClosed)
+        ));
+        w.fakes
+            .providers
+            .vouch("idp.open", claims("u1", "a@example.com", None, true));
+        let Ok(Actor::Federated { id, provider, .. }) = bearer(&w, "idp.open") else {
+            panic!("expected a federated actor")
+        };
+        assert_eq!(provider, "idp");
+        assert_eq!(role_names(&w, id), [MEMBER_ROLE]);
+        // Once linked, signup no longer matters; the same subject is the same account.
+        let Ok(Actor::Federated { id: again, .. }) = bearer(&w, "idp.closed") else {
+            panic!("expected a federated actor")
+        };
+        assert_eq!(again, id);
+        // Not the provider's to vouch for: a bad signature, or nobody's token at all.
+        assert!(matches!(
+            bearer(&w, "idp.forged"),
+            Err(IdentityError::InvalidToken)
+        ));
+        assert!(matches!(
+            bearer(&w, "garbage"),
+            Err(IdentityError::InvalidToken)
+        ));
+        // No session: self-service that needs one is refused.
+        let caller = Caller::new(bearer(&w, "idp.open").unwrap());
+        assert!(matches!(
+            block_on(w.identity.for_caller(&caller).logout()),
+            Err(IdentityError::SessionRequired)
+        ));
+    }
+
+    #[test]
+    fn an_address_held_by_an_unlinked_account_is_never_taken_over() {
+        let w = world();
+        let local = w.register("taken@example.com");
+        w.fakes
+            .providers
+            .vouch("idp.t", claims("u9", "taken@example.com", None, true));
+        assert!(matches!(
+            bearer(&w, "idp.t"),
+            Err(IdentityError::ExternalEmailTaken)
+        ));
+        assert!(
+            block_on(UserRepository::find(w.fakes.store.as_ref(), local.id))
+                .unwrap()
+                .unwrap()
+                .deleted_at
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn claimed_roles_replace_the_accounts_roles_but_the_last_admin_keeps_admin() {
+        let w = world();
+        let admin = ["admin", "no-such-role"];
+        w.fakes.providers.vouch(
+            "idp.a1",
+            claims("a", "a@example.com", Some(&admin[..]), true),
+        );
+        w.fakes.providers.vouch(
+            "idp.b1",
+            claims("b", "b@example.com", Some(&admin[..]), true),
+        );
+        w.fakes
+            .providers
+            .vouch("idp.a0", claims("a", "a@example.com", Some(&[][..]), true));
+        w.fakes
+            .providers
+            .vouch("idp.b0", claims("b", "b@example.com", Some(&[][..]), true));
+        let id = |token| bearer(&w, token).unwrap().user_id().unwrap();
+        let a = id("idp.a1");
+        assert_eq!(role_names(&w, a), [ADMIN_ROLE, MEMBER_ROLE]);
+        let b = id("idp.b1");
+        // `a` is not the last administrator: the claim takes `admin` away.
+        let actor = bearer(&w, "idp.a0").unwrap();
+        assert_eq!(role_names(&w, a), [MEMBER_ROLE]);
+        assert!(!actor.can(&USERS_READ));
+        // `b` is: it keeps `admin` whatever the claim says.
+        bearer(&w, "idp.b0").unwrap();
+        assert_eq!(role_names(&w, b), [ADMIN_ROLE, MEMBER_ROLE]);
+        let synced = w
+            .fakes
+            .activity
+            .entries()
+            .into_iter()
+            .filter(|(_, e)| e.action == "user.synced")
+            .count();
+        assert_eq!(synced, 3, "created a, created b, a's roles changed");
+    }
+
+    #[test]
+    fn accounts_deleted_here_or_at_the_provider_do_not_get_in() {
+        let w = world();
+        w.fakes
+            .providers
+            .vouch("idp.u", claims("u", "u@example.com", None, true));
+        let user = bearer(&w, "idp.u").unwrap().user_id().unwrap();
+        // Deleted at the provider (its webhook): the link is a tombstone.
+        block_on(w.identity.for_system().sync_external_user(
+            "idp",
+            crate::service::ExternalUserChange::Delete {
+                subject: "u".into(),
+            },
+            keel_kernel::Clock::now(w.clock.as_ref()) + Duration::seconds(1),
+        ))
+        .unwrap();
+        block_on(w.fakes.cache.delete("identity:external:v1:idp:u")).unwrap();
+        assert!(matches!(
+            bearer(&w, "idp.u"),
+            Err(IdentityError::InvalidToken)
+        ));
+        assert!(
+            block_on(UserRepository::find(w.fakes.store.as_ref(), user))
+                .unwrap()
+                .unwrap()
+                .deleted_at
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_browser_sign_in_uses_its_state_once_for_its_provider_and_opens_a_session() {
+        let w = world();
+        let anonymous = anonymous();
+        let service = w.identity.for_caller(&anonymous);
+        assert!(matches!(
+            block_on(service.start_provider_sign_in("nope", "https://app/cb", "https://app/")),
+            Err(IdentityError::NotFound(_))
+        ));
+        let redirect =
+            block_on(service.start_provider_sign_in("idp", "https://app/cb", "https://app/after"))
+                .unwrap();
+        let started = w.fakes.providers.started.lock().unwrap().clone();
+        let (state, nonce, verifier) = &started[0];
+        assert_eq!(state, &redirect.state);
+        assert_ne!(nonce, state);
+        assert_ne!(verifier, state);
+        w.fakes
+            .providers
+            .vouch("code-1", claims("s", "s@example.com", None, true));
+        // An unknown state does not finish it, nor does another provider's callback (which
+        // spends that state).
+        assert!(matches!(
+            block_on(service.finish_provider_sign_in("idp", "unknown", "code-1")),
+            Err(IdentityError::ProviderStateInvalid)
+        ));
+        let other =
+            block_on(service.start_provider_sign_in("idp", "https://app/cb", "https://app/"))
+                .unwrap();
+        assert!(matches!(
+            block_on(service.finish_provider_sign_in("elsewhere", &other.state, "code-1")),
+            Err(IdentityError::ProviderStateInvalid)
+        ));
+        assert!(matches!(
+            block_on(service.finish_provider_sign_in("idp", &other.state, "code-1")),
+            Err(IdentityError::ProviderStateInvalid)
+        ));
+        let (tokens, return_to) =
+            block_on(service.finish_provider_sign_in("idp", &redirect.state, "code-1")).unwrap();
+        assert_eq!(return_to, "https://app/after");
+        assert!(matches!(
+            bearer(&w, &tokens.access_token),
+            Ok(Actor::User { .. })
+        ));
+        // Used once.
+        assert!(matches!(
+            block_on(service.finish_provider_sign_in("idp", &redirect.state, "code-1")),
+            Err(IdentityError::ProviderStateInvalid)
+        ));
+        // A code the provider refuses.
+        let again =
+            block_on(service.start_provider_sign_in("idp", "https://app/cb", "https://app/"))
+                .unwrap();
+        assert!(matches!(
+            block_on(service.finish_provider_sign_in("idp", &again.state, "bad-code")),
+            Err(IdentityError::ProviderSignInFailed)
+        ));
+    }
+
+    #[test]
+    fn a_keel_second_factor_is_asked_at_provider_sign_in_and_never_counts_for_provider_tokens() {
+        let w = world_with(IdentitySettings {
+            mfa_required_roles: vec![ADMIN_ROLE.to_owned()],
+            ..IdentitySettings::default()
+        });
+        let admin = ["admin"];
+        w.fakes.providers.vouch(
+            "idp.m",
+            claims("m", "m@example.com", Some(&admin[..]), true),
+        );
+        w.fakes.providers.vouch(
+            "code-m",
+            claims("m", "m@example.com", Some(&admin[..]), true),
+        );
+        let anonymous = anonymous();
+        let service = w.identity.for_caller(&anonymous);
+        let sign_in = |code: &str| {
+            let started =
+                block_on(service.start_provider_sign_in("idp", "https://app/cb", "https://app/"))
+                    .unwrap();
+            block_on(service.finish_provider_sign_in("idp", &started.state, code))
+        };
+        let (tokens, _) = sign_in("code-m").unwrap();
+        let caller = w.caller(&tokens);
+        let own = w.identity.for_caller(&caller);
+        let enrolment = block_on(own.enrol_totp()).unwrap();
+        block_on(own.confirm_totp(&super::mfa::code(&enrolment, w.clock.now()))).unwrap();
+        // The provider's sign-in stands in for the password, not for the code.
+        assert!(matches!(
+            sign_in("code-m"),
+            Err(IdentityError::MfaRequired(_))
+        ));
+        // A provider token never carries a role that requires Keel's second factor.
+        let actor = bearer(&w, "idp.m").unwrap();
+        assert!(matches!(actor, Actor::Federated { .. }));
+        assert!(!actor.can(&USERS_READ));
     }
 }
