@@ -364,7 +364,8 @@ pub struct OidcSettings {
     /// this often (a stream of forged `kid`s must not become a stream of requests).
     #[serde(with = "duration")]
     pub jwks_refetch_interval: Duration,
-    /// How long fetched keys and discovery documents are used before they are fetched again.
+    /// The age after which keys and discovery documents are fetched again (the copy in hand
+    /// stays in use while that fails).
     #[serde(with = "duration")]
     pub jwks_max_age: Duration,
     /// Providers by name (the name is the `{provider}` path segment and the link's provider).

@@ -8,7 +8,7 @@ use super::ME;
 use crate::support::{PASSWORD, TestApp, assert_problem, spawn_app, spawn_app_with};
 
 /// What an authenticator app holding `secret` shows now (or `offset` steps away).
-fn code(secret: &str, offset: i64) -> String {
+pub(super) fn code(secret: &str, offset: i64) -> String {
     let bytes = totp_rs::Secret::Encoded(secret.to_owned())
         .to_bytes()
         .expect("a base32 secret");

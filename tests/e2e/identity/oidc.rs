@@ -594,15 +594,20 @@ async fn the_pkce_sign_in_opens_a_session_and_a_tampered_state_fails() {
     idp.state.lock().unwrap().user = idp.claims("u-ada", "ada@idp.test", &["keel_admins"]);
 
     let (query, cookie) = approved_sign_in(&app, &idp).await;
-    // A tampered state: refused whether or not the cookie was changed to match it.
+    // A tampered state: refused whether or not the cookie was changed to match it, and the
+    // browser is told to forget its state cookie.
     let mut tampered = query.clone();
     tampered.insert("state".into(), format!("{}x", query["state"]));
-    assert_problem(
-        callback(&app, &tampered, &cookie).await,
-        401,
-        "auth.oidc_state_invalid",
-    )
-    .await;
+    let refused = callback(&app, &tampered, &cookie).await;
+    assert!(
+        refused.headers().get_all("set-cookie").iter().any(|c| {
+            let c = c.to_str().unwrap();
+            c.starts_with("__Host-keel_oidc_state=;")
+                || c.starts_with("__Host-keel_oidc_state=\"\"")
+        }),
+        "the state cookie is cleared on failure too"
+    );
+    assert_problem(refused, 401, "auth.oidc_state_invalid").await;
     let forged_cookie = format!("__Host-keel_oidc_state={}", tampered["state"]);
     assert_problem(
         callback(&app, &tampered, &forged_cookie).await,
@@ -790,4 +795,105 @@ async fn a_provider_that_is_down_answers_502_and_is_used_once_it_is_back() {
         "one@idp.test"
     );
     assert_eq!(idp.jwks_fetches(), 1);
+}
+
+#[tokio::test]
+async fn with_a_keel_second_factor_the_provider_sign_in_asks_for_the_code() {
+    let idp = Idp::start(vec![Key::new("ed-1", Algorithm::EdDSA, ED_1)]).await;
+    let app = spawn_with_provider(
+        &idp,
+        &[
+            ("APP__AUTH__OIDC__PROVIDERS__ACME__ALLOW_SIGNUP", "true"),
+            ("APP__AUTH__COOKIE_SESSIONS", "true"),
+        ],
+    )
+    .await;
+    idp.state.lock().unwrap().user = idp.claims("u-kim", "kim@idp.test", &[]);
+    let public = app.settings.app.public_url.trim_end_matches('/').to_owned();
+    let return_to = format!("{public}/after");
+
+    // First sign-in: a session; the account turns a Keel second factor on.
+    let (query, cookie) = approved_sign_in_to(&app, &idp, Some(&return_to)).await;
+    let done = callback(&app, &query, &cookie).await;
+    assert_eq!(done.status(), 303);
+    let cookies: Vec<String> = done
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let value = |name: &str| {
+        cookies
+            .iter()
+            .find_map(|c| c.strip_prefix(&format!("{name}=")))
+            .and_then(|c| c.split(';').next())
+            .expect("the cookie")
+            .to_owned()
+    };
+    let refreshed = browser()
+        .post(app.url("/api/v1/auth/refresh"))
+        .header(
+            "cookie",
+            format!("__Secure-keel_refresh={}", value("__Secure-keel_refresh")),
+        )
+        .header("x-csrf-token", value("__Host-keel_csrf"))
+        .header("origin", &public)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let access = json_of(refreshed, 200).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let enrolment = json_of(
+        app.post("/api/v1/auth/mfa/totp", Some(&access), &json!({}))
+            .await,
+        200,
+    )
+    .await;
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    json_of(
+        app.post(
+            "/api/v1/auth/mfa/totp/confirm",
+            Some(&access),
+            &json!({ "code": super::mfa::code(&secret, -1) }),
+        )
+        .await,
+        200,
+    )
+    .await;
+
+    // Next sign-in: the provider's word is not enough. The app gets a challenge in the
+    // fragment of its own page, and the code finishes the sign-in.
+    let (query, cookie) = approved_sign_in_to(&app, &idp, Some(&return_to)).await;
+    let asked = callback(&app, &query, &cookie).await;
+    assert_eq!(asked.status(), 303);
+    assert!(
+        !asked
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("__Secure-keel_refresh=")),
+        "no session before the code"
+    );
+    let location = location(&asked);
+    let challenge = location
+        .strip_prefix(&format!("{return_to}#mfa_challenge="))
+        .unwrap_or_else(|| panic!("a challenge in the fragment: {location}"));
+    let verified = app
+        .post(
+            "/api/v1/auth/mfa/verify",
+            None,
+            &json!({ "challenge": challenge, "code": super::mfa::code(&secret, 0), "cookie": true }),
+        )
+        .await;
+    let access = json_of(verified, 200).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        json_of(me(&app, &access).await, 200).await["email"],
+        "kim@idp.test"
+    );
 }

@@ -6,9 +6,11 @@
 //! server-side with the nonce and the PKCE verifier), and it must be the one in this browser's
 //! `__Host-keel_oidc_state` cookie, so nobody can finish a sign-in in someone else's browser.
 
+use actix_web::ResponseError as _;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use keel_identity::service::ProviderSignIn;
 use keel_identity::{Identity, IdentityError};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -130,14 +132,14 @@ async fn start(
     tag = "auth",
     operation_id = "oidc_callback",
     summary = "Finish a sign-in with an identity provider",
-    description = "Where the provider sends the browser back. The `state` must match the browser's `__Host-keel_oidc_state` cookie and a sign-in this service started and has not finished. With `auth.cookie_sessions` on, answers 303 to the `return_to` of the start with the browser-session cookies set (the app then calls `POST /auth/refresh`); otherwise answers the token pair as `POST /auth/login` does.",
+    description = "Where the provider sends the browser back. The `state` must match the browser's `__Host-keel_oidc_state` cookie and a sign-in this service started and has not finished. With `auth.cookie_sessions` on, answers 303 to the `return_to` of the start with the browser-session cookies set (the app then calls `POST /auth/refresh`); otherwise answers the token pair as `POST /auth/login` does. An account with a Keel second factor on is asked for it as after a password (401 `auth.mfa_required` with a `challenge`; in cookie mode, in the redirect's fragment).",
     params(
         ("provider" = String, Path, description = "The provider's configured name."),
         CallbackQuery,
     ),
     responses(
         (status = 200, description = "Signed in (cookie sessions off).", body = TokensView),
-        (status = 303, description = "Signed in (cookie sessions on): on to `return_to`."),
+        (status = 303, description = "Signed in (cookie sessions on): on to `return_to`; with a Keel second factor on, to `return_to#mfa_challenge=<challenge>` for `POST /auth/mfa/verify`."),
         (status = 401, response = crate::openapi::Unauthenticated),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
@@ -174,14 +176,35 @@ async fn callback(
             .await
     }
     .await;
-    let (tokens, return_to) = counted("oidc_callback", result)?;
-    let mut response = if cookies.enabled() {
-        cookies.signed_in_redirect(&tokens, &return_to)
-    } else {
-        HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(TokensView::from(tokens))
+    let mut response = match counted("oidc_callback", result) {
+        Ok((ProviderSignIn::SignedIn(tokens), return_to)) => {
+            if cookies.enabled() {
+                cookies.signed_in_redirect(&tokens, &return_to)
+            } else {
+                HttpResponse::Ok()
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .json(TokensView::from(tokens))
+            }
+        }
+        // A browser arrives here by navigation: in cookie mode it goes back to the app, which
+        // reads the challenge from the fragment (never sent to a server) and finishes with
+        // `POST /auth/mfa/verify` and `"cookie": true`.
+        Ok((ProviderSignIn::SecondFactor { challenge }, return_to)) if cookies.enabled() => {
+            let base = return_to.split('#').next().unwrap_or_default();
+            HttpResponse::SeeOther()
+                .insert_header((
+                    header::LOCATION,
+                    format!("{base}#mfa_challenge={challenge}"),
+                ))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish()
+        }
+        Ok((ProviderSignIn::SecondFactor { challenge }, _)) => {
+            ApiError::from(IdentityError::MfaRequired(challenge)).error_response()
+        }
+        Err(error) => ApiError::from(error).error_response(),
     };
+    // The state is spent whatever happened: the browser forgets it too.
     let mut gone = state_cookie("", 0);
     gone.make_removal();
     // Only fails for a cookie that cannot be a header value; this one is a constant.

@@ -45,9 +45,6 @@ const TOKEN_MAX_BYTES: usize = 16 * 1024;
 const MAX_KEYS: usize = 32;
 /// Longest subject accepted (the column's width).
 const SUBJECT_MAX_CHARS: usize = 255;
-/// Most role values read from a roles claim, and the longest one.
-const ROLE_VALUES_MAX: usize = 100;
-const ROLE_VALUE_MAX_CHARS: usize = 128;
 
 /// The parts of a discovery document Keel uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +76,7 @@ struct KeySet {
 #[derive(Default)]
 struct Fetching {
     metadata: Option<(Metadata, Instant)>,
+    metadata_attempted: Option<Instant>,
     keys_attempted: Option<Instant>,
 }
 
@@ -96,10 +94,11 @@ struct Provider {
 
 impl Provider {
     fn keys(&self) -> Arc<KeySet> {
+        // A poisoned lock still holds a whole snapshot: it is only ever replaced at once.
         self.keys
             .read()
-            .map(|keys| keys.clone())
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -141,33 +140,36 @@ fn peek_issuer(token: &str) -> Option<String> {
     serde_json::from_slice::<Peek>(&bytes).ok()?.iss
 }
 
-/// The value at a dotted claim path (`realm_access.roles`).
+/// The value of a claim named `path`, or, when no claim has that whole name (which may hold
+/// dots, as Auth0's namespaced `https://example.com/roles` does), at the dotted path
+/// (`realm_access.roles`).
 fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .try_fold(claims, |value, part| value.get(part))
+    claims.get(path).or_else(|| {
+        path.split('.')
+            .try_fold(claims, |value, part| value.get(part))
+    })
 }
 
 /// The role values of a claim: a list of strings, or one string of space- or comma-separated
-/// values.
-fn role_values(value: Option<&Value>) -> Vec<String> {
-    let values: Vec<String> = match value {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(text)) => text
-            .split([' ', ','])
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    };
-    values
-        .into_iter()
-        .filter(|v| v.chars().count() <= ROLE_VALUE_MAX_CHARS)
-        .take(ROLE_VALUES_MAX)
-        .collect()
+/// values; `None` for anything else (`null`, a number, an object), which says nothing.
+fn role_values(value: Option<&Value>) -> Option<Vec<&str>> {
+    match value? {
+        Value::Array(items) => Some(items.iter().filter_map(Value::as_str).collect()),
+        Value::String(text) => Some(text.split([' ', ',']).filter(|v| !v.is_empty()).collect()),
+        _ => None,
+    }
+}
+
+/// Whether a JWT's header `typ`, when present, is one an access token may carry.
+fn header_typ_is_access(token: &str) -> bool {
+    jsonwebtoken::decode_header(token)
+        .ok()
+        .and_then(|header| header.typ)
+        .is_none_or(|typ| {
+            ["jwt", "at+jwt", "application/at+jwt"]
+                .iter()
+                .any(|ok| typ.eq_ignore_ascii_case(ok))
+        })
 }
 
 /// The S256 PKCE challenge of a verifier (RFC 7636).
@@ -240,10 +242,15 @@ impl OidcProviders {
         known: &mut Fetching,
     ) -> Result<Metadata, ProviderError> {
         if let Some((metadata, at)) = &known.metadata
-            && at.elapsed() < self.max_age
+            && (at.elapsed() < self.max_age
+                || known
+                    .metadata_attempted
+                    .is_some_and(|at| at.elapsed() < self.refetch_interval))
         {
+            // Fresh, or a refresh failed moments ago: the copy in hand, not another attempt.
             return Ok(metadata.clone());
         }
+        known.metadata_attempted = Some(Instant::now());
         let url = format!(
             "{}/.well-known/openid-configuration",
             provider.settings.issuer.trim_end_matches('/')
@@ -335,15 +342,18 @@ impl OidcProviders {
             })
             .collect();
         tracing::info!(provider = %provider.name, keys = keys.len(), "fetched the identity provider's signing keys");
-        if keys.is_empty() {
-            return Err(unreachable("the provider publishes no usable signing key"));
-        }
+        // A provider that withdrew every key it had: none of the old ones is trusted on.
+        let empty = keys.is_empty();
         let keys = Arc::new(KeySet {
             keys: keys.into_iter().take(MAX_KEYS).collect(),
             fetched: Some(Instant::now()),
         });
-        if let Ok(mut current) = provider.keys.write() {
-            *current = keys;
+        *provider
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        if empty {
+            return Err(unreachable("the provider publishes no usable signing key"));
         }
         Ok(())
     }
@@ -462,12 +472,12 @@ impl OidcProviders {
             .claims;
         let now = chrono::Utc::now().timestamp();
         let leeway = i64::try_from(self.leeway).unwrap_or(300);
-        if claims
-            .get("iat")
-            .and_then(Value::as_i64)
-            .is_some_and(|iat| iat > now + leeway)
-        {
-            return Err(rejected("issued in the future"));
+        match claims.get("iat").map(Value::as_i64) {
+            Some(None) => return Err(rejected("`iat` is not a number of seconds")),
+            Some(Some(iat)) if iat > now + leeway => {
+                return Err(rejected("issued in the future"));
+            }
+            _ => {}
         }
         Ok(claims)
     }
@@ -489,15 +499,17 @@ impl OidcProviders {
         // Only mapped values count (no claim value names a Keel role by itself), and a token
         // without the claim says nothing about roles (an ID token often lacks what the access
         // token carries): the account keeps the roles it has.
+        // The token's size (16 KiB at most) bounds the values; mapping before anything else
+        // keeps a mapped value that comes late in a long list.
         let roles = provider
             .settings
             .roles_claim
             .as_deref()
-            .and_then(|path| claim_at(claims, path))
-            .map(|value| {
+            .and_then(|path| role_values(claim_at(claims, path)))
+            .map(|values| {
                 let map = &provider.settings.role_map;
-                let roles: BTreeSet<String> = role_values(Some(value))
-                    .iter()
+                let roles: BTreeSet<String> = values
+                    .into_iter()
                     .filter_map(|v| map.get(v).cloned())
                     .collect();
                 roles.into_iter().collect()
@@ -565,8 +577,20 @@ impl IdentityProviders for OidcProviders {
                 )
                 .await?;
             // An ID token proves a sign-in to the client that asked for it; it is not a
-            // credential for this API (its `nonce` gives it away).
-            if claims.get("nonce").is_some() {
+            // credential for this API. What gives one away: a `nonce`, `at_hash` or `c_hash`,
+            // Keycloak's `typ: "ID"`, or a header `typ` other than a JWT's or an access
+            // token's (RFC 9068 `at+jwt`). With an `audience` of its own (not the client id),
+            // the audience check alone already keeps them out.
+            let id_token_typ = claims
+                .get("typ")
+                .and_then(Value::as_str)
+                .is_some_and(|typ| typ.eq_ignore_ascii_case("id"));
+            if ["nonce", "at_hash", "c_hash"]
+                .iter()
+                .any(|claim| claims.get(*claim).is_some())
+                || id_token_typ
+                || !header_typ_is_access(token)
+            {
                 return Err(rejected("an ID token is not an access token"));
             }
             let parties = &provider.settings.authorized_parties;
@@ -703,9 +727,13 @@ impl IdentityProviders for OidcProviders {
                 provider,
                 &id_token,
                 client_id,
-                &["exp", "iat", "iss", "aud", "sub"],
+                &["exp", "iss", "aud", "sub"],
             )
             .await?;
+        // OpenID Connect Core §2: an ID token always says when it was issued.
+        if claims.get("iat").is_none() {
+            return Err(rejected("the ID token has no `iat`"));
+        }
         Self::check_authorized_party(provider, &claims)?;
         // The nonce ties the ID token to this sign-in: a token replayed from another fails.
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
@@ -725,14 +753,27 @@ mod tests {
             "groups": ["a", "b"],
             "scope": "x y,z",
             "realm_access": {"roles": ["admin"]},
+            "https://keel.example/roles": ["ns"],
+            "nothing": null,
         });
-        assert_eq!(role_values(claim_at(&claims, "groups")), ["a", "b"]);
-        assert_eq!(role_values(claim_at(&claims, "scope")), ["x", "y", "z"]);
+        assert_eq!(
+            role_values(claim_at(&claims, "groups")),
+            Some(vec!["a", "b"])
+        );
+        assert_eq!(
+            role_values(claim_at(&claims, "scope")),
+            Some(vec!["x", "y", "z"])
+        );
         assert_eq!(
             role_values(claim_at(&claims, "realm_access.roles")),
-            ["admin"]
+            Some(vec!["admin"])
         );
-        assert!(role_values(claim_at(&claims, "missing.path")).is_empty());
+        assert_eq!(
+            role_values(claim_at(&claims, "https://keel.example/roles")),
+            Some(vec!["ns"])
+        );
+        assert_eq!(role_values(claim_at(&claims, "missing.path")), None);
+        assert_eq!(role_values(claim_at(&claims, "nothing")), None);
     }
 
     #[test]

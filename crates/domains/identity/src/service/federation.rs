@@ -69,6 +69,19 @@ struct ResolvedLink {
     roles: Option<Vec<String>>,
 }
 
+/// How a finished provider sign-in goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderSignIn {
+    /// A Keel session is open.
+    SignedIn(Tokens),
+    /// The account has a Keel second factor: the sign-in finishes at `POST /auth/mfa/verify`
+    /// with this challenge and a code.
+    SecondFactor {
+        /// The five-minute, single-use challenge.
+        challenge: String,
+    },
+}
+
 /// Where to send a browser to sign in with a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderRedirect {
@@ -210,6 +223,10 @@ impl Identity {
                 .map(|r| r.name)
                 .collect();
             if held != wanted_roles(names) {
+                // Nothing is written for an account that may not sign in anyway.
+                if !self.user_state(user).await?.is_some_and(|s| s.can_sign_in) {
+                    return Err(IdentityError::InvalidToken);
+                }
                 return Ok(None);
             }
         }
@@ -423,14 +440,15 @@ impl IdentityService<'_> {
 
     /// Finishes a browser sign-in: the `state` must be one this service started for
     /// `provider` and not yet used; the code is exchanged with its verifier, the ID token
-    /// checked (nonce included), and a Keel session opened for the linked account. Returns
-    /// the tokens and where the browser goes next.
+    /// checked (nonce included), and a Keel session opened for the linked account (or, with a
+    /// Keel second factor on, a challenge for it). Returns that and where the browser goes
+    /// next.
     pub async fn finish_provider_sign_in(
         &self,
         provider: &str,
         state: &str,
         code: &str,
-    ) -> Result<(Tokens, String), IdentityError> {
+    ) -> Result<(ProviderSignIn, String), IdentityError> {
         if state.is_empty()
             || state.len() > PARAM_MAX_CHARS
             || code.is_empty()
@@ -480,7 +498,15 @@ impl IdentityService<'_> {
             .ok_or(IdentityError::AccountInactive)?;
         // A second factor enrolled in Keel is asked for here too: the provider's sign-in
         // stands in for the password, not for the code.
-        self.challenge_if_enrolled(&account, None, now).await?;
+        match self.challenge_if_enrolled(&account, None, now).await {
+            Err(IdentityError::MfaRequired(challenge)) => {
+                return Ok((
+                    ProviderSignIn::SecondFactor { challenge },
+                    pending.return_to,
+                ));
+            }
+            other => other?,
+        }
         let mut tx = self.ports().unit_of_work.begin().await?;
         let account = self
             .ports()
@@ -497,6 +523,6 @@ impl IdentityService<'_> {
                 json!({ "method": "oidc", "provider": provider }),
             )
             .await?;
-        Ok((tokens, pending.return_to))
+        Ok((ProviderSignIn::SignedIn(tokens), pending.return_to))
     }
 }

@@ -20,7 +20,7 @@ pub use accounts::{Me, Registration, UserPatch, UserWithRoles};
 pub use api_keys::{NewApiKey, NewApiKeyRequest};
 use chrono::{DateTime, Utc};
 pub use external::{ExternalUser, ExternalUserChange, SyncOutcome};
-pub use federation::ProviderRedirect;
+pub use federation::{ProviderRedirect, ProviderSignIn};
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::auth::SYSTEM;
 use keel_kernel::jobs::JobQueue;

@@ -1653,7 +1653,7 @@ mod federation {
     use super::*;
     use crate::repository::UserRepository;
     use crate::security::ProviderClaims;
-    use crate::service::ExternalUser;
+    use crate::service::{ExternalUser, ProviderSignIn};
 
     fn claims(subject: &str, email: &str, roles: Option<&[&str]>, signup: bool) -> ProviderClaims {
         ProviderClaims {
@@ -1849,8 +1849,11 @@ mod federation {
             block_on(service.finish_provider_sign_in("idp", &other.state, "code-1")),
             Err(IdentityError::ProviderStateInvalid)
         ));
-        let (tokens, return_to) =
-            block_on(service.finish_provider_sign_in("idp", &redirect.state, "code-1")).unwrap();
+        let (ProviderSignIn::SignedIn(tokens), return_to) =
+            block_on(service.finish_provider_sign_in("idp", &redirect.state, "code-1")).unwrap()
+        else {
+            panic!("expected a session")
+        };
         assert_eq!(return_to, "https://app/after");
         assert!(matches!(
             bearer(&w, &tokens.access_token),
@@ -1894,7 +1897,9 @@ mod federation {
                     .unwrap();
             block_on(service.finish_provider_sign_in("idp", &started.state, code))
         };
-        let (tokens, _) = sign_in("code-m").unwrap();
+        let Ok((ProviderSignIn::SignedIn(tokens), _)) = sign_in("code-m") else {
+            panic!("expected a session")
+        };
         let caller = w.caller(&tokens);
         let own = w.identity.for_caller(&caller);
         let enrolment = block_on(own.enrol_totp()).unwrap();
@@ -1902,7 +1907,7 @@ mod federation {
         // The provider's sign-in stands in for the password, not for the code.
         assert!(matches!(
             sign_in("code-m"),
-            Err(IdentityError::MfaRequired(_))
+            Ok((ProviderSignIn::SecondFactor { .. }, _))
         ));
         // A provider token never carries a role that requires Keel's second factor.
         let actor = bearer(&w, "idp.m").unwrap();
