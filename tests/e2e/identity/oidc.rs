@@ -707,12 +707,7 @@ async fn in_cookie_mode_the_sign_in_ends_in_a_browser_session() {
     let done = callback(&app, &query, &cookie).await;
     assert_eq!(done.status(), 303);
     assert_eq!(location(&done), return_to);
-    let cookies: Vec<String> = done
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
+    let cookies = set_cookies(&done);
     let refresh = cookies
         .iter()
         .find(|c| c.starts_with("__Secure-keel_refresh="))
@@ -731,6 +726,26 @@ async fn in_cookie_mode_the_sign_in_ends_in_a_browser_session() {
     assert!(!cookies.iter().any(|c| c.contains("access_token")));
 
     // The app then refreshes with the cookie, as after any cookie sign-in.
+    let access = refresh_from_cookies(&app, &cookies).await;
+    assert_eq!(
+        json_of(me(&app, &access).await, 200).await["email"],
+        "lin@idp.test"
+    );
+}
+
+/// Every `Set-Cookie` of a response.
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// What a browser-session app does after a cookie-mode sign-in: refresh with the refresh
+/// cookie, the CSRF cookie's token and its own origin; returns the access token.
+async fn refresh_from_cookies(app: &TestApp, cookies: &[String]) -> String {
     let value = |name: &str| {
         cookies
             .iter()
@@ -746,17 +761,15 @@ async fn in_cookie_mode_the_sign_in_ends_in_a_browser_session() {
             format!("__Secure-keel_refresh={}", value("__Secure-keel_refresh")),
         )
         .header("x-csrf-token", value("__Host-keel_csrf"))
-        .header("origin", &public)
+        .header("origin", app.settings.app.public_url.trim_end_matches('/'))
         .json(&json!({}))
         .send()
         .await
         .unwrap();
-    let tokens = json_of(refreshed, 200).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(
-        json_of(me(&app, access).await, 200).await["email"],
-        "lin@idp.test"
-    );
+    json_of(refreshed, 200).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -816,36 +829,7 @@ async fn with_a_keel_second_factor_the_provider_sign_in_asks_for_the_code() {
     let (query, cookie) = approved_sign_in_to(&app, &idp, Some(&return_to)).await;
     let done = callback(&app, &query, &cookie).await;
     assert_eq!(done.status(), 303);
-    let cookies: Vec<String> = done
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
-    let value = |name: &str| {
-        cookies
-            .iter()
-            .find_map(|c| c.strip_prefix(&format!("{name}=")))
-            .and_then(|c| c.split(';').next())
-            .expect("the cookie")
-            .to_owned()
-    };
-    let refreshed = browser()
-        .post(app.url("/api/v1/auth/refresh"))
-        .header(
-            "cookie",
-            format!("__Secure-keel_refresh={}", value("__Secure-keel_refresh")),
-        )
-        .header("x-csrf-token", value("__Host-keel_csrf"))
-        .header("origin", &public)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    let access = json_of(refreshed, 200).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = refresh_from_cookies(&app, &set_cookies(&done)).await;
     let enrolment = json_of(
         app.post("/api/v1/auth/mfa/totp", Some(&access), &json!({}))
             .await,

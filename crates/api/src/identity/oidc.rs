@@ -63,6 +63,12 @@ fn state_cookie(value: &str, max_age: i64) -> Cookie<'static> {
         .finish()
 }
 
+/// The query string as `T`; 422 naming what is wrong with it.
+fn query<T: serde::de::DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
+    serde_urlencoded::from_str::<T>(request.query_string())
+        .map_err(|e| ApiError::invalid("query", "invalid_parameter", e.to_string()))
+}
+
 fn redirect_uri(cookies: &CookieSessions, provider: &str) -> String {
     format!(
         "{}{}/auth/oidc/{provider}/callback",
@@ -98,8 +104,7 @@ async fn start(
     identity: web::Data<Identity>,
     cookies: web::Data<CookieSessions>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = serde_urlencoded::from_str::<StartQuery>(request.query_string())
-        .map_err(|e| ApiError::invalid("query", "invalid_parameter", e.to_string()))?;
+    let query = query::<StartQuery>(&request)?;
     let return_to = match query.return_to {
         Some(url) if url.len() <= 2048 && cookies.may_return_to(&url) => url,
         Some(_) => {
@@ -156,8 +161,7 @@ async fn callback(
     identity: web::Data<Identity>,
     cookies: web::Data<CookieSessions>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = serde_urlencoded::from_str::<CallbackQuery>(request.query_string())
-        .map_err(|e| ApiError::invalid("query", "invalid_parameter", e.to_string()))?;
+    let query = query::<CallbackQuery>(&request)?;
     let bound = request
         .cookie(STATE_COOKIE)
         .map(|cookie| cookie.value().to_owned());
