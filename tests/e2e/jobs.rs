@@ -629,7 +629,7 @@ async fn a_failed_attempt_waits_out_its_policy_backoff() {
 }
 
 /// A Redis server of the test's own on a free port, stopped and started again at will.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     child: Option<std::process::Child>,
     port: u16,
 }
@@ -637,7 +637,7 @@ struct PrivateRedis {
 impl PrivateRedis {
     /// `None` where `redis-server` is not installed (CI, which has it, sets
     /// `TEST_REDIS_URL`: there a missing binary fails the test instead).
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let mut redis = Self {
             child: None,
             port: crate::support::free_port(),
@@ -667,11 +667,11 @@ impl PrivateRedis {
         true
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -881,3 +881,145 @@ async fn with_a_keel_second_factor_the_provider_sign_in_asks_for_the_code() {
         "kim@idp.test"
     );
 }
+
+#[tokio::test]
+async fn racing_callbacks_open_one_session_and_hostile_inputs_get_problems() {
+    let idp = Idp::start(vec![Key::new("rsa-1", Algorithm::RS256, RSA_1)]).await;
+    let app = spawn_with_provider(
+        &idp,
+        &[("APP__AUTH__OIDC__PROVIDERS__ACME__ALLOW_SIGNUP", "true")],
+    )
+    .await;
+    idp.state.lock().unwrap().user = idp.claims("u-race", "race@idp.test", &[]);
+
+    // One approved sign-in, its callback sent five times at once: one session, four refusals.
+    let (query, cookie) = approved_sign_in(&app, &idp).await;
+    let answers =
+        futures_util::future::join_all((0..5).map(|_| callback(&app, &query, &cookie))).await;
+    let mut signed_in = 0;
+    for answer in answers {
+        if answer.status() == 200 {
+            signed_in += 1;
+        } else {
+            assert_problem(answer, 401, "auth.oidc_state_invalid").await;
+        }
+    }
+    assert_eq!(signed_in, 1);
+
+    // Oversized or malformed input: a problem naming it, never a 500.
+    let long_name = "p".repeat(3000);
+    assert_problem(
+        browser()
+            .get(app.url(&format!("/api/v1/auth/oidc/{long_name}/start")))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    let public = app.settings.app.public_url.trim_end_matches('/').to_owned();
+    for query in [
+        serde_urlencoded::to_string([("return_to", format!("{public}/{}", "a".repeat(3000)))])
+            .unwrap(),
+        format!("return_to={public}/&return_to={public}/"),
+        "surprise=1".to_owned(),
+    ] {
+        let problem = assert_problem(
+            browser()
+                .get(app.url(&format!("/api/v1/auth/oidc/acme/start?{query}")))
+                .send()
+                .await
+                .unwrap(),
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert!(
+            !problem["errors"].as_array().unwrap().is_empty(),
+            "{problem}"
+        );
+    }
+    let (mut query, cookie) = approved_sign_in(&app, &idp).await;
+    query.insert("code".into(), "c".repeat(5000));
+    assert_problem(
+        callback(&app, &query, &cookie).await,
+        401,
+        "auth.oidc_state_invalid",
+    )
+    .await;
+
+    // Tokens naming the provider but broken in every other way: 401, and nothing stored.
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = idp.claims("u-x", "x@idp.test", &[]);
+    claims["pad"] = json!("x".repeat(20 * 1024));
+    let huge = Key::new("rsa-1", Algorithm::RS256, RSA_1).sign(&claims);
+    let long_kid = Key::new(&"k".repeat(1000), Algorithm::RS256, RSA_FORGER).sign(&idp.claims(
+        "u-x",
+        "x@idp.test",
+        &[],
+    ));
+    let payload = URL_SAFE_NO_PAD
+        .encode(json!({"iss": idp.issuer, "sub": "u-x", "exp": now + 60}).to_string());
+    for token in [
+        huge,
+        long_kid,
+        format!("e30.{payload}.c2ln"),
+        format!("not-base64!.{payload}.x"),
+        "a.b.c".to_owned(),
+    ] {
+        assert_problem(me(&app, &token).await, 401, "invalid_token").await;
+    }
+    use sea_orm::ConnectionTrait;
+    let backend = app.pool.get_database_backend();
+    let row = app
+        .pool
+        .query_one_raw(sea_orm::Statement::from_string(
+            backend,
+            "SELECT COUNT(*) FROM external_identities WHERE subject = 'u-x'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.try_get_by_index::<i64>(0).unwrap(),
+        0,
+        "no link was stored"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_gone_provider_tokens_still_work_and_a_sign_in_answers_503() {
+    let Some(mut redis) = crate::jobs::PrivateRedis::start() else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let idp = Idp::start(vec![Key::new("rsa-1", Algorithm::RS256, RSA_1)]).await;
+    let url = redis.url();
+    let app = spawn_with_provider(
+        &idp,
+        &[
+            ("APP__AUTH__OIDC__PROVIDERS__ACME__ALLOW_SIGNUP", "true"),
+            ("APP__REDIS__URL", url.as_str()),
+        ],
+    )
+    .await;
+    let token = idp.token("u-r", "r@idp.test", &["keel_admins"]);
+    let before = json_of(me(&app, &token).await, 200).await;
+    redis.stop();
+    // The caches are a shortcut: the database answers in their place.
+    let during = json_of(me(&app, &token).await, 200).await;
+    assert_eq!(during["id"], before["id"]);
+    assert_eq!(role_names(&during), ["admin", "member"]);
+    // A browser sign-in cannot be finished without its stored state: refused at the start.
+    assert_problem(
+        browser()
+            .get(app.url("/api/v1/auth/oidc/acme/start"))
+            .send()
+            .await
+            .unwrap(),
+        503,
+        "service_unavailable",
+    )
+    .await;
+}

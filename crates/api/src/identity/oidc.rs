@@ -208,7 +208,7 @@ async fn callback(
         }
         Err(error) => ApiError::from(error).error_response(),
     };
-    // The state is spent whatever happened: the browser forgets it too.
+    // Whatever happened, this browser is done with its state: a retry starts again.
     let mut gone = state_cookie("", 0);
     gone.make_removal();
     // Only fails for a cookie that cannot be a header value; this one is a constant.

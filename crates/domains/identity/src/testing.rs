@@ -708,12 +708,7 @@ impl ExternalIdentityRepository for InMemoryIdentityStore {
         provider: &str,
         subject: &str,
     ) -> Result<Option<ExternalIdentity>, RepoError> {
-        Ok(self.with(|s| {
-            s.links
-                .iter()
-                .find(|l| l.provider == provider && l.subject == subject)
-                .cloned()
-        }))
+        ExternalIdentityRepository::find(self, provider, subject).await
     }
 
     async fn insert(

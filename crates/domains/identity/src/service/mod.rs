@@ -8,8 +8,8 @@
 mod accounts;
 mod api_keys;
 mod external;
-mod federation;
 mod mfa;
+mod oidc;
 mod roles;
 mod sessions;
 
@@ -20,7 +20,6 @@ pub use accounts::{Me, Registration, UserPatch, UserWithRoles};
 pub use api_keys::{NewApiKey, NewApiKeyRequest};
 use chrono::{DateTime, Utc};
 pub use external::{ExternalUser, ExternalUserChange, SyncOutcome};
-pub use federation::{ProviderRedirect, ProviderSignIn};
 use keel_kernel::activity::ActivityLog;
 use keel_kernel::auth::SYSTEM;
 use keel_kernel::jobs::JobQueue;
@@ -31,6 +30,7 @@ use keel_kernel::{
     UnitOfWork, UserId,
 };
 pub use mfa::{MfaStatus, SecondFactor, TotpEnrolment};
+pub use oidc::{ProviderRedirect, ProviderSignIn};
 use serde::{Deserialize, Serialize};
 pub use sessions::{SessionView, Tokens};
 

@@ -1649,7 +1649,7 @@ mod external_users {
     }
 }
 
-mod federation {
+mod oidc {
     use super::*;
     use crate::repository::UserRepository;
     use crate::security::ProviderClaims;
